@@ -1,0 +1,35 @@
+"""The small error tree of rpctape.
+
+Every error rpctape raises on purpose derives from :class:`RpctapeError` and from the builtin
+that fits, so callers can catch either. Messages say what happened and what to do.
+"""
+
+from __future__ import annotations
+
+
+class RpctapeError(Exception):
+    """Base class of every error rpctape raises on purpose."""
+
+
+class UsageError(RpctapeError, ValueError):
+    """A command-line option or API argument is invalid."""
+
+
+class CassetteError(RpctapeError, ValueError):
+    """A cassette file cannot be read: not a cassette, or corrupt."""
+
+
+class CassetteNotFound(CassetteError, FileNotFoundError):
+    """The cassette file does not exist."""
+
+
+class CassetteVersionError(CassetteError):
+    """The cassette was written by a newer rpctape (format version too new)."""
+
+
+class UpstreamError(RpctapeError, ConnectionError):
+    """The upstream app-server could not be reached or went away."""
+
+
+class AppServerError(RpctapeError, RuntimeError):
+    """The real codex app-server could not be found, started, or failed."""

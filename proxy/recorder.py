@@ -1,0 +1,168 @@
+"""Turns what the relay sees into cassette events, and appends them.
+
+No sockets and no event loop: the relay calls these methods in the order frames are
+forwarded, and each method writes its event before returning, so the relay can forward the
+frame knowing its line is already in the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .cassette import CassetteWriter, Event
+from .jsonrpc import Direction, MessageType, Pairing, parse
+from .redact import Redactor, marker
+
+
+class Recorder:
+    """Numbers events, pairs requests with responses, redacts, and writes.
+
+    ``writer`` may be ``None`` to build events without a file (tests, dry runs). The clock is
+    monotonic; ``t`` is seconds since the recorder was created.
+    """
+
+    def __init__(
+        self,
+        writer: CassetteWriter | None,
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.writer = writer
+        self.redactor = redactor or Redactor()
+        self._clock = clock
+        self._start = clock()
+        self._seq = 0
+        self._conns = 0
+        self._pairing: dict[int, Pairing] = {}
+        self.frames: Counter[Direction] = Counter()
+        """Frames recorded per direction."""
+        self.open_connections = 0
+
+    @property
+    def connections(self) -> int:
+        """Connection ids handed out so far (including failed attempts)."""
+        return self._conns
+
+    def new_connection(self) -> int:
+        """Allocate the id of a new client connection."""
+        self._conns += 1
+        return self._conns
+
+    def _event(self, conn: int, kind: str, fields: dict[str, Any]) -> Event:
+        self._seq += 1
+        return {
+            "seq": self._seq,
+            "t": round(self._clock() - self._start, 6),
+            "conn": conn,
+            "kind": kind,
+            **fields,
+        }
+
+    def _write(self, events: Iterable[Event]) -> None:
+        if self.writer is not None:
+            self.writer.append(events)
+
+    def open(
+        self,
+        conn: int,
+        *,
+        path: str,
+        headers: Iterable[tuple[str, str]],
+        subprotocol: str | None,
+        upstream: str,
+        transport: str = "websocket",
+    ) -> Event:
+        """Record an accepted connection (after the upstream connection succeeded)."""
+        self._pairing[conn] = Pairing()
+        self.open_connections += 1
+        event = self._event(
+            conn,
+            "open",
+            {
+                "path": path,
+                "headers": self.redactor.redact_headers(headers),
+                "subprotocol": subprotocol,
+                "upstream": upstream,
+                "transport": transport,
+            },
+        )
+        self._write([event])
+        return event
+
+    def text(self, conn: int, direction: Direction, data: str) -> Event:
+        """Record one text frame; write it before returning."""
+        event = self.text_event(conn, direction, data)
+        self._write([event])
+        return event
+
+    def text_event(self, conn: int, direction: Direction, data: str) -> Event:
+        """Build (not write) the event of one text frame; advances pairing and counters."""
+        raw = data.encode()
+        parsed = parse(raw)
+        fields: dict[str, Any] = {"dir": direction.value, "type": parsed.type.value}
+        if parsed.method is not None:
+            fields["method"] = parsed.method
+        pairing = self._pairing.get(conn)
+        if pairing is not None and parsed.type is not MessageType.INVALID:
+            answered = pairing.observe(direction, parsed)
+            if answered is not None:
+                fields["response_to"] = answered
+        exact = parsed.exact
+        if parsed.has_msg:
+            msg = parsed.msg
+            if self.redactor.might_redact(raw):
+                msg, pointers = self.redactor.redact_json(msg)
+                if pointers:
+                    fields["redacted"] = pointers
+                    exact = True  # never keep a raw that holds the secret
+            fields["msg"] = msg
+        elif self.redactor.might_redact(raw):
+            data, pointers = self._redact_unrepresentable(data)
+            if pointers:
+                fields["redacted"] = pointers
+        if not exact:
+            fields["raw"] = data
+        self.frames[direction] += 1
+        return self._event(conn, "text", fields)
+
+    def _redact_unrepresentable(self, data: str) -> tuple[str, list[str]]:
+        """Redact a frame orjson cannot hold: re-serialised by the standard library if it is
+        JSON at all, else replaced whole by a marker (pointer ``""``)."""
+        try:
+            lenient = json.loads(data)
+        except ValueError:
+            return marker(data), [""]
+        redacted, pointers = self.redactor.redact_json(lenient)
+        if not pointers:
+            return data, []
+        return json.dumps(redacted, separators=(",", ":")), pointers
+
+    def binary(self, conn: int, direction: Direction, data: bytes) -> Event:
+        """Record one binary frame (base64 in ``b64``); write it before returning."""
+        self.frames[direction] += 1
+        event = self._event(
+            conn,
+            "binary",
+            {"dir": direction.value, "b64": base64.b64encode(data).decode("ascii")},
+        )
+        self._write([event])
+        return event
+
+    def close(self, conn: int, *, by: str, code: int | None, reason: str, **extra: Any) -> Event:
+        """Record the end of a connection: who closed it (client, server or proxy) and how."""
+        if self._pairing.pop(conn, None) is not None:
+            self.open_connections -= 1
+        event = self._event(conn, "close", {"by": by, "code": code, "reason": reason, **extra})
+        self._write([event])
+        return event
+
+    def error(self, conn: int, message: str, **fields: Any) -> Event:
+        """Record something that went wrong on a connection (e.g. the upstream refused)."""
+        event = self._event(conn, "error", {"message": message, **fields})
+        self._write([event])
+        return event

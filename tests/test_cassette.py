@@ -1,0 +1,149 @@
+"""Unit tests of proxy.cassette: header, writer, reader, torn lines, versions, frames."""
+
+from __future__ import annotations
+
+import base64
+import stat
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy import CASSETTE_FORMAT_VERSION, __version__
+from proxy.cassette import CassetteWriter, frame_of, load, new_header, parse_lines
+from proxy.errors import CassetteError, CassetteNotFound, CassetteVersionError
+
+HEADER = b'{"rpctape":1,"created":"2026-11-23T00:00:00+00:00","tool":"rpctape 0.1.0"}\n'
+EVENT = b'{"seq":1,"t":0.5,"conn":1,"kind":"text","dir":"c2s","msg":{"method":"x"}}\n'
+
+
+def test_new_header() -> None:
+    """The header names the format version, tool, upstream, transport and metadata."""
+    header = new_header("ws://127.0.0.1:1", meta={"case": "a"})
+    assert header["rpctape"] == CASSETTE_FORMAT_VERSION == 1
+    assert header["tool"] == f"rpctape {__version__}"
+    assert (header["upstream"], header["transport"], header["meta"]) == (
+        "ws://127.0.0.1:1",
+        "websocket",
+        {"case": "a"},
+    )
+    assert header["created"].endswith("+00:00")
+
+
+def test_writer_creates_0600_and_appends_lines(tmp_path: Path) -> None:
+    """The file is mode 0600, one JSON object per line, header first."""
+    path = tmp_path / "sub" / "c.jsonl"
+    writer = CassetteWriter(path, {"rpctape": 1})
+    writer.append([{"seq": 1, "t": 0.0, "conn": 1, "kind": "open"}])
+    writer.append([{"seq": 2, "t": 0.1, "conn": 1, "kind": "close"}])
+    writer.close()
+    writer.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_bytes() == (
+        b'{"rpctape":1}\n'
+        b'{"seq":1,"t":0.0,"conn":1,"kind":"open"}\n'
+        b'{"seq":2,"t":0.1,"conn":1,"kind":"close"}\n'
+    )
+
+
+def test_writer_refuses_existing_unless_overwrite(tmp_path: Path) -> None:
+    """An existing cassette is not clobbered by accident."""
+    path = tmp_path / "c.jsonl"
+    path.write_text("old")
+    with pytest.raises(CassetteError, match="already exists; choose another path or pass"):
+        CassetteWriter(path, {"rpctape": 1})
+    CassetteWriter(path, {"rpctape": 1}, overwrite=True).close()
+    assert path.read_bytes() == b'{"rpctape":1}\n'
+
+
+def test_writer_after_close_raises(tmp_path: Path) -> None:
+    """Appending to a closed writer is an error, not a silent loss."""
+    writer = CassetteWriter(tmp_path / "c.jsonl", {"rpctape": 1})
+    writer.close()
+    with pytest.raises(CassetteError, match="is closed"):
+        writer.append([{"seq": 1}])
+
+
+def test_load_round_trip(tmp_path: Path) -> None:
+    """What the writer writes, load reads back in order."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(HEADER + EVENT)
+    tape = load(path)
+    assert tape.header["rpctape"] == 1 and tape.original_version == 1
+    assert tape.events == [orjson.loads(EVENT)]
+    assert tape.warnings == []
+    assert tape.connections() == [1]
+
+
+def test_torn_last_line_is_reported_and_ignored() -> None:
+    """A recorder killed mid-write leaves a torn last line: tolerated, reported."""
+    tape = parse_lines(HEADER + EVENT + b'{"seq":2,"t":0.6,"co', source="c.jsonl")
+    assert [e["seq"] for e in tape.events] == [1]
+    assert tape.warnings == [
+        "c.jsonl:3: torn last line (20 bytes) ignored; "
+        "the recorder was probably killed while writing it"
+    ]
+
+
+def test_complete_last_line_without_newline_is_kept() -> None:
+    """A whole event missing only its newline is kept, with a note."""
+    tape = parse_lines(HEADER + EVENT.rstrip(b"\n"), source="c.jsonl")
+    assert [e["seq"] for e in tape.events] == [1]
+    assert tape.warnings == ["c.jsonl: last line has no newline (kept)"]
+
+
+def test_corrupt_middle_line_is_an_error() -> None:
+    """Only the last line may be torn; a broken line in the middle is corruption."""
+    with pytest.raises(CassetteError, match=r"^c.jsonl:2: corrupt line"):
+        parse_lines(HEADER + b"{oops\n" + EVENT, source="c.jsonl")
+
+
+def test_event_without_seq_or_kind_is_an_error() -> None:
+    """Lines must be cassette events."""
+    with pytest.raises(CassetteError, match=r"c.jsonl:2: not a cassette event"):
+        parse_lines(HEADER + b'{"kind":"text"}\n', source="c.jsonl")
+
+
+def test_newer_version_says_upgrade() -> None:
+    """A cassette from a newer rpctape asks the user to upgrade."""
+    with pytest.raises(CassetteVersionError) as info:
+        parse_lines(b'{"rpctape":2}\n', source="new.jsonl")
+    assert str(info.value) == (
+        f"new.jsonl uses cassette format 2, but this rpctape ({__version__}) reads formats "
+        "up to 1: upgrade rpctape"
+    )
+
+
+@pytest.mark.parametrize("data", [b"", b"hello\n", b'{"format":1}\n', b'{"rpctape":"1"}\n', b"[]"])
+def test_not_a_cassette(data: bytes) -> None:
+    """Empty files and other JSON are rejected with a clear message."""
+    with pytest.raises(CassetteError, match="empty, not an rpctape cassette|is not an rpctape"):
+        parse_lines(data, source="x")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A missing cassette is CassetteNotFound, which is also a FileNotFoundError."""
+    with pytest.raises(FileNotFoundError, match="no cassette at"):
+        load(tmp_path / "nope.jsonl")
+    with pytest.raises(CassetteNotFound):
+        load(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("event", "frame"),
+    [
+        ({"kind": "text", "msg": {"id": 1, "result": 1.0}}, b'{"id":1,"result":1.0}'),
+        ({"kind": "text", "msg": {"a": 1}, "raw": '{ "a" : 1 }'}, b'{ "a" : 1 }'),
+        ({"kind": "text", "raw": "not json é"}, "not json é".encode()),
+        ({"kind": "binary", "b64": base64.b64encode(b"\xff\x00").decode()}, b"\xff\x00"),
+    ],
+)
+def test_frame_of_follows_the_raw_rule(event: dict[str, object], frame: bytes) -> None:
+    """The frame is raw if present, else orjson.dumps(msg); binary is b64."""
+    assert frame_of(event) == frame
+
+
+def test_frame_of_rejects_non_frames() -> None:
+    """An open event has no frame."""
+    with pytest.raises(CassetteError, match="is a 'open' event, not a frame"):
+        frame_of({"kind": "open", "seq": 1})

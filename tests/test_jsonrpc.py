@@ -1,0 +1,123 @@
+"""Unit tests of proxy.jsonrpc: classification, exact-frame detection, pairing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from proxy.jsonrpc import Direction, MessageType, Pairing, classify, id_key, parse
+
+
+@pytest.mark.parametrize(
+    ("msg", "expected"),
+    [
+        ({"id": 1, "method": "thread/start", "params": {}}, MessageType.REQUEST),
+        ({"id": "b8e0", "method": "initialize"}, MessageType.REQUEST),
+        ({"id": 0, "method": "attestation/generate", "params": {}}, MessageType.REQUEST),
+        ({"jsonrpc": "2.0", "id": None, "method": "x"}, MessageType.REQUEST),
+        ({"method": "initialized"}, MessageType.NOTIFICATION),
+        ({"method": "turn/started", "params": {}, "emittedAtMs": 1}, MessageType.NOTIFICATION),
+        ({"id": 1, "result": {}}, MessageType.RESPONSE),
+        ({"id": 1, "result": None}, MessageType.RESPONSE),
+        ({"id": 1, "error": {"code": -32600, "message": "Not initialized"}}, MessageType.ERROR),
+        ([{"id": 1, "method": "a"}, {"method": "b"}], MessageType.BATCH),
+        ([], MessageType.BATCH),
+        ({"id": 1}, MessageType.INVALID),
+        ({"id": 1, "result": 1, "error": {}}, MessageType.INVALID),
+        ({"id": 1, "error": "boom"}, MessageType.INVALID),
+        ({"method": 5}, MessageType.INVALID),
+        ({"id": True, "method": "x"}, MessageType.INVALID),
+        ({"id": {}, "result": 1}, MessageType.INVALID),
+        ({"method": "x", "result": 1}, MessageType.INVALID),
+        ({"hello": "world"}, MessageType.INVALID),
+        ("just a string", MessageType.INVALID),
+        (42, MessageType.INVALID),
+        (None, MessageType.INVALID),
+    ],
+)
+def test_classify_every_shape(msg: Any, expected: MessageType) -> None:
+    """Every JSON-RPC shape, and JSON that is not JSON-RPC, gets its type."""
+    assert classify(msg) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "exact"),
+    [
+        ('{"id":1,"method":"a"}', True),
+        ('{"id": 1, "method": "a"}', False),  # whitespace
+        ('{"method":"a","id":1}', True),  # key order is kept
+        ('{"x":1.0}', True),
+        ('{"x":1e3}', False),
+        ('{"x":1.50}', False),
+        ('{"x":"\\u00e9"}', False),  # escaped where orjson writes UTF-8
+        ('{"x":"é"}', True),
+        ('{"x":"\\n"}', True),
+        ('{"x":"\\/"}', False),
+        ('{"a":1,"a":2}', False),  # duplicate keys collapse
+        ("{}\n", False),  # trailing newline
+        ('{"x":-0}', False),
+    ],
+)
+def test_exact_frame_detection(text: str, exact: bool) -> None:
+    """`exact` is true only when orjson.dumps(msg) reproduces the frame byte for byte."""
+    parsed = parse(text)
+    assert parsed.has_msg
+    assert parsed.exact is exact
+
+
+def test_big_integer_is_lossy_so_not_exact() -> None:
+    """orjson reads an integer beyond 64 bits as a float: kept as msg, but never exact."""
+    parsed = parse('{"id":123456789012345678901234567890,"method":"thread/start"}')
+    assert (parsed.has_msg, parsed.exact, parsed.type) == (True, False, MessageType.REQUEST)
+    assert parsed.msg == {"id": 1.2345678901234568e29, "method": "thread/start"}
+
+
+def test_lone_surrogate_is_json_orjson_cannot_hold() -> None:
+    """A lone surrogate escape: no msg, type and method still known from a lenient parse."""
+    parsed = parse('{"id":1,"method":"thread/start","params":{"x":"\\ud800"}}')
+    assert (parsed.has_msg, parsed.msg, parsed.exact) == (False, None, False)
+    assert (parsed.type, parsed.method, parsed.id) == (MessageType.REQUEST, "thread/start", 1)
+
+
+@pytest.mark.parametrize("text", ["not json", "", '{"id":1', "NaN", '{"x":NaN}', "\x00"])
+def test_not_json(text: str) -> None:
+    """Text that is not JSON parses to an invalid message with no msg."""
+    parsed = parse(text)
+    assert (parsed.has_msg, parsed.type, parsed.method) == (False, MessageType.INVALID, None)
+
+
+def test_id_key_keeps_types_apart() -> None:
+    """1, 1.0 and "1" are different ids."""
+    assert len({id_key(1), id_key(1.0), id_key("1")}) == 3
+
+
+def test_pairing_names_the_answered_method_both_ways() -> None:
+    """Client and server requests share id 0 without confusing the pairing."""
+    pairing = Pairing()
+    c2s, s2c = Direction.C2S, Direction.S2C
+    assert pairing.observe(c2s, parse('{"id":0,"method":"initialize","params":{}}')) is None
+    assert pairing.observe(s2c, parse('{"id":0,"method":"attestation/generate"}')) is None
+    assert pairing.pending(c2s) == {"int:0": "initialize"}
+    assert pairing.observe(c2s, parse('{"id":0,"result":{"token":"t"}}')) == (
+        "attestation/generate"
+    )
+    assert pairing.observe(s2c, parse('{"id":0,"error":{"code":1,"message":"m"}}')) == (
+        "initialize"
+    )
+    assert pairing.pending(c2s) == {} and pairing.pending(s2c) == {}
+
+
+def test_pairing_unknown_and_string_ids() -> None:
+    """A response to nothing answers nothing; string ids pair with string ids only."""
+    pairing = Pairing()
+    pairing.observe(Direction.C2S, parse('{"id":"7","method":"model/list"}'))
+    assert pairing.observe(Direction.S2C, parse('{"id":7,"result":{}}')) is None
+    assert pairing.observe(Direction.S2C, parse('{"id":"7","result":{}}')) == "model/list"
+    assert pairing.observe(Direction.S2C, parse('{"id":"7","result":{}}')) is None
+
+
+def test_direction_helpers() -> None:
+    """Reverse and arrow of each direction."""
+    assert Direction.C2S.reverse is Direction.S2C and Direction.S2C.reverse is Direction.C2S
+    assert (Direction.C2S.arrow, Direction.S2C.arrow) == (">", "<")

@@ -1,0 +1,181 @@
+"""Unit tests of proxy.recorder: events built from frames, exactly as the format says."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy.cassette import CassetteWriter, frame_of, load
+from proxy.jsonrpc import Direction
+from proxy.recorder import Recorder
+from proxy.redact import Redactor, marker
+
+C2S, S2C = Direction.C2S, Direction.S2C
+
+
+def make_recorder(writer: CassetteWriter | None = None, **kw: object) -> Recorder:
+    ticks = itertools.count()
+    return Recorder(writer, clock=lambda: next(ticks) * 0.25, **kw)  # type: ignore[arg-type]
+
+
+def test_text_event_fields() -> None:
+    """A compact request is stored as msg only, with derived type and method."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    rec.open(conn, path="/", headers=[], subprotocol=None, upstream="ws://u")
+    event = rec.text(conn, C2S, '{"id":1,"method":"initialize","params":{}}')
+    assert event == {
+        "seq": 2,
+        "t": 0.5,
+        "conn": 1,
+        "kind": "text",
+        "dir": "c2s",
+        "type": "request",
+        "method": "initialize",
+        "msg": {"id": 1, "method": "initialize", "params": {}},
+    }
+
+
+def test_response_names_the_request_it_answers() -> None:
+    """Responses in either direction carry response_to."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    rec.open(conn, path="/", headers=[], subprotocol=None, upstream="ws://u")
+    rec.text(conn, C2S, '{"id":1,"method":"model/list"}')
+    rec.text(conn, S2C, '{"id":0,"method":"item/commandExecution/requestApproval","params":{}}')
+    answer = rec.text(conn, C2S, '{"id":0,"result":{"decision":"accept"}}')
+    reply = rec.text(conn, S2C, '{"id":1,"result":{"data":[]}}')
+    assert (answer["type"], answer["response_to"]) == (
+        "response",
+        "item/commandExecution/requestApproval",
+    )
+    assert (reply["type"], reply["response_to"]) == ("response", "model/list")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"id": 1, "method": "a"}',
+        '{"x":"\\u00e9\\ud83d\\ude00"}',
+        '{"x":1.0,"y":1E2,"z":0.10}',
+        '{"n":123456789012345678901234567890}',
+        '{"b":1,"a":2}',
+        '  {"a":1}  ',
+        '{"x":"\\ud800"}',
+        "not json at all",
+        "",
+        '[{"id":1,"method":"a"},{"method":"b"}]',
+        "\u00e9\U0001f600",
+    ],
+)
+def test_exact_frame_is_reconstructable(frame: str) -> None:
+    """For any text frame, frame_of(event) gives back the exact bytes."""
+    rec = make_recorder()
+    event = rec.text(rec.new_connection(), C2S, frame)
+    assert frame_of(orjson.loads(orjson.dumps(event))) == frame.encode()
+    assert ("raw" in event) is (orjson.dumps(event.get("msg")) != frame.encode())
+
+
+def test_invalid_and_batch_types() -> None:
+    """Non-JSON-RPC JSON is invalid; arrays are batches; non-JSON has no msg."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    assert rec.text(conn, C2S, '{"hello":1}')["type"] == "invalid"
+    assert rec.text(conn, C2S, "[]")["type"] == "batch"
+    garbage = rec.text(conn, C2S, "garbage")
+    assert garbage["type"] == "invalid" and "msg" not in garbage and garbage["raw"] == "garbage"
+
+
+def test_redacted_frame_keeps_no_raw_with_the_secret() -> None:
+    """A secret is replaced in msg, listed in redacted, and never kept in raw."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    event = rec.text(conn, C2S, '{"id": 0, "result": {"token": "v1.secret", "tokenUsage": 3}}')
+    assert event["msg"] == {"id": 0, "result": {"token": marker("v1.secret"), "tokenUsage": 3}}
+    assert event["redacted"] == ["/result/token"]
+    assert "raw" not in event
+    assert b"v1.secret" not in orjson.dumps(event)
+
+
+def test_redaction_of_frames_orjson_cannot_hold() -> None:
+    """A lone-surrogate frame is redacted via the lenient parse; non-JSON is replaced whole."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    event = rec.text(conn, C2S, '{"token":"s","x":"\\ud800"}')
+    assert event["redacted"] == ["/token"]
+    assert event["raw"] == '{"token":"' + marker("s") + '","x":"\\ud800"}'
+    broken = rec.text(conn, C2S, '{"token":"s",')
+    assert broken["redacted"] == [""] and broken["raw"] == marker('{"token":"s",')
+
+
+def test_no_redact_records_secrets() -> None:
+    """--no-redact keeps the frame as sent."""
+    rec = make_recorder(redactor=Redactor.build(enabled=False))
+    event = rec.text(rec.new_connection(), C2S, '{"id":0,"result":{"token":"v1.secret"}}')
+    assert event["msg"]["result"]["token"] == "v1.secret" and "redacted" not in event
+
+
+def test_open_redacts_headers_and_close_and_error() -> None:
+    """open, close and error events carry their documented fields."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    opened = rec.open(
+        conn,
+        path="/?x=1",
+        headers=[("Authorization", "Bearer abc"), ("User-Agent", "ua")],
+        subprotocol="p1",
+        upstream="ws://127.0.0.1:9/?x=1",
+    )
+    assert opened == {
+        "seq": 1,
+        "t": 0.25,
+        "conn": 1,
+        "kind": "open",
+        "path": "/?x=1",
+        "headers": {"Authorization": marker("Bearer abc"), "User-Agent": "ua"},
+        "subprotocol": "p1",
+        "upstream": "ws://127.0.0.1:9/?x=1",
+        "transport": "websocket",
+    }
+    assert rec.open_connections == 1
+    closed = rec.close(conn, by="client", code=1000, reason="bye", leg="client")
+    assert closed == {
+        "seq": 2,
+        "t": 0.5,
+        "conn": 1,
+        "kind": "close",
+        "by": "client",
+        "code": 1000,
+        "reason": "bye",
+        "leg": "client",
+    }
+    assert rec.open_connections == 0
+    error = rec.error(2, "cannot reach upstream", stage="connect", status=502)
+    assert error["kind"] == "error" and error["stage"] == "connect" and error["conn"] == 2
+
+
+def test_binary_and_counters() -> None:
+    """Binary frames are base64; frames are counted per direction."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    event = rec.binary(conn, S2C, b"\xff\xfe\x00")
+    assert event["b64"] == base64.b64encode(b"\xff\xfe\x00").decode()
+    rec.text(conn, C2S, "{}")
+    assert (rec.frames[C2S], rec.frames[S2C]) == (1, 1)
+
+
+def test_written_before_return(tmp_path: Path) -> None:
+    """Each event is in the file when the method returns (nothing buffered)."""
+    path = tmp_path / "c.jsonl"
+    writer = CassetteWriter(path, {"rpctape": 1})
+    rec = make_recorder(writer)
+    conn = rec.new_connection()
+    rec.text(conn, C2S, '{"method":"initialized"}')
+    assert load(path).events[-1]["method"] == "initialized"
+    rec.text(conn, S2C, '{"method":"turn/started","params":{}}')
+    assert [e["seq"] for e in load(path).events] == [1, 2]
+    writer.close()
