@@ -84,8 +84,13 @@ def test_extra_keys_and_disabled() -> None:
 
 def test_headers() -> None:
     """Authorization and Cookie values are replaced; others verbatim; repeats joined."""
-    headers = [("Authorization", "Bearer x"), ("User-Agent", "ua"), ("Cookie", "a"), ("X-A", "1"),
-               ("X-A", "2")]
+    headers = [
+        ("Authorization", "Bearer x"),
+        ("User-Agent", "ua"),
+        ("Cookie", "a"),
+        ("X-A", "1"),
+        ("X-A", "2"),
+    ]
     assert Redactor().redact_headers(headers) == {
         "Authorization": _m("Bearer x"),
         "User-Agent": "ua",

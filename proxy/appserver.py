@@ -1,0 +1,372 @@
+"""Start the real ``codex app-server`` for tests, the demo and scripts.
+
+:class:`AppServer` runs ``codex app-server --listen ws://127.0.0.1:0`` in a throw-away
+``CODEX_HOME`` whose ``config.toml`` points the model provider at a fake backend
+(:class:`proxy.backend.FakeBackend`), so full turns run offline.
+
+Facts this module relies on (codex 0.169.0, checked by running it):
+
+* ``--listen ws://127.0.0.1:0`` binds a free port and prints, on stderr,
+  ``  listening on: ws://127.0.0.1:PORT``; that line is how the port is learned.
+* ``GET /readyz`` on that port answers 200 once the server accepts connections.
+* ``node_modules/.bin/codex`` is a Node launcher that (on Node < 23.11) spawns the native
+  binary as a child and forwards SIGTERM to it; a SIGKILL of the launcher alone would orphan
+  the child. The server is therefore started in its own session and signalled as a process
+  group whose id is the launcher's PID, which also reaches any command it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import tomli_w
+
+from proxy.errors import AppServerError
+
+__all__ = [
+    "FAKE_API_KEY",
+    "PINNED_CODEX_VERSION",
+    "AppServer",
+    "codex_config",
+    "find_codex",
+    "live_group_members",
+    "write_codex_home",
+]
+
+PINNED_CODEX_VERSION = "0.169.0"
+"""The codex release rpctape is tested against (installed by ``make setup``)."""
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The rpctape checkout: the parent of the ``proxy/`` package folder."""
+
+LOCAL_CODEX = REPO_ROOT / ".tools" / "node_modules" / ".bin" / "codex"
+"""Where ``make setup`` installs codex (never a global install)."""
+
+CODEX_ENV_VAR = "RPCTAPE_CODEX"
+"""Environment variable naming the codex executable to use instead of the local one."""
+
+FAKE_API_KEY_ENV = "FAKE_OPENAI_KEY"
+FAKE_API_KEY = "rpctape-fake-key"
+"""The API key the app-server sends to the fake backend (redacted in its log)."""
+
+_LISTENING = re.compile(r"listening on: (ws://[\w.:\[\]-]+)")
+_LOG_TAIL_CHARS = 2000
+
+
+def find_codex(explicit: str | Path | None = None) -> Path:
+    """The codex executable: ``explicit``, else ``$RPCTAPE_CODEX``, else the project-local one.
+
+    Never falls back to a codex on ``PATH``. Raises :class:`AppServerError` if the chosen
+    file does not exist.
+    """
+    if explicit is not None:
+        candidate, source = Path(explicit), "the given codex path"
+    elif os.environ.get(CODEX_ENV_VAR):
+        candidate, source = Path(os.environ[CODEX_ENV_VAR]), f"${CODEX_ENV_VAR}"
+    else:
+        candidate, source = LOCAL_CODEX, "the project-local install"
+    if not candidate.is_file():
+        raise AppServerError(
+            f"codex not found at {candidate} ({source}). Run `make setup` to install "
+            f"@openai/codex@{PINNED_CODEX_VERSION} into .tools/, or set {CODEX_ENV_VAR} "
+            "to a codex executable."
+        )
+    return candidate
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``, merging nested tables instead of replacing them."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def codex_config(
+    backend_url: str,
+    *,
+    approval_policy: str = "never",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``config.toml`` content pointing codex at a fake backend in API-key mode.
+
+    ``backend_url`` is the backend's base URL (``http://127.0.0.1:PORT``); the provider's
+    ``base_url`` is ``<backend_url>/v1``. ``extra`` is merged in last (nested tables merge),
+    e.g. ``{"model_providers": {"mock": {"supports_websockets": True}}}``.
+    """
+    config: dict[str, Any] = {
+        "model": "mock-model",
+        "approval_policy": approval_policy,
+        "sandbox_mode": "read-only",
+        "model_provider": "mock",
+        "analytics": {"enabled": False},
+        "model_providers": {
+            "mock": {
+                "name": "mock",
+                "base_url": f"{backend_url.rstrip('/')}/v1",
+                "wire_api": "responses",
+                "env_key": FAKE_API_KEY_ENV,
+                "request_max_retries": 0,
+                "stream_max_retries": 0,
+                "supports_websockets": False,
+            }
+        },
+    }
+    return _merge(config, extra or {})
+
+
+def write_codex_home(
+    home: Path,
+    backend_url: str,
+    *,
+    approval_policy: str = "never",
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``home/config.toml`` (see :func:`codex_config`), creating ``home`` if needed."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = codex_config(backend_url, approval_policy=approval_policy, extra=extra)
+    (home / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
+
+
+# Process groups started here and not yet reaped: killed at interpreter exit as a last resort.
+_live_groups: set[int] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for pgid in list(_live_groups):
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to the process group ``pgid`` (ours, from ``start_new_session``)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """PIDs in process group ``pgid`` that are still running (zombies excluded; Linux /proc).
+
+    Returns an empty list where ``/proc`` is unavailable.
+    """
+    members = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = entry.read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue  # the process is gone
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.parent.name))
+    return sorted(members)
+
+
+class AppServer:
+    """A real ``codex app-server`` on ``ws://127.0.0.1:PORT`` talking to a fake backend.
+
+    Use it as ``async with AppServer(backend.url) as server:`` and connect a websocket client
+    to :attr:`url` (without an ``Origin`` header: the server refuses any). On exit the server
+    is stopped (SIGTERM, then SIGKILL after ``grace`` seconds) and its temporary home removed.
+    """
+
+    def __init__(
+        self,
+        backend_url: str,
+        codex: str | Path | None = None,
+        approval_policy: str = "never",
+        *,
+        extra_config: Mapping[str, Any] | None = None,
+        ready_timeout: float = 30.0,
+        grace: float = 3.0,
+    ) -> None:
+        self.backend_url = backend_url
+        self.codex = find_codex(codex)
+        self.approval_policy = approval_policy
+        self.extra_config = dict(extra_config or {})
+        self.ready_timeout = ready_timeout
+        self.grace = grace
+        self._tempdir: Path | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The websocket URL, ``ws://127.0.0.1:PORT``; valid once started."""
+        if self._url is None:
+            raise RuntimeError("AppServer is not started")
+        return self._url
+
+    @property
+    def pid(self) -> int:
+        """PID of the started codex process (also the id of its process group)."""
+        if self._process is None:
+            raise RuntimeError("AppServer is not started")
+        return self._process.pid
+
+    @property
+    def codex_home(self) -> Path:
+        """The temporary ``CODEX_HOME`` holding ``config.toml`` and the server's state."""
+        return self._root / "home"
+
+    @property
+    def workdir(self) -> Path:
+        """The server's working directory (default ``cwd`` of threads; commands run here)."""
+        return self._root / "work"
+
+    @property
+    def log_path(self) -> Path:
+        """File receiving the server's stdout and stderr."""
+        return self._root / "app-server.log"
+
+    @property
+    def _root(self) -> Path:
+        if self._tempdir is None:
+            raise RuntimeError("AppServer is not started")
+        return self._tempdir
+
+    def log_tail(self, chars: int = _LOG_TAIL_CHARS) -> str:
+        """The last ``chars`` characters of the server's log (empty if there is none)."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except (OSError, RuntimeError):
+            return ""
+        return text[-chars:]
+
+    async def start(self) -> None:
+        """Create the home, start the server, and wait until ``/readyz`` answers 200.
+
+        Raises :class:`AppServerError` (with the log's tail) if the server exits or is not
+        ready within ``ready_timeout`` seconds; nothing is left running in that case.
+        """
+        if self._tempdir is not None:
+            raise RuntimeError("AppServer is already started")
+        self._tempdir = Path(tempfile.mkdtemp(prefix="rpctape-appserver-"))
+        try:
+            write_codex_home(
+                self.codex_home,
+                self.backend_url,
+                approval_policy=self.approval_policy,
+                extra=self.extra_config,
+            )
+            self.workdir.mkdir()
+            await self._spawn()
+            await self._wait_ready()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _spawn(self) -> None:
+        """Start ``codex app-server`` in its own session, output to the log file."""
+        env = {**os.environ, "CODEX_HOME": str(self.codex_home), FAKE_API_KEY_ENV: FAKE_API_KEY}
+        with self.log_path.open("wb") as log:
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    str(self.codex),
+                    "app-server",
+                    "--listen",
+                    "ws://127.0.0.1:0",
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    cwd=self.workdir,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise AppServerError(f"cannot start {self.codex}: {exc}") from exc
+        _live_groups.add(self._process.pid)
+
+    async def _wait_ready(self) -> None:
+        """Learn the port from the log's ``listening on:`` line, then poll ``/readyz``."""
+        assert self._process is not None
+        deadline = time.monotonic() + self.ready_timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                if self._process.returncode is not None:
+                    raise AppServerError(
+                        f"codex app-server exited with code {self._process.returncode} "
+                        f"before it was ready. Log tail ({self.log_path}):\n{self.log_tail()}"
+                    )
+                if time.monotonic() > deadline:
+                    raise AppServerError(
+                        f"codex app-server was not ready after {self.ready_timeout:g}s. "
+                        f"Log tail ({self.log_path}):\n{self.log_tail()}"
+                    )
+                if self._url is None and (match := _LISTENING.search(self.log_tail(1 << 20))):
+                    self._url = match.group(1)
+                if self._url is not None and await self._is_ready(session):
+                    return
+                await asyncio.sleep(0.05)
+
+    async def _is_ready(self, session: aiohttp.ClientSession) -> bool:
+        """Whether ``GET /readyz`` answers 200."""
+        assert self._url is not None
+        ready_url = "http" + self._url.removeprefix("ws") + "/readyz"
+        try:
+            async with session.get(ready_url) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        """Stop the server and remove the temporary home; safe to call twice.
+
+        Sends SIGTERM to the server's process group, waits up to ``grace`` seconds, then sends
+        SIGKILL. Even if this coroutine is cancelled, the group is killed before it returns.
+        """
+        process, self._process = self._process, None
+        tempdir, self._tempdir = self._tempdir, None
+        self._url = None
+        try:
+            if process is not None and process.returncode is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), self.grace)
+        finally:
+            if process is not None:
+                # Sweep the group: the launcher's child and anything it started.
+                _signal_group(process.pid, signal.SIGKILL)
+                _live_groups.discard(process.pid)
+                if process.returncode is None:
+                    # SIGKILL makes this prompt; it also runs when close() was cancelled.
+                    await process.wait()
+                # SIGKILL is delivered asynchronously: give the group a moment to be gone.
+                deadline = time.monotonic() + 2.0
+                while live_group_members(process.pid) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+            if tempdir is not None:
+                shutil.rmtree(tempdir, ignore_errors=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = self._url or "not started"
+        return f"<AppServer {state} codex={self.codex}>"

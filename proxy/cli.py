@@ -1,0 +1,256 @@
+"""The ``rpctape`` command line: parses options, validates them at the edge, runs the modules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .cassette import CassetteWriter, load, new_header
+from .errors import RpctapeError, UsageError
+from .jsonrpc import Direction
+from .recorder import Recorder
+from .redact import Redactor
+from .relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
+from .timeline import describe, select, summary
+
+app = typer.Typer(
+    name="rpctape",
+    help="Record and replay the JSON-RPC traffic of Codex app-server.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+
+
+def _say(line: str) -> None:
+    """One line to stdout, flushed (scripts wait for `listening on ...`)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="rpctape %(levelname)s %(name)s: %(message)s")
+
+
+async def _until_signal() -> None:
+    """Wait for SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _live_status(recorder: Recorder) -> None:
+    """Redraw one status line on stderr (only called when stderr is a terminal)."""
+    try:
+        while True:
+            sys.stderr.write(
+                f"\r\x1b[Krpctape: {recorder.open_connections} open / "
+                f"{recorder.connections} connection(s), "
+                f"{recorder.frames[Direction.C2S]} > {recorder.frames[Direction.S2C]} < frames"
+            )
+            sys.stderr.flush()
+            await asyncio.sleep(0.5)
+    finally:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
+async def _record(options: RelayOptions, writer: CassetteWriter, recorder: Recorder) -> str:
+    async with RecordingRelay(options, recorder) as relay:
+        _say(f"listening on {relay.url}")
+        status = (
+            asyncio.create_task(_live_status(recorder), name="live-status")
+            if sys.stderr.isatty()
+            else None
+        )
+        try:
+            await _until_signal()
+        finally:
+            if status is not None:
+                status.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await status
+    writer.close()
+    return (
+        f"recorded {recorder.connections} connection(s), "
+        f"{recorder.frames[Direction.C2S]} frame(s) client>server, "
+        f"{recorder.frames[Direction.S2C]} frame(s) server>client to {writer.path}"
+    )
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    err.print(f"rpctape: error: {exc}", markup=False)
+    return typer.Exit(2)
+
+
+@app.command()
+def record(
+    upstream: Annotated[str, typer.Option(help="The app-server to relay to (ws://HOST:PORT).")],
+    cassette: Annotated[Path, typer.Option(help="Cassette file to write (JSON Lines).")],
+    listen: Annotated[str, typer.Option(help="Where clients connect; port 0 picks one.")] = (
+        "ws://127.0.0.1:4223"
+    ),
+    max_size: Annotated[int, typer.Option(help="Largest message in bytes (1009 beyond).")] = (
+        DEFAULT_MAX_SIZE
+    ),
+    allow_origin: Annotated[
+        list[str] | None, typer.Option(help="Accept upgrades with this Origin (repeatable).")
+    ] = None,
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --listen (needs --token-file).")
+    ] = False,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Clients must send 'Authorization: Bearer <token>'.")
+    ] = None,
+    redact_key: Annotated[
+        list[str] | None, typer.Option(help="Also redact JSON members with this key.")
+    ] = None,
+    no_redact: Annotated[
+        bool, typer.Option("--no-redact", help="Record secrets as they are (careful).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing cassette.")] = False,
+    verbose: Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")] = 0,
+) -> None:
+    """Relay clients to an app-server and record every frame to a cassette."""
+    _setup_logging(verbose)
+    try:
+        address = ListenAddress.parse(listen)
+        token = None
+        if not address.is_loopback:
+            if not (allow_remote and token_file):
+                raise UsageError(
+                    f"--listen {listen} is not a loopback address; pass --allow-remote "
+                    "together with --token-file FILE to accept remote clients"
+                )
+        if token_file is not None:
+            token = token_file.read_text().strip()
+            if not token:
+                raise UsageError(f"--token-file {token_file} is empty")
+        options = RelayOptions(
+            upstream,
+            listen=address,
+            max_size=max_size,
+            allow_origins=frozenset(allow_origin or ()),
+            token=token,
+        )
+        writer = CassetteWriter(cassette, new_header(upstream), overwrite=overwrite)
+    except (RpctapeError, OSError) as exc:
+        raise _fail(exc) from None
+    recorder = Recorder(writer, Redactor.build(redact_key or (), enabled=not no_redact))
+    try:
+        line = asyncio.run(_record(options, writer, recorder))
+    except OSError as exc:
+        writer.close()
+        raise _fail(exc) from None
+    _say(line)
+
+
+@app.command()
+def show(
+    cassette: Annotated[Path, typer.Argument(help="Cassette file.")],
+    conn: Annotated[int | None, typer.Option(help="Only this connection.")] = None,
+    method: Annotated[str | None, typer.Option(help="Only this method and its responses.")] = None,
+    json: Annotated[bool, typer.Option("--json", help="One event per line, as JSON.")] = False,
+    width: Annotated[int, typer.Option(help="Payload column width.")] = 80,
+) -> None:
+    """Print a cassette as a timeline."""
+    try:
+        tape = load(cassette)
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+    events = select(tape.events, conn, method)
+    for warning in tape.warnings:
+        err.print(f"rpctape: warning: {warning}", markup=False)
+    if json:
+        out = sys.stdout.buffer
+        for event in events:
+            out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+        out.flush()
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("t", "conn", "", "kind", "what", "payload"):
+        table.add_column(column, overflow="fold", no_wrap=column == "payload")
+    for event in events:
+        row = describe(event, width)
+        table.add_row(f"{row.t:9.3f}", str(row.conn), row.arrow, row.kind, row.what, row.payload)
+    console.print(f"{cassette}: rpctape cassette v{tape.original_version}, {summary(tape)}")
+    console.print(table)
+
+
+@app.command()
+def backend(
+    listen: Annotated[str, typer.Option(help="http://HOST:PORT; port 0 picks one.")] = (
+        "http://127.0.0.1:0"
+    ),
+    reply: Annotated[str | None, typer.Option(help="The assistant's reply text.")] = None,
+    log: Annotated[Path | None, typer.Option(help="Append one JSON line per request.")] = None,
+) -> None:
+    """Run the fake model backend (OpenAI Responses API over SSE) for offline turns."""
+    from urllib.parse import urlsplit
+
+    from .backend import DEFAULT_REPLY, serve_backend
+
+    parts = urlsplit(listen)
+    if parts.scheme != "http" or not parts.hostname or parts.port is None:
+        raise _fail(UsageError(f"--listen must look like http://127.0.0.1:0, not {listen!r}"))
+
+    async def run() -> None:
+        task = asyncio.create_task(
+            serve_backend(parts.hostname or "", parts.port or 0, reply or DEFAULT_REPLY, log),
+            name="backend",
+        )
+        try:
+            await _until_signal()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(run())
+
+
+@app.command()
+def demo(
+    cassette: Annotated[Path, typer.Option(help="Where to write the demo cassette.")] = Path(
+        "out/demo.jsonl"
+    ),
+    codex: Annotated[Path | None, typer.Option(help="The codex binary to run.")] = None,
+) -> None:
+    """Record a real session end to end: app-server + fake backend + recorder + client."""
+    from .demo import run_demo
+
+    try:
+        asyncio.run(run_demo(cassette, codex, console=Console(highlight=False)))
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def version() -> None:
+    """Print the rpctape version."""
+    _say(f"rpctape {__version__}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,229 @@
+"""A small built-in app-server client: drives scripted sessions for the demo, tests and checks.
+
+It keeps every frame it sent and received, exactly, in order (:attr:`SessionClient.frames`),
+so a test can compare what a client saw with what a cassette holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from . import __version__
+from .errors import RpctapeError
+from .jsonrpc import Direction, MessageType, parse
+
+log = logging.getLogger("rpctape.client")
+
+APPROVAL_METHODS = frozenset(
+    {"item/commandExecution/requestApproval", "item/fileChange/requestApproval"}
+)
+LEGACY_APPROVAL_METHODS = frozenset({"execCommandApproval", "applyPatchApproval"})
+
+
+class RpcError(RpctapeError):
+    """The peer answered a request with a JSON-RPC error."""
+
+    def __init__(self, method: str, error: Any) -> None:
+        super().__init__(f"{method} failed: {error}")
+        self.error = error
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How the built-in client behaves."""
+
+    request_attestation: bool = False
+    """Advertise ``capabilities.requestAttestation`` in ``initialize``."""
+    attestation_token: str | None = None
+    """Answer ``attestation/generate`` with this token (else with a JSON-RPC error)."""
+    approval_decision: str = "accept"
+    string_ids: bool = False
+    """Use string request ids (``"req-1"``) instead of integers."""
+    client_name: str = "rpctape-client"
+    timeout: float = 60.0
+    """Longest wait for one response or notification."""
+
+
+class SessionClient:
+    """One websocket connection speaking the app-server protocol.
+
+    Use as ``async with SessionClient(url, options) as client:``. A reader task answers server
+    requests (approvals, attestation) and routes responses; notifications are queued for
+    :meth:`wait_for`.
+    """
+
+    def __init__(self, url: str, options: ClientOptions | None = None) -> None:
+        self.url = url
+        self.options = options or ClientOptions()
+        self.frames: list[tuple[Direction, str | bytes]] = []
+        """Every frame sent (c2s) and received (s2c), exactly, in order."""
+        self.notifications: list[dict[str, Any]] = []
+        self.server_requests: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+        self._waiting: dict[Any, asyncio.Future[Any]] = {}
+        self._notified = asyncio.Condition()
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> SessionClient:
+        self._ws = await connect(self.url, max_size=None, compression=None, ping_interval=None)
+        self._reader = asyncio.create_task(self._read(), name=f"client-reader {self.url}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection and stop the reader; safe twice."""
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        """Send one frame as is (text for ``str``, binary for ``bytes``)."""
+        assert self._ws is not None, "use SessionClient as an async context manager"
+        self.frames.append((Direction.C2S, frame))
+        await self._ws.send(frame)
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        """Send a request and return its result; raise :class:`RpcError` on an error reply."""
+        n = next(self._ids)
+        request_id: Any = f"req-{n}" if self.options.string_ids else n
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        message: dict[str, Any] = {"id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        await self.send_raw(orjson.dumps(message).decode())
+        reply = await asyncio.wait_for(future, self.options.timeout)
+        if "error" in reply:
+            raise RpcError(method, reply["error"])
+        return reply["result"]
+
+    async def notify(self, method: str, params: Any = None) -> None:
+        """Send a notification."""
+        message: dict[str, Any] = {"method": method}
+        if params is not None:
+            message["params"] = params
+        await self.send_raw(orjson.dumps(message).decode())
+
+    async def wait_for(self, method: str, start: int = 0) -> dict[str, Any]:
+        """The first notification named ``method`` at index ``start`` or later; waits for it."""
+
+        def find() -> dict[str, Any] | None:
+            return next((n for n in self.notifications[start:] if n.get("method") == method), None)
+
+        async with self._notified:
+            await asyncio.wait_for(
+                self._notified.wait_for(lambda: find() is not None), self.options.timeout
+            )
+        found = find()
+        assert found is not None
+        return found
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            while True:
+                frame = await self._ws.recv()
+                self.frames.append((Direction.S2C, frame))
+                if isinstance(frame, str):
+                    await self._dispatch(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(RpctapeError(f"connection to {self.url} closed"))
+            async with self._notified:
+                self._notified.notify_all()
+
+    async def _dispatch(self, frame: str) -> None:
+        parsed = parse(frame)
+        msg = parsed.msg
+        if parsed.type in (MessageType.RESPONSE, MessageType.ERROR):
+            future = self._waiting.pop(parsed.id, None)
+            if future is not None and not future.done():
+                future.set_result(msg)
+        elif parsed.type is MessageType.NOTIFICATION:
+            async with self._notified:
+                self.notifications.append(msg)
+                self._notified.notify_all()
+        elif parsed.type is MessageType.REQUEST:
+            self.server_requests.append(msg)
+            await self._answer(msg)
+
+    async def _answer(self, request: dict[str, Any]) -> None:
+        method, request_id = request["method"], request["id"]
+        reply: dict[str, Any]
+        if method == "attestation/generate" and self.options.attestation_token is not None:
+            reply = {"id": request_id, "result": {"token": self.options.attestation_token}}
+        elif method in APPROVAL_METHODS:
+            reply = {"id": request_id, "result": {"decision": self.options.approval_decision}}
+        elif method in LEGACY_APPROVAL_METHODS:
+            reply = {"id": request_id, "result": {"decision": "approved"}}
+        else:
+            error = {"code": -32601, "message": f"rpctape client does not handle {method}"}
+            reply = {"id": request_id, "error": error}
+        await self.send_raw(orjson.dumps(reply).decode())
+
+    async def initialize(self) -> Any:
+        """``initialize`` then ``initialized``; returns the initialize result."""
+        capabilities: dict[str, Any] = {}
+        if self.options.request_attestation:
+            capabilities["requestAttestation"] = True
+        params: dict[str, Any] = {
+            "clientInfo": {"name": self.options.client_name, "version": __version__}
+        }
+        if capabilities:
+            params["capabilities"] = capabilities
+        result = await self.call("initialize", params)
+        await self.notify("initialized")
+        return result
+
+    async def start_thread(self) -> str:
+        """``thread/start``; returns the new thread's id."""
+        result = await self.call("thread/start", {})
+        thread_id: str = result["thread"]["id"]
+        return thread_id
+
+    async def run_turn(self, thread_id: str, text: str) -> dict[str, Any]:
+        """``turn/start`` with one text input; returns the ``turn/completed`` notification."""
+        mark = len(self.notifications)
+        await self.call(
+            "turn/start",
+            {"threadId": thread_id, "input": [{"type": "text", "text": text}]},
+        )
+        return await self.wait_for("turn/completed", mark)
+
+
+async def scripted_session(
+    url: str,
+    prompts: Sequence[str] = ("Say hello.",),
+    options: ClientOptions | None = None,
+) -> SessionClient:
+    """The demo's session: initialize, model/list, thread/start, one turn per prompt.
+
+    Returns the (closed) client, whose :attr:`SessionClient.frames` hold the transcript.
+    """
+    async with SessionClient(url, options) as client:
+        await client.initialize()
+        await client.call("model/list", {})
+        thread_id = await client.start_thread()
+        for prompt in prompts:
+            await client.run_turn(thread_id, prompt)
+    return client

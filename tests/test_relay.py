@@ -1,0 +1,335 @@
+"""Functional tests of proxy.relay with real sockets against a scripted upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from proxy.cassette import Cassette, frame_of, load
+from proxy.relay import ClosePlan, plan_close, recording_proxy
+from tests.scripted_upstream import ScriptedUpstream
+
+RelayFactory = Callable[..., AbstractAsyncContextManager[str]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[ScriptedUpstream]:
+    async with ScriptedUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def cassette_path(tmp_path: Path) -> Path:
+    return tmp_path / "c.jsonl"
+
+
+@pytest.fixture
+def relay(upstream: ScriptedUpstream, cassette_path: Path) -> RelayFactory:
+    """Factory: `async with relay(**options) as url` records to cassette_path."""
+
+    def make(**options: Any) -> AbstractAsyncContextManager[str]:
+        return recording_proxy(options.pop("upstream_url", upstream.url), cassette_path, **options)
+
+    return make
+
+
+def frames_of(tape: Cassette, conn: int) -> list[tuple[str, bytes]]:
+    return [(e["dir"], frame_of(e)) for e in tape.frames(conn)]
+
+
+def events(tape: Cassette, kind: str) -> list[dict[str, Any]]:
+    return [e for e in tape.events if e["kind"] == kind]
+
+
+async def test_frames_forwarded_verbatim_and_recorded(
+    relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """Text frames pass unchanged both ways; the cassette reconstructs each byte for byte."""
+    sent = [
+        '{"id":1,"method":"initialize","params":{"clientInfo":{"name":"t","version":"0"}}}',
+        '{ "id" : 2, "method":"x", "params": {"f": 1.50, "u": "\\u00e9"} }',
+        '{"method":"initialized"}',
+    ]
+    async with relay() as url, connect(url) as ws:
+        for frame in sent:
+            await ws.send(frame)
+        echoed = [await ws.recv() for _ in sent]
+    assert echoed == sent
+    assert upstream.received == [sent]
+    tape = load(cassette_path)
+    recorded = frames_of(tape, 1)
+    assert [f for d, f in recorded if d == "c2s"] == [f.encode() for f in sent]
+    assert [f for d, f in recorded if d == "s2c"] == [f.encode() for f in sent]
+    assert [e["kind"] for e in tape.events] == ["open"] + ["text"] * 6 + ["close"]
+    assert [e["raw"] for e in events(tape, "text") if "raw" in e] == [sent[1], sent[1]]
+
+
+async def test_garbage_binary_batch_and_invalid_utf8(
+    relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """Bad input is forwarded unchanged and recorded faithfully; the connection lives on."""
+    sent: list[str | bytes] = [
+        "not json",
+        '{"hello":"world"}',
+        '[{"id":1,"method":"a"},{"method":"b"}]',
+        b"\xff\xfe\x00binary",
+        "",
+        '{"id":3,"method":"ok"}',
+    ]
+    async with relay() as url, connect(url) as ws:
+        for frame in sent:
+            await ws.send(frame)
+        echoed = [await ws.recv() for _ in sent]
+    assert echoed == sent
+    tape = load(cassette_path)
+    c2s = [e for e in tape.frames(1) if e["dir"] == "c2s"]
+    assert [e.get("type", e["kind"]) for e in c2s] == [
+        "invalid",
+        "invalid",
+        "batch",
+        "binary",
+        "invalid",
+        "request",
+    ]
+    assert c2s[3]["b64"] == base64.b64encode(b"\xff\xfe\x00binary").decode()
+    assert [frame_of(e) for e in c2s] == [f if isinstance(f, bytes) else f.encode() for f in sent]
+
+
+async def test_concurrent_connections_keep_their_own_order(
+    relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """Five clients at once: each has its own upstream connection and connection id."""
+
+    async def client(n: int, url: str) -> list[str | bytes]:
+        async with connect(url) as ws:
+            for i in range(20):
+                await ws.send(f'{{"id":{i},"method":"c{n}"}}')
+            return [await ws.recv() for _ in range(20)]
+
+    async with relay() as url:
+        results = await asyncio.gather(*(client(n, url) for n in range(5)))
+    for n, got in enumerate(results):
+        assert got == [f'{{"id":{i},"method":"c{n}"}}' for i in range(20)]
+    tape = load(cassette_path)
+    assert sorted(tape.connections()) == [1, 2, 3, 4, 5]
+    assert len(upstream.received) == 5
+    for conn in tape.connections():
+        methods = {e["method"] for e in tape.frames(conn)}
+        assert len(methods) == 1
+        ids = [e["msg"]["id"] for e in tape.frames(conn) if e["dir"] == "c2s"]
+        assert ids == list(range(20))
+    assert [e["seq"] for e in tape.events] == list(range(1, len(tape.events) + 1))
+
+
+async def test_server_stream_arrives_in_order(relay: RelayFactory, cassette_path: Path) -> None:
+    """A burst of server notifications keeps its order on the wire and in the cassette."""
+    async with relay() as url, connect(url) as ws:
+        await ws.send("!burst 500")
+        got = [await ws.recv() for _ in range(500)]
+    assert got == [f'{{"method":"n","params":{{"i":{i}}}}}' for i in range(500)]
+    s2c = [e for e in load(cassette_path).frames(1) if e["dir"] == "s2c"]
+    assert [e["msg"]["params"]["i"] for e in s2c] == list(range(500))
+
+
+async def test_message_up_to_16_mib_passes(relay: RelayFactory, cassette_path: Path) -> None:
+    """A message just under the app-server's 16 MiB limit is relayed and recorded whole."""
+    big = '{"method":"big","params":{"s":"' + "x" * (16 * 1024 * 1024 - 64) + '"}}'
+    async with relay() as url, connect(url, max_size=None) as ws:
+        await ws.send(big)
+        assert await ws.recv() == big
+    assert frame_of(load(cassette_path).frames(1)[0]) == big.encode()
+
+
+async def test_oversize_closes_with_1009(
+    relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """A message over --max-size closes that connection with 1009, recorded as such."""
+    async with relay(max_size=1024) as url, connect(url) as ws:
+        await ws.send('{"method":"small"}')
+        await ws.recv()
+        await ws.send("x" * 2000)
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        await asyncio.wait_for(upstream.closed.wait(), 5)
+    assert upstream.closes == [(1009, "frame with 2000 bytes exceeds limit of 1024 bytes")]
+    close = events(load(cassette_path), "close")
+    assert [(c["by"], c["code"], c["leg"]) for c in close] == [("proxy", 1009, "client")]
+    assert close[0]["reason"] == "frame with 2000 bytes exceeds limit of 1024 bytes"
+
+
+async def test_upstream_down_gives_502(tmp_path: Path, cassette_path: Path) -> None:
+    """An unreachable upstream: the upgrade gets 502 naming it, the attempt is recorded."""
+    dead = "ws://127.0.0.1:9"
+    async with recording_proxy(dead, cassette_path) as url:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url):
+                pass
+    response = info.value.response
+    assert response.status_code == 502
+    body = response.body.decode()
+    assert body.startswith("rpctape: cannot reach upstream ws://127.0.0.1:9/: ")
+    assert "Connect call failed" in body or "refused" in body
+    (error,) = events(load(cassette_path), "error")
+    assert (error["stage"], error["status"], error["upstream"]) == (
+        "connect",
+        502,
+        "ws://127.0.0.1:9/",
+    )
+    assert error["message"] == body.removeprefix("rpctape: ").rstrip("\n")
+
+
+async def test_upstream_vanishing_closes_client_with_1011(
+    relay: RelayFactory, cassette_path: Path
+) -> None:
+    """The upstream drops TCP without a close frame: the client gets 1011 and a reason."""
+    async with relay() as url, connect(url) as ws:
+        await ws.send("!drop")
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (
+        1011,
+        "upstream connection dropped without a close frame",
+    )
+    (close,) = events(load(cassette_path), "close")
+    assert (close["by"], close["code"], close["leg"], close["forwarded"]) == (
+        "server",
+        1006,
+        "server",
+        {"code": 1011, "reason": "upstream connection dropped without a close frame"},
+    )
+
+
+async def test_client_close_propagates_code_and_reason(
+    relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """The client's close code and reason reach the upstream and the cassette."""
+    async with relay() as url:
+        ws = await connect(url)
+        await ws.send('{"method":"initialized"}')
+        await ws.recv()
+        await ws.close(4001, "client done")
+        await asyncio.wait_for(upstream.closed.wait(), 5)
+    assert upstream.closes == [(4001, "client done")]
+    (close,) = events(load(cassette_path), "close")
+    assert (close["by"], close["code"], close["reason"]) == ("client", 4001, "client done")
+
+
+async def test_upstream_close_propagates(relay: RelayFactory, cassette_path: Path) -> None:
+    """The upstream's close code and reason reach the client."""
+    async with relay() as url, connect(url) as ws:
+        await ws.send("!close 4002 server done")
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (4002, "server done")
+    (close,) = events(load(cassette_path), "close")
+    assert (close["by"], close["code"], close["reason"]) == ("server", 4002, "server done")
+
+
+async def test_origin_refused_unless_allowed(
+    relay: RelayFactory, upstream: ScriptedUpstream
+) -> None:
+    """An Origin header gets 403 like the app-server; an allowed one passes, not forwarded."""
+    async with relay() as url:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url, origin="http://localhost"):  # type: ignore[arg-type]
+                pass
+        assert info.value.response.status_code == 403
+        assert b"--allow-origin" in info.value.response.body
+    assert upstream.headers == []
+    async with (
+        relay(allow_origins=frozenset({"http://localhost"}), overwrite=True) as url,
+        connect(url, origin="http://localhost") as ws,  # type: ignore[arg-type]
+    ):
+        await ws.send("{}")
+        assert await ws.recv() == "{}"
+    assert "Origin" not in upstream.headers[0]
+
+
+async def test_token_auth(relay: RelayFactory, upstream: ScriptedUpstream) -> None:
+    """With a token, clients need the bearer header (401 otherwise); it is not passed on."""
+    async with relay(token="s3cret") as url:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(url, additional_headers=headers):
+                    pass
+            assert info.value.response.status_code == 401
+        async with connect(url, additional_headers={"Authorization": "Bearer s3cret"}) as ws:
+            await ws.send("{}")
+            assert await ws.recv() == "{}"
+    assert len(upstream.headers) == 1
+    assert "Authorization" not in upstream.headers[0]
+
+
+async def test_authorization_and_subprotocol_passed_upstream(cassette_path: Path) -> None:
+    """Without a token, the client's Authorization, path and subprotocols go upstream."""
+    async with (
+        ScriptedUpstream(subprotocols=["p2", "p1"]) as upstream,
+        recording_proxy(upstream.url, cassette_path) as url,
+        connect(
+            url + "/some/path?q=1",
+            additional_headers={"Authorization": "Bearer user-token", "X-Extra": "1"},
+            subprotocols=["p1"],  # type: ignore[list-item]
+        ) as ws,
+    ):
+        assert ws.subprotocol == "p1"
+        await ws.send("{}")
+        await ws.recv()
+    assert upstream.headers[0]["Authorization"] == "Bearer user-token"
+    assert upstream.headers[0]["X-Extra"] == "1"
+    assert upstream.headers[0]["Sec-WebSocket-Protocol"] == "p1"
+    assert upstream.paths == ["/some/path?q=1"]
+    (opened,) = events(load(cassette_path), "open")
+    assert opened["headers"]["Authorization"].startswith("<redacted:")
+    assert opened["subprotocol"] == "p1"
+    assert opened["path"] == "/some/path?q=1"
+    assert opened["upstream"] == upstream.url + "/some/path?q=1"
+
+
+async def test_health_endpoints(relay: RelayFactory) -> None:
+    """GET /readyz and /healthz answer 200 with an empty body, like the app-server."""
+    async with relay() as url, aiohttp.ClientSession() as http:
+        base = url.replace("ws://", "http://")
+        for path in ("/readyz", "/healthz"):
+            async with http.get(base + path) as response:
+                assert (response.status, await response.read()) == (200, b"")
+
+
+async def test_shutdown_closes_connections_cleanly(
+    relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """Leaving the relay closes open clients with 1001 and records it."""
+    async with relay() as url:
+        ws = await connect(url)
+        await ws.send("{}")
+        await ws.recv()
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    await asyncio.wait_for(upstream.closed.wait(), 5)
+    assert upstream.closes == [(1001, "rpctape shutting down")]
+    (close,) = events(load(cassette_path), "close")
+    assert (close["by"], close["code"], close["reason"]) == ("proxy", 1001, "rpctape shutting down")
+
+
+def test_plan_close_without_any_close_frame_from_client() -> None:
+    """A client that vanishes: recorded as 1006 by the client, server leg gets 1011."""
+    exc = ConnectionClosed(None, None)
+    assert plan_close("client", exc) == ClosePlan(
+        "client",
+        1006,
+        "client connection dropped without a close frame",
+        1011,
+        "client connection dropped without a close frame",
+    )
