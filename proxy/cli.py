@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +14,6 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from . import __version__
 from .cassette import CassetteWriter, load, new_header
@@ -22,7 +22,7 @@ from .jsonrpc import Direction
 from .recorder import Recorder
 from .redact import Redactor
 from .relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
-from .timeline import describe, select, summary
+from .timeline import render, select, summary
 
 app = typer.Typer(
     name="rpctape",
@@ -135,12 +135,11 @@ def record(
     try:
         address = ListenAddress.parse(listen)
         token = None
-        if not address.is_loopback:
-            if not (allow_remote and token_file):
-                raise UsageError(
-                    f"--listen {listen} is not a loopback address; pass --allow-remote "
-                    "together with --token-file FILE to accept remote clients"
-                )
+        if not address.is_loopback and not (allow_remote and token_file):
+            raise UsageError(
+                f"--listen {listen} is not a loopback address; pass --allow-remote "
+                "together with --token-file FILE to accept remote clients"
+            )
         if token_file is not None:
             token = token_file.read_text().strip()
             if not token:
@@ -170,7 +169,7 @@ def show(
     conn: Annotated[int | None, typer.Option(help="Only this connection.")] = None,
     method: Annotated[str | None, typer.Option(help="Only this method and its responses.")] = None,
     json: Annotated[bool, typer.Option("--json", help="One event per line, as JSON.")] = False,
-    width: Annotated[int, typer.Option(help="Payload column width.")] = 80,
+    width: Annotated[int, typer.Option(help="Line width (default: the terminal's).")] = 0,
 ) -> None:
     """Print a cassette as a timeline."""
     try:
@@ -186,15 +185,9 @@ def show(
             out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
         out.flush()
         return
-    console = Console(highlight=False, soft_wrap=True)
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("t", "conn", "", "kind", "what", "payload"):
-        table.add_column(column, overflow="fold", no_wrap=column == "payload")
-    for event in events:
-        row = describe(event, width)
-        table.add_row(f"{row.t:9.3f}", str(row.conn), row.arrow, row.kind, row.what, row.payload)
-    console.print(f"{cassette}: rpctape cassette v{tape.original_version}, {summary(tape)}")
-    console.print(table)
+    _say(f"{cassette}: rpctape cassette v{tape.original_version}, {summary(tape)}")
+    for line in render(events, width or shutil.get_terminal_size((160, 24)).columns):
+        _say(line)
 
 
 @app.command()
@@ -240,7 +233,7 @@ def demo(
     from .demo import run_demo
 
     try:
-        asyncio.run(run_demo(cassette, codex, console=Console(highlight=False)))
+        asyncio.run(run_demo(cassette, codex, _say, shutil.get_terminal_size((160, 24)).columns))
     except RpctapeError as exc:
         raise _fail(exc) from None
 

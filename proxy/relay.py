@@ -125,7 +125,7 @@ class ClosePlan:
 _UNSENDABLE = {CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE, CloseCode.TLS_HANDSHAKE}
 
 
-def plan_close(leg: str, exc: ConnectionClosed, *, shutting_down: bool = False) -> ClosePlan:
+def plan_close(leg: str, exc: ConnectionClosed) -> ClosePlan:
     """Decide how a closed leg (``client`` or ``server``) is recorded and propagated.
 
     - The peer sent a close frame first: it closed; the other leg gets the same code and
@@ -137,7 +137,7 @@ def plan_close(leg: str, exc: ConnectionClosed, *, shutting_down: bool = False) 
     """
     rcvd, sent = exc.rcvd, exc.sent
     peer_first = rcvd is not None and (sent is None or bool(exc.rcvd_then_sent))
-    if peer_first and not shutting_down:
+    if peer_first:
         assert rcvd is not None
         code = CloseCode.NORMAL_CLOSURE if rcvd.code in _UNSENDABLE else rcvd.code
         return ClosePlan(leg, rcvd.code, rcvd.reason, code, rcvd.reason)
@@ -179,7 +179,6 @@ class _Bridge:
         self.client = client
         self.upstream = upstream
         self.recorder = recorder
-        self.shutting_down = False
         self.log = logging.LoggerAdapter(log, {"conn": conn})
 
     async def run(self) -> None:
@@ -195,7 +194,7 @@ class _Bridge:
         try:
             done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
             leg, exc = next(iter(done)).result()
-            plan = plan_close(leg, exc, shutting_down=self.shutting_down)
+            plan = plan_close(leg, exc)
             other = self.upstream if leg == "client" else self.client
             self.recorder.close(
                 self.conn,
@@ -247,7 +246,6 @@ class _Bridge:
 
     async def shutdown(self) -> None:
         """Close the client leg as going away; :meth:`run` then closes the server leg."""
-        self.shutting_down = True
         await self.client.close(CloseCode.GOING_AWAY, "rpctape shutting down")
 
 

@@ -64,6 +64,18 @@ def describe(event: Event, width: int = 80) -> Row:
     return Row(event["t"], event["conn"], arrow, kind, what, shorten(payload, width))
 
 
+def format_row(row: Row) -> str:
+    """One fixed-width line: time, connection, arrow, kind, method, payload."""
+    what = shorten(row.what, 40)
+    return f"{row.t:9.3f} {row.conn:>3} {row.arrow} {row.kind:<12} {what:<40} {row.payload}"
+
+
+def render(events: Iterable[Event], width: int = 160) -> list[str]:
+    """The timeline lines of ``events``, each cut to about ``width`` characters."""
+    payload_width = max(20, width - 70)
+    return [format_row(describe(event, payload_width)) for event in events]
+
+
 def select(
     events: Iterable[Event], conn: int | None = None, method: str | None = None
 ) -> list[Event]:

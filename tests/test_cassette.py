@@ -117,7 +117,7 @@ def test_newer_version_says_upgrade() -> None:
 @pytest.mark.parametrize("data", [b"", b"hello\n", b'{"format":1}\n', b'{"rpctape":"1"}\n', b"[]"])
 def test_not_a_cassette(data: bytes) -> None:
     """Empty files and other JSON are rejected with a clear message."""
-    with pytest.raises(CassetteError, match="empty, not an rpctape cassette|is not an rpctape"):
+    with pytest.raises(CassetteError, match=r"empty, not an rpctape cassette|is not an rpctape"):
         parse_lines(data, source="x")
 
 
