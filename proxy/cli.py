@@ -13,7 +13,6 @@ from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
 
 from . import __version__
 from .cassette import CassetteWriter, load, new_header
@@ -31,13 +30,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
 
 
 def _say(line: str) -> None:
     """One line to stdout, flushed (scripts wait for `listening on ...`)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def _warn(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _setup_logging(verbose: int) -> None:
@@ -98,7 +101,7 @@ async def _record(options: RelayOptions, writer: CassetteWriter, recorder: Recor
 
 
 def _fail(exc: BaseException) -> typer.Exit:
-    err.print(f"rpctape: error: {exc}", markup=False)
+    _warn(f"rpctape: error: {exc}")
     return typer.Exit(2)
 
 
@@ -178,7 +181,7 @@ def show(
         raise _fail(exc) from None
     events = select(tape.events, conn, method)
     for warning in tape.warnings:
-        err.print(f"rpctape: warning: {warning}", markup=False)
+        _warn(f"rpctape: warning: {warning}")
     if json:
         out = sys.stdout.buffer
         for event in events:

@@ -1,13 +1,23 @@
-"""Shared pytest setup for rpctape's tests."""
+"""Shared pytest setup: end-to-end tests need the real codex app-server."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import os
 
-# Make the `proxy` package importable when pytest runs from a checkout that is not installed
-# (`.venv/bin/pytest`). Setting `pythonpath = ["."]` under [tool.pytest.ini_options] would
-# make this unnecessary.
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import pytest
+
+from proxy.appserver import find_codex
+from proxy.errors import AppServerError
+
+
+@pytest.fixture(autouse=True)
+def _e2e_needs_codex(request: pytest.FixtureRequest) -> None:
+    """Tests marked e2e skip without codex on a developer machine, and fail in CI."""
+    if request.node.get_closest_marker("e2e") is None:
+        return
+    try:
+        find_codex()
+    except AppServerError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the end-to-end tests: {exc}")
+        pytest.skip(str(exc))

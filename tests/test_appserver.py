@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,11 +24,6 @@ from proxy.appserver import (
 )
 from proxy.backend import DEFAULT_REPLY, FakeBackend, Reply
 from proxy.errors import AppServerError
-
-needs_codex = pytest.mark.skipif(
-    not LOCAL_CODEX.is_file() and not os.environ.get("RPCTAPE_CODEX"),
-    reason="codex is not installed: run `make setup`",
-)
 
 EXEC_ARGS = {"cmd": "touch x", "sandbox_permissions": "require_escalated", "justification": "why"}
 
@@ -215,7 +209,6 @@ async def test_never_ready_times_out_and_kills(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-@needs_codex
 async def test_text_turn_streams_backend_reply(backend: FakeBackend) -> None:
     """A full turn: deltas stream the backend's reply and the agent message equals it."""
     async with AppServer(backend.url) as server, session(server) as client:
@@ -250,7 +243,6 @@ async def test_text_turn_streams_backend_reply(backend: FakeBackend) -> None:
 
 
 @pytest.mark.e2e
-@needs_codex
 async def test_approval_flow_runs_command(backend: FakeBackend) -> None:
     """A scripted exec_command asks for approval; 'accept' runs it and the turn completes."""
     backend.script(Reply.function_call(name="exec_command", arguments=EXEC_ARGS))
@@ -288,7 +280,6 @@ async def test_approval_flow_runs_command(backend: FakeBackend) -> None:
 
 
 @pytest.mark.e2e
-@needs_codex
 async def test_process_and_home_gone_after_exit(backend: FakeBackend) -> None:
     """After the context exits the process group is gone and the temporary home removed."""
     async with AppServer(backend.url) as server:
@@ -302,7 +293,6 @@ async def test_process_and_home_gone_after_exit(backend: FakeBackend) -> None:
 
 
 @pytest.mark.e2e
-@needs_codex
 async def test_cancelled_task_leaves_no_process(backend: FakeBackend) -> None:
     """Cancelling a task inside the context still stops the server."""
     pids: list[int] = []

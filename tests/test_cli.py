@@ -1,0 +1,228 @@
+"""Tests of proxy.cli: `rpctape record` as a real process (signals, SIGKILL), `rpctape show`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from proxy.cassette import frame_of, load
+from proxy.cli import app
+from tests.scripted_upstream import ScriptedUpstream
+
+runner = CliRunner()
+
+
+@asynccontextmanager
+async def record_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """Start `rpctape record ARGS` and yield it with the URL from its `listening on` line."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "record",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line.startswith("listening on ws://127.0.0.1:"), line
+        yield proc, line.removeprefix("listening on ").strip()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_record_process_sigterm_summary(tmp_path: Path) -> None:
+    """`listening on` first, then on SIGTERM a one-line summary and exit 0."""
+    cassette = tmp_path / "c.jsonl"
+    async with (
+        ScriptedUpstream() as upstream,
+        record_process(
+            "--upstream", upstream.url, "--listen", "ws://127.0.0.1:0", "--cassette", str(cassette)
+        ) as (proc, url),
+    ):
+        async with connect(url) as ws:
+            await ws.send('{"id":1,"method":"ping"}')
+            assert await ws.recv() == '{"id":1,"method":"ping"}'
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        out, errs = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, errs
+    assert out.decode() == (
+        f"recorded 1 connection(s), 1 frame(s) client>server, 1 frame(s) server>client "
+        f"to {cassette}\n"
+    )
+    tape = load(cassette)
+    assert [e["kind"] for e in tape.events] == ["open", "text", "text", "close"]
+    assert tape.events[-1]["by"] == "proxy" and tape.events[-1]["code"] == 1001
+
+
+async def test_sigkill_leaves_every_received_frame_in_the_cassette(tmp_path: Path) -> None:
+    """Kill -9 mid-stream: the cassette loads and holds every frame the client received."""
+    cassette = tmp_path / "c.jsonl"
+    received: list[str | bytes] = []
+    async with (
+        ScriptedUpstream() as upstream,
+        record_process(
+            "--upstream", upstream.url, "--listen", "ws://127.0.0.1:0", "--cassette", str(cassette)
+        ) as (proc, url),
+        connect(url) as ws,
+    ):
+        await ws.send("!burst 20000")
+        for _ in range(300):
+            received.append(await ws.recv())
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        try:
+            while True:
+                received.append(await asyncio.wait_for(ws.recv(), 10))
+        except ConnectionClosed:
+            pass
+    assert proc.returncode == -signal.SIGKILL
+    tape = load(cassette)
+    recorded = [frame_of(e) for e in tape.frames(1) if e["dir"] == "s2c"]
+    assert len(received) >= 300
+    assert recorded[: len(received)] == [f.encode() for f in received if isinstance(f, str)]
+    assert len(recorded) < 20000  # it really was killed mid-stream
+
+
+def test_record_refuses_non_loopback_without_token(tmp_path: Path) -> None:
+    """A non-loopback --listen needs --allow-remote and --token-file."""
+    result = runner.invoke(
+        app,
+        [
+            "record",
+            "--upstream",
+            "ws://127.0.0.1:9",
+            "--listen",
+            "ws://0.0.0.0:0",
+            "--cassette",
+            str(tmp_path / "c.jsonl"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "rpctape: error: --listen ws://0.0.0.0:0 is not a loopback address; pass "
+        "--allow-remote together with --token-file FILE to accept remote clients\n"
+    )
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--listen", "http://127.0.0.1:0"], "--listen must look like ws://127.0.0.1:4223"),
+        (["--upstream", "http://x"], "--upstream must be a ws:// URL, not 'http://x'"),
+    ],
+)
+def test_record_bad_urls(tmp_path: Path, args: list[str], message: str) -> None:
+    """Malformed URLs fail at the edge with exit 2 and a message."""
+    base = {"--upstream": "ws://127.0.0.1:9", "--listen": "ws://127.0.0.1:0"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    argv = ["record", "--cassette", str(tmp_path / "c.jsonl")]
+    for key, value in base.items():
+        argv += [key, value]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+CASSETTE = (
+    b'{"rpctape":1,"created":"2026-11-23T00:00:00+00:00","tool":"rpctape 0.1.0",'
+    b'"upstream":"ws://u","transport":"websocket","meta":{}}\n'
+    b'{"seq":1,"t":0.0,"conn":1,"kind":"open","path":"/","headers":{},"subprotocol":null,'
+    b'"upstream":"ws://u/","transport":"websocket"}\n'
+    b'{"seq":2,"t":0.001,"conn":1,"kind":"text","dir":"c2s","type":"request",'
+    b'"method":"model/list","msg":{"id":1,"method":"model/list"}}\n'
+    b'{"seq":3,"t":0.0125,"conn":1,"kind":"text","dir":"s2c","type":"response",'
+    b'"response_to":"model/list","msg":{"id":1,"result":{"data":[]}}}\n'
+    b'{"seq":4,"t":0.02,"conn":1,"kind":"close","by":"client","code":1000,"reason":"bye"}\n'
+)
+
+
+def test_show_timeline(tmp_path: Path) -> None:
+    """`rpctape show` prints a header and one line per event."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(CASSETTE)
+    result = runner.invoke(app, ["show", str(path), "--width", "120"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{path}: rpctape cassette v1, 1 connection(s), 1 frame(s) client>server, "
+        "1 frame(s) server>client",
+        f"    0.000   1   open         {'/ -> ws://u/':<40} {{}}",
+        f'    0.001   1 > request      {"model/list":<40} {{"id":1,"method":"model/list"}}',
+        f"    0.013   1 < response     {'response to model/list':<40} "
+        '{"id":1,"result":{"data":[]}}',
+        f"    0.020   1   close        {'by client 1000':<40} bye",
+    ]
+
+
+def test_show_filters_and_json(tmp_path: Path) -> None:
+    """--method keeps a method and its responses; --json prints events as lines."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(CASSETTE)
+    result = runner.invoke(app, ["show", str(path), "--method", "model/list", "--json"])
+    assert result.exit_code == 0
+    assert [orjson.loads(line)["seq"] for line in result.stdout.splitlines()] == [2, 3]
+    result = runner.invoke(app, ["show", str(path), "--conn", "2", "--json"])
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "rpctape: error: no cassette at {path}\n"),
+        (
+            b"hello\n",
+            "rpctape: error: {path} is not an rpctape cassette: its first line is not "
+            'a header with an integer "rpctape" format version\n',
+        ),
+        (
+            b'{"rpctape":7}\n',
+            "rpctape: error: {path} uses cassette format 7, but this rpctape "
+            "(0.1.0) reads formats up to 1: upgrade rpctape\n",
+        ),
+    ],
+)
+def test_show_errors(tmp_path: Path, content: bytes | None, message: str) -> None:
+    """Missing file, non-cassette and newer version give exit 2 and a clear message."""
+    path = tmp_path / "c.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    result = runner.invoke(app, ["show", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr == message.format(path=path)
+
+
+def test_show_reports_torn_line(tmp_path: Path) -> None:
+    """A torn last line is reported on stderr; the rest is shown."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(CASSETTE + b'{"seq":5,')
+    result = runner.invoke(app, ["show", str(path), "--json"])
+    assert result.exit_code == 0
+    assert "torn last line (9 bytes) ignored" in result.stderr
+    assert len(result.stdout.splitlines()) == 4
+
+
+def test_python_dash_m_proxy_runs() -> None:
+    """`python -m proxy version` works (used by tests and the benchmark)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "version"], capture_output=True, check=True, timeout=30
+    )
+    assert done.stdout == b"rpctape 0.1.0\n"
