@@ -23,9 +23,12 @@ def client_view(client: SessionClient, direction: Direction) -> list[bytes]:
 async def test_full_turn_recorded_byte_for_byte(tmp_path: Path) -> None:
     """A full turn through rpctape: the cassette holds exactly what the client sent and got."""
     cassette = tmp_path / "turn.jsonl"
-    async with FakeBackend() as backend, AppServer(backend.url) as server:
-        async with recording_proxy(server.url, cassette) as url:
-            client = await scripted_session(url, ["Say hello."], ClientOptions(string_ids=True))
+    async with (
+        FakeBackend() as backend,
+        AppServer(backend.url) as server,
+        recording_proxy(server.url, cassette) as url,
+    ):
+        client = await scripted_session(url, ["Say hello."], ClientOptions(string_ids=True))
     tape = load(cassette)
     assert tape.warnings == []
     (conn,) = tape.connections()
