@@ -85,9 +85,14 @@ class CassetteWriter:
 
     def append(self, events: Iterable[Event]) -> None:
         """Write ``events`` as lines, in one system call when possible."""
+        self.append_lines(
+            b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
+        )
+
+    def append_lines(self, data: bytes) -> None:
+        """Write already serialised lines (each ending in ``\\n``) in one system call."""
         if self._fd is None:
             raise CassetteError(f"cassette {self.path} is closed")
-        data = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)

@@ -11,8 +11,10 @@ import base64
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import orjson
 
 from .cassette import CassetteWriter, Event
 from .jsonrpc import Direction, MessageType, Pairing, parse
@@ -94,15 +96,40 @@ class Recorder:
         self._write([event])
         return event
 
-    def text(self, conn: int, direction: Direction, data: str) -> Event:
+    def text(self, conn: int, direction: Direction, data: str | bytes) -> Event:
         """Record one text frame; write it before returning."""
-        event = self.text_event(conn, direction, data)
-        self._write([event])
+        raw = data.encode() if isinstance(data, str) else data
+        event, line = self._text(conn, direction, raw)
+        self._write_lines(line)
         return event
 
-    def text_event(self, conn: int, direction: Direction, data: str) -> Event:
-        """Build (not write) the event of one text frame; advances pairing and counters."""
-        raw = data.encode()
+    def record_frames(
+        self, conn: int, direction: Direction, frames: Sequence[tuple[bool, bytes]]
+    ) -> list[Event]:
+        """Record frames that arrived together (``(is_text, payload)``) in one write.
+
+        The relay calls this with every complete message one read brought in, then forwards
+        them: the durability rule holds for the whole batch.
+        """
+        events: list[Event] = []
+        lines: list[bytes] = []
+        for is_text, payload in frames:
+            if is_text:
+                event, line = self._text(conn, direction, payload)
+            else:
+                event = self._binary_event(conn, direction, payload)
+                line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+            events.append(event)
+            lines.append(line)
+        self._write_lines(b"".join(lines))
+        return events
+
+    def _write_lines(self, data: bytes) -> None:
+        if self.writer is not None:
+            self.writer.append_lines(data)
+
+    def _text(self, conn: int, direction: Direction, raw: bytes) -> tuple[Event, bytes]:
+        """The event of one text frame and its cassette line; advances pairing and counters."""
         parsed = parse(raw)
         fields: dict[str, Any] = {"dir": direction.value, "type": parsed.type.value}
         if parsed.method is not None:
@@ -112,23 +139,32 @@ class Recorder:
             answered = pairing.observe(direction, parsed)
             if answered is not None:
                 fields["response_to"] = answered
-        exact = parsed.exact
-        if parsed.has_msg:
-            msg = parsed.msg
-            if self.redactor.might_redact(raw):
+        self.frames[direction] += 1
+        msg = parsed.msg
+        if self.redactor.might_redact(raw):
+            if parsed.has_msg:
                 msg, pointers = self.redactor.redact_json(msg)
                 if pointers:
                     fields["redacted"] = pointers
-                    exact = True  # never keep a raw that holds the secret
-            fields["msg"] = msg
-        elif self.redactor.might_redact(raw):
-            data, pointers = self._redact_unrepresentable(data)
+            else:
+                text, pointers = self._redact_unrepresentable(raw.decode())
+                if pointers:
+                    fields["redacted"] = pointers
+                    fields["raw"] = text
             if pointers:
-                fields["redacted"] = pointers
-        if not exact:
-            fields["raw"] = data
-        self.frames[direction] += 1
-        return self._event(conn, "text", fields)
+                event = self._event(conn, "text", fields)
+                if parsed.has_msg:
+                    event["msg"] = msg
+                return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        if not parsed.exact:
+            fields["raw"] = raw.decode()
+        event = self._event(conn, "text", fields)
+        if not parsed.has_msg:
+            return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        # The frame is exactly orjson.dumps(msg): splice it in instead of serialising twice.
+        head = orjson.dumps(event)
+        event["msg"] = msg
+        return event, b"".join((head[:-1], b',"msg":', raw, b"}\n"))
 
     def _redact_unrepresentable(self, data: str) -> tuple[str, list[str]]:
         """Redact a frame orjson cannot hold: re-serialised by the standard library if it is
@@ -144,14 +180,14 @@ class Recorder:
 
     def binary(self, conn: int, direction: Direction, data: bytes) -> Event:
         """Record one binary frame (base64 in ``b64``); write it before returning."""
-        self.frames[direction] += 1
-        event = self._event(
-            conn,
-            "binary",
-            {"dir": direction.value, "b64": base64.b64encode(data).decode("ascii")},
-        )
+        event = self._binary_event(conn, direction, data)
         self._write([event])
         return event
+
+    def _binary_event(self, conn: int, direction: Direction, data: bytes) -> Event:
+        self.frames[direction] += 1
+        b64 = base64.b64encode(data).decode("ascii")
+        return self._event(conn, "binary", {"dir": direction.value, "b64": b64})
 
     def close(self, conn: int, *, by: str, code: int | None, reason: str, **extra: Any) -> Event:
         """Record the end of a connection: who closed it (client, server or proxy) and how."""

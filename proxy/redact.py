@@ -43,6 +43,9 @@ DEFAULT_KEYS: frozenset[str] = frozenset(
 """Normalised keys (and header names) redacted by default; documented in docs/cassette-format.md."""
 
 
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+
+
 def normalise_key(key: str) -> str:
     """Lower-case ``key`` and drop ``_`` and ``-``: ``Access-Token`` becomes ``accesstoken``."""
     return key.lower().replace("_", "").replace("-", "")
@@ -66,6 +69,7 @@ class Redactor:
     keys: frozenset[str] = DEFAULT_KEYS
     enabled: bool = True
     _probe: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
+    _quick: re.Pattern[bytes] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         sep = "[-_]*"
@@ -76,6 +80,12 @@ class Redactor:
         # "<letters with - or _ between>" followed by a colon. Escapes force the full walk.
         pattern = rf'"{sep}(?:{alternatives}){sep}"\s*:|\\u' if alternatives else r"(?!x)x"
         object.__setattr__(self, "_probe", re.compile(pattern.encode(), re.IGNORECASE))
+        # A cheaper first pass: fold ASCII case, drop "-" and "_", look for any key at all.
+        quick = None
+        if all(key.isascii() for key in self.keys):
+            words = b"|".join(re.escape(key.encode()) for key in sorted(self.keys) if key)
+            quick = re.compile(words + rb"|\\u")
+        object.__setattr__(self, "_quick", quick)
 
     @classmethod
     def build(cls, extra_keys: Iterable[str] = (), *, enabled: bool = True) -> Redactor:
@@ -88,7 +98,11 @@ class Redactor:
 
     def might_redact(self, raw: bytes) -> bool:
         """Fast pre-check on a raw frame: ``False`` means :meth:`redact_json` changes nothing."""
-        return self.enabled and self._probe.search(raw) is not None
+        if not self.enabled:
+            return False
+        if self._quick is not None and self._quick.search(raw.translate(_FOLD, b"-_")) is None:
+            return False
+        return self._probe.search(raw) is not None
 
     def redact_json(self, msg: Any) -> tuple[Any, list[str]]:
         """Return ``msg`` with secrets replaced, and the JSON pointers that were replaced.

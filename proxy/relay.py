@@ -1,9 +1,12 @@
 """The recording relay: the one module that does websocket I/O for ``rpctape record``.
 
-For each client upgrade it first connects to the upstream app-server; only then does it
-accept the client. Two pumps per connection move whole messages: receive, record (the line
-is written before anything is forwarded), send. Closing one leg closes the other with the
-same code and reason; see :func:`plan_close` for the rules.
+Each TCP connection is an :class:`asyncio.Protocol` driving websockets' Sans-I/O state machine
+(``ServerProtocol`` towards the client, ``ClientProtocol`` towards the upstream), so the relay
+sees whole messages as soon as they are parsed and every message that one read brought in at
+once. For each client upgrade it first connects to the upstream; only then does it accept the
+client. Messages that arrived together are recorded with one write, then forwarded with one
+write: a frame's line is always in the cassette before the frame is forwarded. Closing one leg
+closes the other with the same code and reason; see :func:`plan_close`.
 """
 
 from __future__ import annotations
@@ -13,19 +16,21 @@ import contextlib
 import hmac
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.connection import Connection
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.frames import CloseCode
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import OPEN, Protocol
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
 from .cassette import CassetteWriter, new_header
 from .errors import UsageError
@@ -59,9 +64,11 @@ _HOP_HEADERS = frozenset(
         "sec-websocket-extensions",
         "sec-websocket-protocol",
         "sec-websocket-accept",
-        "user-agent",
     }
 )
+
+Message = tuple[bool, bytes]
+"""One whole websocket message: ``(is_text, payload)``."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ class RelayOptions:
     """When set, clients must send ``Authorization: Bearer <token>``; it is not passed on."""
     connect_timeout: float = 10.0
     close_timeout: float = 1.0
-    """How long to wait for a peer's close frame (the app-server never sends one)."""
+    """How long to wait for a peer to finish closing (the app-server never sends a close)."""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream)
@@ -125,7 +132,9 @@ class ClosePlan:
 _UNSENDABLE = {CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE, CloseCode.TLS_HANDSHAKE}
 
 
-def plan_close(leg: str, exc: ConnectionClosed) -> ClosePlan:
+def plan_close(
+    leg: str, rcvd: Close | None, sent: Close | None, rcvd_then_sent: bool | None
+) -> ClosePlan:
     """Decide how a closed leg (``client`` or ``server``) is recorded and propagated.
 
     - The peer sent a close frame first: it closed; the other leg gets the same code and
@@ -135,10 +144,7 @@ def plan_close(leg: str, exc: ConnectionClosed) -> ClosePlan:
     - No close frame at all (the app-server just drops TCP): the peer closed with 1006, and
       the other leg gets 1011 with a reason naming the dropped leg (RFC 6455 section 7.4.1).
     """
-    rcvd, sent = exc.rcvd, exc.sent
-    peer_first = rcvd is not None and (sent is None or bool(exc.rcvd_then_sent))
-    if peer_first:
-        assert rcvd is not None
+    if rcvd is not None and (sent is None or bool(rcvd_then_sent)):
         code = CloseCode.NORMAL_CLOSURE if rcvd.code in _UNSENDABLE else rcvd.code
         return ClosePlan(leg, rcvd.code, rcvd.reason, code, rcvd.reason)
     if sent is not None:
@@ -165,93 +171,229 @@ def _upstream_url(upstream: str, request_path: str) -> str:
     return upstream
 
 
-class _Bridge:
-    """One client connection and its upstream connection."""
+class _Leg(asyncio.Protocol):
+    """One TCP connection carrying websocket frames through a Sans-I/O protocol.
 
-    def __init__(
-        self,
-        conn: int,
-        client: ServerConnection,
-        upstream: ClientConnection,
-        recorder: Recorder,
-    ) -> None:
+    It assembles whole messages and hands every message one read produced to
+    ``on_messages`` in one call; it reports the first time the websocket leaves the OPEN
+    state through ``on_closed``. Before a handler is attached, messages are held.
+    """
+
+    def __init__(self, name: str, ws: Protocol, close_timeout: float) -> None:
+        self.name = name
+        self.ws = ws
+        self.close_timeout = close_timeout
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Leg | None = None
+        self.on_messages: Callable[[_Leg, list[Message]], None] | None = None
+        self.on_closed: Callable[[_Leg], None] | None = None
+        self.on_handshake: Callable[[Request | Response], None] | None = None
+        self.held: list[Message] = []
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._fragments: list[bytes] = []
+        self._fragment_is_text = False
+        self._closed_reported = False
+        self._abort_handle: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> None:
+        self.ws.receive_eof()
+        self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ws.receive_eof()  # idempotent; the state becomes CLOSED
+        self._process()
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        # Backpressure: stop reading the peer while our write buffer is full.
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    # Processing
+
+    def _process(self) -> None:
+        messages: list[Message] = []
+        for event in self.ws.events_received():
+            if isinstance(event, Frame):
+                message = self._assemble(event)
+                if message is not None:
+                    messages.append(message)
+            elif self.on_handshake is not None:
+                self.on_handshake(event)
+        if messages and self.ws.state is OPEN:
+            messages = self._check_utf8(messages)
+        self.flush()
+        if messages:
+            if self.on_messages is None:
+                self.held.extend(messages)
+            else:
+                self.on_messages(self, messages)
+        self._check_closed()
+
+    def _assemble(self, frame: Frame) -> Message | None:
+        opcode, data = frame.opcode, bytes(frame.data)  # bytes(b) is b: no copy
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                return (opcode is Opcode.TEXT, data)
+            self._fragments = [data]
+            self._fragment_is_text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            self._fragments.append(data)
+            if frame.fin:
+                data, self._fragments = b"".join(self._fragments), []
+                return (self._fragment_is_text, data)
+        return None  # ping, pong (answered by the protocol) and close (seen via state)
+
+    def _check_utf8(self, messages: list[Message]) -> list[Message]:
+        for index, (is_text, payload) in enumerate(messages):
+            if is_text:
+                try:
+                    payload.decode()
+                except UnicodeDecodeError:
+                    # RFC 6455 section 8.1: fail the connection on invalid UTF-8 text.
+                    self.ws.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+                    return messages[:index]
+        return messages
+
+    def _check_closed(self) -> None:
+        if self.ws.state is OPEN:
+            return
+        if self.ws.close_expected() and self._abort_handle is None and self.transport:
+            self._abort_handle = asyncio.get_running_loop().call_later(
+                self.close_timeout, self.transport.abort
+            )
+        # Only a bridged leg reports (on_closed is set when both legs are open).
+        if self.on_closed is not None and not self._closed_reported:
+            self._closed_reported = True
+            self.on_closed(self)
+
+    def flush(self) -> None:
+        """Write what the protocol has queued; an empty chunk means half-close (EOF)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.ws.data_to_send()
+            return
+        chunks = self.ws.data_to_send()
+        data = b"".join(chunks)
+        if data:
+            transport.write(data)
+        if b"" in chunks:
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+
+    def send(self, messages: Sequence[Message]) -> bool:
+        """Queue and write whole messages; ``False`` if this leg is no longer open."""
+        if self.ws.state is not OPEN:
+            return False
+        for is_text, payload in messages:
+            if is_text:
+                self.ws.send_text(payload)
+            else:
+                self.ws.send_binary(payload)
+        self.flush()
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake if the websocket is still open."""
+        if self.ws.state is OPEN:
+            self.ws.send_close(code, reason)
+            self.flush()
+            self._check_closed()
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class _Bridge:
+    """One client connection and its upstream connection, once both are open."""
+
+    def __init__(self, conn: int, client: _Leg, server: _Leg, recorder: Recorder) -> None:
         self.conn = conn
         self.client = client
-        self.upstream = upstream
+        self.server = server
         self.recorder = recorder
-        self.log = logging.LoggerAdapter(log, {"conn": conn})
+        self.closed = False
+        client.peer, server.peer = server, client
+        self.done = asyncio.gather(client.lost, server.lost)
+        """Resolved when both TCP connections are gone."""
+        for leg in (client, server):
+            leg.on_messages = self._relay
+            leg.on_closed = self._leg_closed
 
-    async def run(self) -> None:
-        """Pump both ways until one leg closes, then close the other and record how."""
-        pumps = {
-            asyncio.create_task(
-                self._pump(self.client, self.upstream, Direction.C2S), name=f"conn{self.conn}:c2s"
-            ),
-            asyncio.create_task(
-                self._pump(self.upstream, self.client, Direction.S2C), name=f"conn{self.conn}:s2c"
-            ),
-        }
-        try:
-            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            leg, exc = next(iter(done)).result()
-            plan = plan_close(leg, exc)
-            other = self.upstream if leg == "client" else self.client
-            self.recorder.close(
+    def start(self) -> None:
+        """Deliver what either leg received before the bridge existed."""
+        for leg in (self.server, self.client):
+            held, leg.held = leg.held, []
+            if held:
+                self._relay(leg, held)
+            leg._check_closed()
+
+    async def wait(self) -> None:
+        """Until both TCP connections are gone."""
+        await self.done
+
+    def _relay(self, leg: _Leg, messages: list[Message]) -> None:
+        direction = Direction.C2S if leg is self.client else Direction.S2C
+        events = self.recorder.record_frames(self.conn, direction, messages)
+        if log.isEnabledFor(logging.DEBUG):
+            for _, payload in messages:
+                log.debug("conn %d %s %s", self.conn, direction.arrow, _shorten(payload))
+        assert leg.peer is not None
+        if not leg.peer.send(messages):
+            first, last = events[0]["seq"], events[-1]["seq"]
+            self.recorder.error(
                 self.conn,
-                by=plan.by,
-                code=plan.code,
-                reason=plan.reason,
-                leg=leg,
-                forwarded={"code": plan.forward_code, "reason": plan.forward_reason},
+                f"frames seq {first}..{last} were recorded but not delivered: "
+                f"the {leg.peer.name} connection had closed",
+                undelivered_seq=[e["seq"] for e in events],
             )
-            self.log.info(
-                "conn %d closed by %s (%s %s)", self.conn, plan.by, plan.code, plan.reason
-            )
-            await other.close(plan.forward_code, plan.forward_reason)
-        finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            await self.upstream.close()
 
-    async def _pump(
-        self, src: Connection, dst: Connection, direction: Direction
-    ) -> tuple[str, ConnectionClosed]:
-        """Move messages from ``src`` to ``dst``; return the leg that closed and why."""
-        src_leg = "client" if direction is Direction.C2S else "server"
-        dst_leg = "server" if direction is Direction.C2S else "client"
-        recorder, conn = self.recorder, self.conn
-        debug = self.log.isEnabledFor(logging.DEBUG)
-        while True:
-            try:
-                data = await src.recv()
-            except ConnectionClosed as exc:
-                return src_leg, exc
-            if isinstance(data, str):
-                event = recorder.text(conn, direction, data)
-            else:
-                event = recorder.binary(conn, direction, data)
-            if debug:
-                self.log.debug("%s %s", direction.arrow, _shorten(data))
-            try:
-                await dst.send(data)
-            except ConnectionClosed as exc:
-                recorder.error(
-                    conn,
-                    f"frame seq {event['seq']} was recorded but not delivered: "
-                    f"the {dst_leg} connection had closed",
-                    undelivered_seq=event["seq"],
-                )
-                return dst_leg, exc
+    def _leg_closed(self, leg: _Leg) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        ws = leg.ws
+        plan = plan_close(leg.name, ws.close_rcvd, ws.close_sent, ws.close_rcvd_then_sent)
+        self.recorder.close(
+            self.conn,
+            by=plan.by,
+            code=plan.code,
+            reason=plan.reason,
+            leg=leg.name,
+            forwarded={"code": plan.forward_code, "reason": plan.forward_reason},
+        )
+        log.info("conn %d closed by %s (%s %s)", self.conn, plan.by, plan.code, plan.reason)
+        assert leg.peer is not None
+        leg.peer.close(plan.forward_code, plan.forward_reason)
 
-    async def shutdown(self) -> None:
-        """Close the client leg as going away; :meth:`run` then closes the server leg."""
-        await self.client.close(CloseCode.GOING_AWAY, "rpctape shutting down")
+    def shutdown(self) -> None:
+        """Close the client leg as going away; the server leg follows."""
+        self.client.close(CloseCode.GOING_AWAY, "rpctape shutting down")
 
 
-def _shorten(data: str | bytes, limit: int = 200) -> str:
-    text = data if isinstance(data, str) else f"<{len(data)} bytes binary>"
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+def _shorten(data: bytes, limit: int = 200) -> str:
+    text = data[:limit].decode(errors="replace")
+    return text if len(data) <= limit else f"{text}... ({len(data)} bytes)"
 
 
 class RecordingRelay:
@@ -264,9 +406,9 @@ class RecordingRelay:
     def __init__(self, options: RelayOptions, recorder: Recorder) -> None:
         self.options = options
         self.recorder = recorder
-        self._server: Server | None = None
-        self._pending: dict[ServerConnection, tuple[int, ClientConnection, str]] = {}
+        self._server: asyncio.Server | None = None
         self._bridges: set[_Bridge] = set()
+        self._handshakes: set[asyncio.Task[None]] = set()
         self.url = ""
 
     async def __aenter__(self) -> RecordingRelay:
@@ -278,20 +420,9 @@ class RecordingRelay:
 
     async def start(self) -> str:
         """Bind the listener and return its ``ws://HOST:PORT`` URL."""
-        opts = self.options
-        self._server = await serve(
-            self._handle,
-            opts.listen.host,
-            opts.listen.port,
-            process_request=self._process_request,
-            process_response=self._process_response,
-            select_subprotocol=self._select_subprotocol,
-            max_size=opts.max_size,
-            compression=None,
-            ping_interval=None,
-            close_timeout=opts.close_timeout,
-            server_header=None,
-        )
+        loop = asyncio.get_running_loop()
+        listen = self.options.listen
+        self._server = await loop.create_server(self._new_client, listen.host, listen.port)
         host, port = self._server.sockets[0].getsockname()[:2]
         self.url = f"ws://{host}:{port}"
         return self.url
@@ -301,112 +432,153 @@ class RecordingRelay:
         server, self._server = self._server, None
         if server is None:
             return
-        server.close(close_connections=False)
-        await asyncio.gather(*(b.shutdown() for b in list(self._bridges)), return_exceptions=True)
+        server.close()
+        for task in list(self._handshakes):
+            task.cancel()
+        await asyncio.gather(*self._handshakes, return_exceptions=True)
+        bridges = list(self._bridges)
+        for bridge in bridges:
+            bridge.shutdown()
+        await asyncio.gather(*(b.wait() for b in bridges), return_exceptions=True)
         await server.wait_closed()
-        for _, upstream, _ in self._pending.values():
-            await upstream.close()
-        self._pending.clear()
 
-    def _select_subprotocol(
-        self, connection: ServerConnection, offered: Any
-    ) -> Any:  # websockets types this as Subprotocol | None
-        pending = self._pending.get(connection)
-        return pending[1].subprotocol if pending else None
+    def _new_client(self) -> _Leg:
+        ws = ServerProtocol(max_size=self.options.max_size)
+        leg = _Leg("client", ws, self.options.close_timeout)
 
-    async def _process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
+        def on_request(event: Request | Response) -> None:
+            if isinstance(event, Request) and leg.transport is not None:
+                leg.transport.pause_reading()  # nothing to read until the upgrade is decided
+                task = asyncio.create_task(
+                    self._handshake(leg, ws, event), name=f"handshake {event.path}"
+                )
+                self._handshakes.add(task)
+                task.add_done_callback(self._handshakes.discard)
+
+        leg.on_handshake = on_request
+        return leg
+
+    def _refuse(self, request: Request) -> tuple[int, str] | None:
+        """Health checks, Origin and token checks: an HTTP answer, or None to go on."""
         path = urlsplit(request.path).path
-        if path in HEALTH_PATHS and "upgrade" not in request.headers.get("Connection", "").lower():
-            return connection.respond(200, "")
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if path in HEALTH_PATHS and not upgrade:
+            return 200, ""
         origin = request.headers.get("Origin")
         if origin is not None and origin not in self.options.allow_origins:
-            return connection.respond(
-                403,
+            return 403, (
                 f"rpctape: websocket upgrade with Origin {origin!r} refused, as the app-server "
-                "refuses any Origin; pass --allow-origin ORIGIN to accept it\n",
+                "refuses any Origin; pass --allow-origin ORIGIN to accept it\n"
             )
         if self.options.token is not None and not _bearer_ok(request, self.options.token):
-            return connection.respond(
-                401, "rpctape: missing or wrong 'Authorization: Bearer <token>'\n"
-            )
-        return await self._connect_upstream(connection, request)
+            return 401, "rpctape: missing or wrong 'Authorization: Bearer <token>'\n"
+        return None
 
-    async def _connect_upstream(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        opts = self.options
+    async def _handshake(self, client: _Leg, ws: ServerProtocol, request: Request) -> None:
+        refusal = self._refuse(request)
+        if refusal is not None:
+            _respond(client, ws, ws.reject(*refusal))
+            return
         conn = self.recorder.new_connection()
-        url = _upstream_url(opts.upstream, request.path)
-        headers = _client_headers(request, strip_auth=opts.token is not None)
-        offered = [
-            p.strip()
-            for value in request.headers.get_all("Sec-WebSocket-Protocol")
-            for p in value.split(",")
-            if p.strip()
-        ]
+        url = _upstream_url(self.options.upstream, request.path)
         try:
-            upstream = await connect(
-                url,
-                additional_headers=Headers(headers),
-                subprotocols=offered or None,  # type: ignore[arg-type]
-                user_agent_header=request.headers.get("User-Agent"),
-                max_size=opts.max_size,
-                compression=None,
-                ping_interval=None,
-                open_timeout=opts.connect_timeout,
-                close_timeout=opts.close_timeout,
-            )
+            server = await self._connect_upstream(url, request)
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             reason = _describe_connect_error(exc)
+            message = f"cannot reach upstream {url}: {reason}"
             self.recorder.error(
                 conn,
-                f"cannot reach upstream {url}: {reason}",
+                message,
                 stage="connect",
                 status=502,
                 path=request.path,
                 headers=self.recorder.redactor.redact_headers(request.headers.raw_items()),
                 upstream=url,
             )
-            log.warning("conn %d: cannot reach upstream %s: %s", conn, url, reason)
-            return connection.respond(502, f"rpctape: cannot reach upstream {url}: {reason}\n")
-        self._pending[connection] = (conn, upstream, url)
-        return None
-
-    async def _process_response(
-        self, connection: ServerConnection, request: Request, response: Response
-    ) -> None:
-        if response.status_code != 101 and connection in self._pending:
-            conn, upstream, _ = self._pending.pop(connection)
+            log.warning("conn %d: %s", conn, message)
+            _respond(client, ws, ws.reject(502, f"rpctape: {message}\n"))
+            return
+        chosen = server.ws.subprotocol if isinstance(server.ws, ClientProtocol) else None
+        ws.select_subprotocol = lambda offered: chosen  # type: ignore[method-assign,assignment]
+        response = ws.accept(request)
+        gone = client.transport is None or client.transport.is_closing()
+        if response.status_code != 101 or gone:
             self.recorder.error(
                 conn,
-                f"client handshake failed with HTTP {response.status_code}",
+                "client went away during the handshake"
+                if gone
+                else f"client handshake failed with HTTP {response.status_code}",
                 stage="handshake",
                 status=response.status_code,
             )
-            await upstream.close()
-
-    async def _handle(self, connection: ServerConnection) -> None:
-        conn, upstream, url = self._pending.pop(connection)
-        request = connection.request
-        assert request is not None
+            server.close(CloseCode.GOING_AWAY, "client handshake failed")
+            _respond(client, ws, response)
+            return
         self.recorder.open(
             conn,
             path=request.path,
             headers=request.headers.raw_items(),
-            subprotocol=connection.subprotocol,
+            subprotocol=chosen,
             upstream=url,
         )
-        bridge = _Bridge(conn, connection, upstream, self.recorder)
+        bridge = _Bridge(conn, client, server, self.recorder)
         self._bridges.add(bridge)
+        bridge.done.add_done_callback(lambda _: self._bridges.discard(bridge))
+        ws.send_response(response)
+        client.flush()
+        bridge.start()
+        assert client.transport is not None
+        client.transport.resume_reading()
+
+    async def _connect_upstream(self, url: str, request: Request) -> _Leg:
+        """Open the upstream websocket with the client's headers and subprotocols."""
+        opts = self.options
+        uri = parse_uri(url)
+        offered = [
+            Subprotocol(p.strip())
+            for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in value.split(",")
+            if p.strip()
+        ]
+        ws = ClientProtocol(uri, subprotocols=offered or None, max_size=opts.max_size)
+        leg = _Leg("server", ws, opts.close_timeout)
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_response(event: Request | Response) -> None:
+            if not answered.done():
+                answered.set_result(None)
+
+        leg.on_handshake = on_response
+        loop = asyncio.get_running_loop()
         try:
-            await bridge.run()
-        except Exception:
-            log.exception("conn %d: relay error", conn)
-            self.recorder.error(conn, "internal relay error; see the rpctape log")
-        finally:
-            self._bridges.discard(bridge)
+            async with asyncio.timeout(opts.connect_timeout):
+                await loop.create_connection(
+                    lambda: leg,
+                    uri.host,
+                    uri.port,
+                    ssl=ssl.create_default_context() if uri.secure else None,
+                )
+                upgrade = ws.connect()
+                for name, value in _client_headers(request, strip_auth=opts.token is not None):
+                    upgrade.headers[name] = value
+                ws.send_request(upgrade)
+                leg.flush()
+                await asyncio.wait({answered, leg.lost}, return_when=asyncio.FIRST_COMPLETED)
+            if ws.handshake_exc is not None or ws.state is not OPEN:
+                raise ws.handshake_exc or InvalidHandshake("upstream closed during the handshake")
+        except BaseException:
+            if leg.transport is not None:
+                leg.transport.abort()
+            raise
+        return leg
+
+
+def _respond(leg: _Leg, ws: ServerProtocol, response: Response) -> None:
+    """Send a plain HTTP answer to an upgrade request and close the connection."""
+    ws.send_response(response)
+    leg.flush()
+    if leg.transport is not None:
+        leg.transport.close()
 
 
 def _bearer_ok(request: Request, token: str) -> bool:
@@ -444,3 +616,14 @@ async def recording_proxy(
             yield relay.url
     finally:
         writer.close()
+
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "ClosePlan",
+    "ListenAddress",
+    "RecordingRelay",
+    "RelayOptions",
+    "plan_close",
+    "recording_proxy",
+]

@@ -325,8 +325,7 @@ async def test_shutdown_closes_connections_cleanly(
 
 def test_plan_close_without_any_close_frame_from_client() -> None:
     """A client that vanishes: recorded as 1006 by the client, server leg gets 1011."""
-    exc = ConnectionClosed(None, None)
-    assert plan_close("client", exc) == ClosePlan(
+    assert plan_close("client", None, None, None) == ClosePlan(
         "client",
         1006,
         "client connection dropped without a close frame",
