@@ -179,3 +179,36 @@ def test_written_before_return(tmp_path: Path) -> None:
     rec.text(conn, S2C, '{"method":"turn/started","params":{}}')
     assert [e["seq"] for e in load(path).events] == [1, 2]
     writer.close()
+
+
+def test_record_frames_writes_a_batch_in_one_line_set(tmp_path: Path) -> None:
+    """Frames that arrived together are written together, in order, before returning."""
+    path = tmp_path / "c.jsonl"
+    writer = CassetteWriter(path, {"rpctape": 1})
+    rec = make_recorder(writer)
+    conn = rec.new_connection()
+    frames = [
+        (True, b'{"method":"a","params":{}}'),
+        (False, b"\x00\x01"),
+        (True, b'{ "method": "b" }'),
+        (True, b'{"id":0,"result":{"token":"s"}}'),
+    ]
+    events = rec.record_frames(conn, S2C, frames)
+    writer.close()
+    lines = path.read_bytes().splitlines()[1:]
+    assert [orjson.loads(line) for line in lines] == events
+    assert [frame_of(e) for e in events[:3]] == [f for _, f in frames[:3]]
+    assert events[3]["msg"] == {"id": 0, "result": {"token": marker("s")}}
+    assert rec.frames[S2C] == 4
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [b'{"method":"a","params":{"x":[1,2.5,"\xc3\xa9"]}}', b'{"id":1,"result":null}', b"[]"],
+)
+def test_spliced_line_equals_serialised_event(frame: bytes) -> None:
+    """The fast path's line is byte-identical to orjson.dumps(event)."""
+    rec = make_recorder()
+    event, line = rec._text(rec.new_connection(), C2S, frame)
+    assert line == orjson.dumps(event) + b"\n"
+    assert list(event)[-1] == "msg"

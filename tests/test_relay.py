@@ -332,3 +332,37 @@ def test_plan_close_without_any_close_frame_from_client() -> None:
         1011,
         "client connection dropped without a close frame",
     )
+
+
+async def test_fragmented_message_is_relayed_whole(
+    relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """A message sent in fragments is recorded and forwarded as one message."""
+    async with relay() as url, connect(url) as ws:
+        await ws.send(['{"method":', '"frag",', '"params":{}}'])
+        assert await ws.recv() == '{"method":"frag","params":{}}'
+    assert upstream.received == [['{"method":"frag","params":{}}']]
+    (first, _) = load(cassette_path).frames(1)
+    assert (first["method"], frame_of(first)) == ("frag", b'{"method":"frag","params":{}}')
+
+
+async def test_invalid_utf8_text_closes_with_1007(
+    relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """A text frame that is not UTF-8 fails that connection with 1007; nothing is forwarded."""
+    async with relay() as url, connect(url) as ws:
+        await ws.send('{"method":"ok"}')
+        await ws.recv()
+        await ws.send(b"\xff\xfe not utf-8", text=True)
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1007
+        await asyncio.wait_for(upstream.closed.wait(), 5)
+    assert upstream.received == [['{"method":"ok"}']]
+    assert upstream.closes == [(1007, "invalid UTF-8 in a text message")]
+    (close,) = events(load(cassette_path), "close")
+    assert (close["by"], close["code"], close["reason"]) == (
+        "proxy",
+        1007,
+        "invalid UTF-8 in a text message",
+    )
