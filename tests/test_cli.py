@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 from typer.testing import CliRunner
@@ -226,3 +227,57 @@ def test_python_dash_m_proxy_runs() -> None:
         [sys.executable, "-m", "proxy", "version"], capture_output=True, check=True, timeout=30
     )
     assert done.stdout == b"rpctape 0.1.0\n"
+
+
+async def test_backend_command_serves_and_logs(tmp_path: Path) -> None:
+    """`rpctape backend` prints its URL, answers /v1/responses with SSE, logs, exits on SIGTERM."""
+    log = tmp_path / "requests.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "backend", "--listen", "http://127.0.0.1:0",
+        "--reply", "Hi there", "--log", str(log),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line.startswith("listening on http://127.0.0.1:")
+        url = line.removeprefix("listening on ").strip()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{url}/v1/responses", json={"model": "m"}) as response,
+        ):
+            body = await response.text()
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert '"content":[{"type":"output_text","text":"Hi there"}]' in body
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    (record,) = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert (record["method"], record["path"], record["body"]) == (
+        "POST",
+        "/v1/responses",
+        {"model": "m"},
+    )
+
+
+@pytest.mark.e2e
+def test_demo_records_a_real_session(tmp_path: Path) -> None:
+    """`rpctape demo` records a full turn from the real app-server and prints its timeline."""
+    cassette = tmp_path / "demo.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "demo", "--cassette", str(cassette)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "rpctape demo: fake model backend + real codex app-server + recorder"
+    assert lines[-1] == f"cassette: {cassette}  (view it again with: rpctape show {cassette})"
+    assert any(" < notification turn/completed " in line for line in lines)
+    tape = load(cassette)
+    methods = [e.get("method") for e in tape.frames() if e["dir"] == "c2s"]
+    assert methods == ["initialize", "initialized", "model/list", "thread/start", "turn/start"]
+    assert tape.frames()[-1]["method"] == "turn/completed"
+    assert tape.header["meta"] == {"made_by": "rpctape demo"}
