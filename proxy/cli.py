@@ -8,6 +8,7 @@ import logging
 import shutil
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +16,17 @@ import orjson
 import typer
 
 from . import __version__
+from .attest import USAGE as ATTEST_USAGE
+from .attest import AttestKind, AttestMode, attestation_rules
 from .cassette import CassetteWriter, load, new_header
 from .errors import RpctapeError, UsageError
 from .jsonrpc import Direction
 from .recorder import Recorder
 from .redact import Redactor
 from .relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
+from .replay import ReplayReport
+from .replay_server import ReplayServer
+from .rules import Rule, load_rules
 from .timeline import render, select, summary
 
 app = typer.Typer(
@@ -100,6 +106,14 @@ async def _record(options: RelayOptions, writer: CassetteWriter, recorder: Recor
     )
 
 
+def build_rules(files: Sequence[Path], attest: Sequence[str], advertise: bool) -> list[Rule]:
+    """Rules from files first, then the attestation switches; validated at the edge."""
+    modes = [AttestMode.parse(text) for text in attest]
+    return load_rules(files) + attestation_rules(
+        [m for m in modes if m.kind is not AttestKind.PASS], advertise=advertise
+    )
+
+
 def _fail(exc: BaseException) -> typer.Exit:
     _warn(f"rpctape: error: {exc}")
     return typer.Exit(2)
@@ -131,6 +145,15 @@ def record(
         bool, typer.Option("--no-redact", help="Record secrets as they are (careful).")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing cassette.")] = False,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="TOML rules file (repeatable).")
+    ] = None,
+    attest: Annotated[
+        list[str] | None, typer.Option(help=f"attestation/generate behaviour: {ATTEST_USAGE}.")
+    ] = None,
+    advertise_attestation: Annotated[
+        bool, typer.Option(help="Set capabilities.requestAttestation in initialize.")
+    ] = False,
     verbose: Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")] = 0,
 ) -> None:
     """Relay clients to an app-server and record every frame to a cassette."""
@@ -153,6 +176,7 @@ def record(
             max_size=max_size,
             allow_origins=frozenset(allow_origin or ()),
             token=token,
+            rules=tuple(build_rules(rules or (), attest or (), advertise_attestation)),
         )
         writer = CassetteWriter(cassette, new_header(upstream), overwrite=overwrite)
     except (RpctapeError, OSError) as exc:
@@ -239,6 +263,79 @@ def demo(
         asyncio.run(run_demo(cassette, codex, _say, shutil.get_terminal_size((160, 24)).columns))
     except RpctapeError as exc:
         raise _fail(exc) from None
+
+
+async def _replay(server: ReplayServer) -> ReplayReport:
+    """Serve until SIGINT/SIGTERM (handlers set before `listening on` is printed)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        url = await server.start()
+        try:
+            _say(f"listening on {url}")
+            await stop.wait()
+        finally:
+            await server.close()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return server.report
+
+
+@app.command()
+def replay(
+    cassette: Annotated[Path, typer.Argument(help="Cassette file to serve.")],
+    listen: Annotated[str, typer.Option(help="Where clients connect; port 0 picks one.")] = (
+        "ws://127.0.0.1:4223"
+    ),
+    pace: Annotated[
+        str, typer.Option(help="fast, recorded, or a speed-up factor such as 10.")
+    ] = "fast",
+    on_miss: Annotated[
+        str, typer.Option(help="An unmatched request gets: error (JSON-RPC -32099) or close.")
+    ] = "error",
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1 on any miss or unused recorded client message.")
+    ] = False,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Also ignore this JSON pointer when matching (repeatable)."),
+    ] = None,
+    match: Annotated[str, typer.Option(help="strict or any-order.")] = "strict",
+    record_mode: Annotated[
+        str, typer.Option(help="none, once, new_episodes or all (as in VCR.py).")
+    ] = "none",
+    upstream: Annotated[
+        str | None, typer.Option(help="The app-server to record from (record modes).")
+    ] = None,
+    verbose: Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")] = 0,
+) -> None:
+    """Serve a cassette to clients as if it were the app-server (docs/replay.md)."""
+    _setup_logging(verbose)
+    try:
+        address = ListenAddress.parse(listen)
+        if not address.is_loopback:
+            raise UsageError(
+                f"--listen {listen} is not a loopback address; replay serves only this machine"
+            )
+        server = ReplayServer(
+            cassette,
+            record_mode=record_mode,
+            upstream=upstream,
+            pace=pace,
+            on_miss=on_miss,
+            match=match,
+            ignore=ignore or (),
+            listen=address,
+        )
+        report = asyncio.run(_replay(server))
+    except (RpctapeError, OSError) as exc:
+        raise _fail(exc) from None
+    _say(report.render())
+    if strict and not report.clean:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from .cassette import CassetteWriter, Event
-from .jsonrpc import Direction, MessageType, Pairing, parse
+from .jsonrpc import Direction, MessageType, Pairing, Parsed, parse
 from .redact import Redactor, marker
 
 
@@ -130,15 +130,42 @@ class Recorder:
 
     def _text(self, conn: int, direction: Direction, raw: bytes) -> tuple[Event, bytes]:
         """The event of one text frame and its cassette line; advances pairing and counters."""
+        parsed, response_to = self.inspect(conn, direction, raw)
+        return self.text_line(conn, direction, raw, parsed, response_to)
+
+    def inspect(self, conn: int, direction: Direction, raw: bytes) -> tuple[Parsed, str | None]:
+        """Parse a text frame and pair it: the parse and the method a response answers.
+
+        Call once per frame, in forwarding order, then :meth:`text_line` to record it.
+        """
         parsed = parse(raw)
+        pairing = self._pairing.get(conn)
+        if pairing is None or parsed.type is MessageType.INVALID:
+            return parsed, None
+        return parsed, pairing.observe(direction, parsed)
+
+    def text_line(
+        self,
+        conn: int,
+        direction: Direction,
+        raw: bytes,
+        parsed: Parsed,
+        response_to: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[Event, bytes]:
+        """Build (not write) the event and line of an inspected text frame.
+
+        ``extra`` adds fields (what rules did); a ``delivered`` message in it is redacted too.
+        """
         fields: dict[str, Any] = {"dir": direction.value, "type": parsed.type.value}
         if parsed.method is not None:
             fields["method"] = parsed.method
-        pairing = self._pairing.get(conn)
-        if pairing is not None and parsed.type is not MessageType.INVALID:
-            answered = pairing.observe(direction, parsed)
-            if answered is not None:
-                fields["response_to"] = answered
+        if response_to is not None:
+            fields["response_to"] = response_to
+        if extra:
+            fields.update(extra)
+            if "delivered" in extra and self.redactor.enabled:
+                fields["delivered"] = self.redactor.redact_json(extra["delivered"])[0]
         self.frames[direction] += 1
         msg = parsed.msg
         if self.redactor.might_redact(raw):
@@ -165,6 +192,15 @@ class Recorder:
         head = orjson.dumps(event)
         event["msg"] = msg
         return event, b"".join((head[:-1], b',"msg":', raw, b"}\n"))
+
+    def write(self, lines: Sequence[bytes]) -> None:
+        """Append lines built by :meth:`text_line` (and friends) in one write."""
+        self._write_lines(b"".join(lines))
+
+    def binary_line(self, conn: int, direction: Direction, data: bytes) -> tuple[Event, bytes]:
+        """Build (not write) the event and line of a binary frame."""
+        event = self._binary_event(conn, direction, data)
+        return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
 
     def _redact_unrepresentable(self, data: str) -> tuple[str, list[str]]:
         """Redact a frame orjson cannot hold: re-serialised by the standard library if it is
