@@ -2,14 +2,21 @@
 
 It echoes every frame back, except control commands sent as text:
 ``!drop`` (cut TCP without a close frame, as the app-server does), ``!close CODE REASON``,
-``!burst N`` (send N numbered notifications).
+``!burst N`` (send N numbered notifications), ``!attest`` (send a server request
+``attestation/generate`` with the next server id, as the app-server does). JSON-RPC responses
+from the client (answers to such requests) are kept in ``answers`` with their arrival time
+and not echoed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from types import TracebackType
+from typing import Any
 
+import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -27,6 +34,9 @@ class ScriptedUpstream:
         self._server: Server | None = None
         self.url = ""
         self.closed = asyncio.Event()
+        self.answers: list[tuple[float, Any]] = []
+        self.asked: list[float] = []
+        self._server_ids = itertools.count()
 
     async def __aenter__(self) -> ScriptedUpstream:
         self._server = await serve(
@@ -58,6 +68,11 @@ class ScriptedUpstream:
         try:
             async for frame in ws:
                 frames.append(frame)
+                if isinstance(frame, str) and frame.startswith('{"id"'):
+                    msg = orjson.loads(frame)
+                    if "method" not in msg:
+                        self.answers.append((time.monotonic(), msg))
+                        continue
                 if isinstance(frame, str) and frame.startswith("!"):
                     command, _, arg = frame[1:].partition(" ")
                     if command == "drop":
@@ -68,6 +83,11 @@ class ScriptedUpstream:
                         code, _, reason = arg.partition(" ")
                         await ws.close(int(code), reason)
                         return
+                    if command == "attest":
+                        n = next(self._server_ids)
+                        self.asked.append(time.monotonic())
+                        await ws.send(f'{{"id":{n},"method":"attestation/generate","params":{{}}}}')
+                        continue
                     if command == "burst":
                         for i in range(int(arg)):
                             await ws.send(f'{{"method":"n","params":{{"i":{i}}}}}')
