@@ -5,7 +5,7 @@ It echoes every frame back, except control commands sent as text:
 ``!burst N`` (send N numbered notifications), ``!attest`` (send a server request
 ``attestation/generate`` with the next server id, as the app-server does). JSON-RPC responses
 from the client (answers to such requests) are kept in ``answers`` with their arrival time
-and not echoed.
+and not echoed; ``config/read`` requests are answered with a result.
 """
 
 from __future__ import annotations
@@ -72,6 +72,11 @@ class ScriptedUpstream:
                     msg = orjson.loads(frame)
                     if "method" not in msg:
                         self.answers.append((time.monotonic(), msg))
+                        continue
+                    if msg["method"] == "config/read":  # answered like the app-server would
+                        await ws.send(
+                            orjson.dumps({"id": msg["id"], "result": {"config": {}}}).decode()
+                        )
                         continue
                 if isinstance(frame, str) and frame.startswith("!"):
                     command, _, arg = frame[1:].partition(" ")

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy.cassette import Cassette, frame_of, load
 from proxy.relay import ClosePlan, plan_close, recording_proxy
+from proxy.rules import load_rules
 from tests.scripted_upstream import ScriptedUpstream
 
 RelayFactory = Callable[..., AbstractAsyncContextManager[str]]
@@ -366,3 +367,74 @@ async def test_invalid_utf8_text_closes_with_1007(
         1007,
         "invalid UTF-8 in a text message",
     )
+
+
+RULES_TOML = """
+[[rules]]
+name = "answer model/list"
+dir = "c2s"
+method = "model/list"
+action = "reply"
+result = { data = [] }
+
+[[rules]]
+name = "ask the server"
+dir = "c2s"
+method = "initialized"
+action = "inject"
+to = "server"
+message = { id = "auto", method = "config/read", params = {} }
+
+[[rules]]
+name = "hang up"
+dir = "c2s"
+method = "bye"
+action = "close"
+code = 4000
+reason = "rule says bye"
+"""
+
+
+async def test_rules_file_through_the_relay(
+    upstream: ScriptedUpstream, cassette_path: Path, tmp_path: Path
+) -> None:
+    """reply to the client, inject to the server (its answer hidden), close: all recorded."""
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(RULES_TOML)
+    rules = tuple(load_rules([rules_file]))
+    async with (
+        recording_proxy(upstream.url, cassette_path, rules=rules) as url,
+        connect(url) as ws,
+    ):
+        await ws.send('{"id":7,"method":"model/list","params":{}}')
+        assert await ws.recv() == '{"id":7,"result":{"data":[]}}'
+        await ws.send('{"method":"initialized"}')
+        assert await ws.recv() == '{"method":"initialized"}'
+        await ws.send('{"id":8,"method":"x"}')
+        assert await ws.recv() == '{"id":8,"method":"x"}'  # config/read's answer was hidden
+        await ws.send('{"method":"bye"}')
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.rcvd is not None
+        assert (info.value.rcvd.code, info.value.rcvd.reason) == (4000, "rule says bye")
+    assert upstream.received[0][:3] == [
+        '{"method":"initialized"}',
+        '{"id":"rpctape-1","method":"config/read","params":{}}',
+        '{"id":8,"method":"x"}',
+    ]
+    tape = load(cassette_path)
+    by_seq = {e["seq"]: e for e in tape.frames()}
+    injected = [e for e in by_seq.values() if e.get("origin") == "rpctape"]
+    assert [(e["dir"], e["rule"], e.get("method") or e.get("response_to")) for e in injected] == [
+        ("s2c", "answer model/list", "model/list"),
+        ("c2s", "ask the server", "config/read"),
+    ]
+    (echo,) = [e for e in by_seq.values() if e.get("hidden")]
+    assert (echo["dir"], echo["msg"], echo["forwarded"], echo["response_to"]) == (
+        "s2c",
+        {"id": "rpctape-1", "result": {"config": {}}},
+        False,
+        "config/read",
+    )
+    (close,) = [e for e in tape.events if e["kind"] == "close"]
+    assert (close["by"], close["code"], close["reason"]) == ("proxy", 4000, "rule says bye")
