@@ -1,0 +1,417 @@
+"""The rpctape pytest plugin: serve a cassette to the code under test.
+
+Registered through the ``pytest11`` entry point as ``rpctape``. A test asks for the
+``rpctape_url`` fixture (the ``ws://`` URL the code under test connects to) and may carry
+``@pytest.mark.rpctape(cassette="name.jsonl", record_mode="none", ...)``. The replay server
+runs in a background thread with its own event loop, so the fixture works the same for sync
+and async tests. See docs/replay.md for every option.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from .errors import RpctapeError, UsageError
+from .modes import RecordMode, parse_mode
+from .replay import ReplayReport
+from .replay_server import ReplayServer
+
+MARKER = "rpctape"
+MARKER_OPTIONS = frozenset(
+    {"cassette", "record_mode", "strict", "match", "on_miss", "pace", "ignore", "upstream"}
+)
+"""Keyword arguments ``@pytest.mark.rpctape(...)`` accepts."""
+
+START_TIMEOUT = 60.0
+"""Longest wait for the replay server, or an upstream command, to be ready."""
+
+STOP_GRACE = 10.0
+"""How long an upstream command gets to exit after SIGTERM before SIGKILL."""
+
+_LISTENING = re.compile(r"listening on:? (wss?://[\w.:\[\]/-]+)")
+
+_SESSION = pytest.StashKey["RpctapeSession"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--rpctape-record-mode`` and the ``rpctape_*`` ini options."""
+    group = parser.getgroup("rpctape", "record and replay codex app-server traffic")
+    group.addoption(
+        "--rpctape-record-mode",
+        dest="rpctape_record_mode",
+        default=None,
+        metavar="MODE",
+        help="record mode for every rpctape test, overriding markers: "
+        "none, once, new_episodes or all",
+    )
+    parser.addini(
+        "rpctape_cassette_dir",
+        "folder of cassettes, relative to each test module's folder (default: cassettes)",
+        default="cassettes",
+    )
+    parser.addini(
+        "rpctape_upstream",
+        "upstream used when recording: a ws:// URL, or a command that prints "
+        "'listening on ws://HOST:PORT' ({python} is this Python)",
+        default="",
+    )
+    parser.addini("rpctape_record_mode", "default record mode (default: none)", default="none")
+    parser.addini(
+        "rpctape_strict",
+        "fail tests with a miss or an unused recorded client message (default: false)",
+        type="bool",
+        default=False,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker; refuse an invalid ``--rpctape-record-mode`` up front."""
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(cassette=None, record_mode=None, strict=None, match='strict', "
+        "on_miss='error', pace='fast', ignore=(), upstream=None): serve a cassette "
+        "through the rpctape_url fixture (rpctape plugin)",
+    )
+    for value, what in (
+        (config.getoption("rpctape_record_mode"), "--rpctape-record-mode"),
+        (config.getini("rpctape_record_mode"), "ini rpctape_record_mode"),
+    ):
+        if value is not None:
+            try:
+                parse_mode(RecordMode, value, f"record mode ({what})")
+            except UsageError as exc:
+                raise pytest.UsageError(str(exc)) from None
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one test's replay needs, resolved from marker, command line and ini."""
+
+    cassette: Path
+    record_mode: RecordMode
+    strict: bool
+    upstream: str
+    options: dict[str, Any]
+
+
+def cassette_path(folder: Path, name: str) -> Path:
+    """``folder/name``, refusing names that leave ``folder`` (absolute, ``..``, symlinks)."""
+    relative = Path(name)
+    if not name or relative.is_absolute() or ".." in relative.parts:
+        raise UsageError(
+            f"cassette name {name!r} must be a relative path inside the cassette folder {folder}"
+        )
+    path = folder / relative
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise UsageError(f"cassette {name!r} resolves outside the cassette folder {folder}")
+    return path
+
+
+def default_cassette_name(item: pytest.Item) -> str:
+    """``<module>.<test name>.jsonl`` with anything unusual replaced by ``_``."""
+    module = Path(str(item.path)).stem
+    return re.sub(r"[^\w.-]", "_", f"{module}.{item.name}") + ".jsonl"
+
+
+def resolve_settings(item: pytest.Item) -> Settings:
+    """Marker arguments, then ``--rpctape-record-mode`` and the ini options."""
+    config = item.config
+    marker = item.get_closest_marker(MARKER)
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    if marker is not None and marker.args:
+        raise UsageError("@pytest.mark.rpctape takes keyword arguments only")
+    unknown = sorted(set(kwargs) - MARKER_OPTIONS)
+    if unknown:
+        raise UsageError(
+            f"unknown @pytest.mark.rpctape option(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(MARKER_OPTIONS))}"
+        )
+    folder = Path(str(config.getini("rpctape_cassette_dir")))
+    if not folder.is_absolute():
+        folder = Path(str(item.path)).parent / folder
+    cassette = cassette_path(folder, kwargs.pop("cassette", None) or default_cassette_name(item))
+    marked_mode = kwargs.pop("record_mode", None)
+    mode_text = (
+        config.getoption("rpctape_record_mode")
+        or marked_mode
+        or config.getini("rpctape_record_mode")
+    )
+    strict = kwargs.pop("strict", None)
+    if strict is None:
+        strict = bool(config.getini("rpctape_strict"))
+    upstream = kwargs.pop("upstream", None) or str(config.getini("rpctape_upstream"))
+    return Settings(
+        cassette,
+        parse_mode(RecordMode, mode_text, "record mode"),
+        bool(strict),
+        upstream.strip(),
+        kwargs,
+    )
+
+
+# --- the upstream command --------------------------------------------------------------------
+
+
+class UpstreamCommand:
+    """An upstream started from a command line, for recording.
+
+    The command runs in its own session with the pytest root as working directory, its
+    output going to a temporary log; its URL is the first ``listening on ws://...`` (or
+    codex's ``listening on: ws://...``) it prints on stdout or stderr. :meth:`stop` sends
+    SIGTERM to its process group, then SIGKILL after :data:`STOP_GRACE` seconds.
+    """
+
+    def __init__(self, command: str, cwd: Path) -> None:
+        self.argv = [part.replace("{python}", sys.executable) for part in shlex.split(command)]
+        self.cwd = cwd
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, timeout: float = START_TIMEOUT) -> str:
+        """Start the command and return the URL it prints; raise if it does not."""
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.stop()
+            raise UsageError(
+                f"cannot start rpctape_upstream {shlex.join(self.argv)}: {exc}"
+            ) from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            output = self.output()
+            match = _LISTENING.search(output)
+            if match:
+                return match.group(1)
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                code = self._proc.returncode
+                self.stop()
+                state = f"exited with code {code}" if code is not None else "timed out"
+                raise RpctapeError(
+                    f"rpctape_upstream {shlex.join(self.argv)} {state} without printing "
+                    f"'listening on ws://HOST:PORT'; its output:\n{output[-2000:]}"
+                )
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        """Everything the command printed so far."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        return os.pread(self._log.fileno(), 1 << 20, 0).decode(errors="replace")
+
+    def stop(self) -> None:
+        """Stop the command's process group and close the log; safe twice."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(STOP_GRACE)
+            _signal_group(proc.pid, signal.SIGKILL)  # anything the command left behind
+            proc.wait()
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+# --- the server thread -------------------------------------------------------------------------
+
+
+class BackgroundServer:
+    """A :class:`ReplayServer` running in a thread with its own event loop.
+
+    Sync tests have no loop, and an async test's loop is blocked while it waits on the
+    server in a sync call; a separate thread serves both the same way.
+    """
+
+    def __init__(self, server: ReplayServer) -> None:
+        self.server = server
+        self.url = ""
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._commit = True
+
+    def start(self, timeout: float = START_TIMEOUT) -> str:
+        """Start the thread and wait until the server listens; re-raise a start failure."""
+        self._thread = threading.Thread(target=self._run, name="rpctape-replay", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RpctapeError(f"the rpctape replay server did not start in {timeout:g}s")
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self.url
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # handed to the test's thread, never lost
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.url = await self.server.start()
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.close(commit=self._commit)
+
+    def stop(self, *, commit: bool) -> None:
+        """Close the server (keeping a recording only if ``commit``) and join; safe twice."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._commit = commit
+        if self._loop is not None and self._stop is not None and thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+@dataclass
+class RpctapeSession:
+    """What the ``rpctape`` fixture gives a test: the URL, the cassette, and the report."""
+
+    url: str
+    cassette: Path
+    record_mode: RecordMode
+    strict: bool
+    server: BackgroundServer
+    upstream: UpstreamCommand | None = None
+
+    @property
+    def report(self) -> ReplayReport:
+        """What was not replayed and every miss (so far, or final after the test)."""
+        return self.server.server.report
+
+    def finish(self, *, passed: bool) -> ReplayReport:
+        """Stop the server (a recording is kept only if ``passed``) and the upstream."""
+        try:
+            self.server.stop(commit=passed)
+        finally:
+            if self.upstream is not None:
+                self.upstream.stop()
+        return self.report
+
+
+def _start(item: pytest.Item) -> RpctapeSession:
+    settings = resolve_settings(item)
+    upstream_url: str | None = None
+    command: UpstreamCommand | None = None
+    if settings.record_mode.records(settings.cassette.is_file()):
+        if not settings.upstream:
+            raise UsageError(
+                f"record mode {settings.record_mode.value!r} needs an upstream to record "
+                f"{settings.cassette}: set the rpctape_upstream ini option or "
+                "@pytest.mark.rpctape(upstream=...)"
+            )
+        if re.match(r"wss?://", settings.upstream):
+            upstream_url = settings.upstream
+        else:
+            command = UpstreamCommand(settings.upstream, item.config.rootpath)
+            upstream_url = command.start()
+    try:
+        server = ReplayServer(
+            settings.cassette,
+            record_mode=settings.record_mode,
+            upstream=upstream_url,
+            **settings.options,
+        )
+        background = BackgroundServer(server)
+        url = background.start()
+    except BaseException:
+        if command is not None:
+            command.stop()
+        raise
+    return RpctapeSession(
+        url, settings.cassette, settings.record_mode, settings.strict, background, command
+    )
+
+
+@pytest.fixture
+def rpctape(request: pytest.FixtureRequest) -> Iterator[RpctapeSession]:
+    """Serve the test's cassette (see ``@pytest.mark.rpctape``); stopped after the test."""
+    item = request.node
+    assert isinstance(item, pytest.Item)
+    try:
+        session = _start(item)
+    except (RpctapeError, FileNotFoundError) as exc:
+        problem = f"rpctape: {exc}"
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)  # outside the except block: no chained traceback
+    item.stash[_SESSION] = session
+    try:
+        yield session
+    finally:
+        # The call hook already stopped it unless the test never ran (setup error, skip).
+        session.finish(passed=False)
+        del item.stash[_SESSION]
+
+
+@pytest.fixture
+def rpctape_url(rpctape: RpctapeSession) -> str:
+    """The ``ws://127.0.0.1:PORT`` URL the code under test should connect to."""
+    return rpctape.url
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """After the test body: stop the server, attach the report, fail a strict miss."""
+    try:
+        result = yield
+    except BaseException:
+        session = item.stash.get(_SESSION, None)
+        if session is not None:
+            report = session.finish(passed=False)
+            item.add_report_section("call", "rpctape", report.render())
+        raise
+    session = item.stash.get(_SESSION, None)
+    if session is not None:
+        report = session.finish(passed=True)
+        if session.strict and not report.clean:
+            pytest.fail(f"rpctape strict replay failed\n{report.render()}", pytrace=False)
+        item.add_report_section("call", "rpctape", report.render())
+    return result

@@ -1,0 +1,712 @@
+"""The replay planner: what to send a live client, given a cassette and what the client sent.
+
+Pure code: no sockets, no event loop, no clock. :class:`ReplaySession` pairs live connections
+with recorded ones; a :class:`ConnectionReplay` takes each live client frame and returns a
+:class:`Step` (frames to send, with pacing delays; maybe a close), and remembers what was
+used for the :class:`ReplayReport`. :mod:`proxy.replay_server` carries the steps out.
+The semantics are written down in docs/replay.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .cassette import Cassette, Event, frame_of
+from .errors import RpctapeError
+from .jsonrpc import Direction, MessageType, id_key
+from .matching import Frame, Rules, Verdict, explain, matches
+from .modes import MatchOrder, OnMiss, Pace, parse_mode
+
+NO_MATCH_CODE = -32099
+"""JSON-RPC error code of rpctape's reply to a request that matches no recording.
+
+In the range JSON-RPC 2.0 section 5.1 reserves for implementation-defined server errors
+(-32000 to -32099), at the end away from the app-server's own -32001 (overloaded)."""
+
+NO_MATCH_CLOSE_CODE = 4404
+"""Websocket close code when a request matches nothing and ``on_miss`` is ``close``, or no
+recorded connection is left (RFC 6455 section 7.4.2: 4000-4999 are for private use)."""
+
+CANDIDATES_SHOWN = 3
+"""How many recorded candidates a miss message names."""
+
+_ANSWERS = frozenset({MessageType.RESPONSE, MessageType.ERROR})
+
+
+class ReplayMismatch(RpctapeError, AssertionError):
+    """A strict replay had misses or left recorded client messages unused."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How live messages are matched and answered; passed in, never read from globals."""
+
+    pace: Pace = field(default_factory=Pace)
+    on_miss: OnMiss = OnMiss.ERROR
+    match: MatchOrder = MatchOrder.STRICT
+    rules: Rules = field(default_factory=Rules)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        pace: str | float | Pace = "fast",
+        on_miss: str | OnMiss = OnMiss.ERROR,
+        match: str | MatchOrder = MatchOrder.STRICT,
+        ignore: Iterable[str] = (),
+    ) -> ReplayOptions:
+        """Options from what a person typed; raises :class:`UsageError` listing valid values."""
+        return cls(
+            Pace.parse(pace),
+            parse_mode(OnMiss, on_miss, "on-miss action"),
+            parse_mode(MatchOrder, match, "match order"),
+            Rules.build(ignore),
+        )
+
+
+# --- the recording, prepared ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One recorded frame of a connection, with what the planner needs to know about it."""
+
+    index: int
+    event: Event
+    direction: Direction
+    type: MessageType
+    gap: float
+    """Seconds since the previous frame of the connection (or its ``open``) was recorded."""
+    answers: int | None
+    """For a response or error: the index of the request it answers (other direction)."""
+    frame: Frame | None
+    """Client frames only: prepared for matching."""
+
+    @property
+    def seq(self) -> int:
+        """The event's ``seq`` in the cassette."""
+        seq: int = self.event["seq"]
+        return seq
+
+    def describe(self) -> str:
+        """``> request thread/start``, ``< response to turn/start``, ``< binary frame``."""
+        event = self.event
+        if event["kind"] == "binary":
+            what = "binary frame"
+        elif self.type in _ANSWERS:
+            what = f"{self.type.value} to {event.get('response_to') or 'an unknown request'}"
+        elif "method" in event:
+            what = f"{self.type.value} {event['method']}"
+        else:
+            what = f"{self.type.value} frame"
+        return f"{self.direction.arrow} {what}"
+
+
+@dataclass
+class RecordedConnection:
+    """The frames of one recorded connection, split into segments.
+
+    The *prelude* is the server frames before the first client frame; the *segment* of a
+    client frame is the server frames after it up to the next client frame.
+    """
+
+    conn: int
+    items: list[Item]
+    client: list[int]
+    prelude: list[int]
+    segments: dict[int, list[int]]
+    subprotocol: str | None
+    close: Event | None
+
+    @classmethod
+    def build(cls, conn: int, events: Sequence[Event]) -> RecordedConnection:
+        """Prepare one connection's events (in cassette order)."""
+        items: list[Item] = []
+        client: list[int] = []
+        prelude: list[int] = []
+        segments: dict[int, list[int]] = {}
+        open_requests: dict[Direction, dict[str, int]] = {Direction.C2S: {}, Direction.S2C: {}}
+        subprotocol: str | None = None
+        close: Event | None = None
+        last_t: float | None = None
+        for event in events:
+            kind = event["kind"]
+            if kind == "open":
+                subprotocol = event.get("subprotocol")
+                last_t = float(event.get("t", 0.0))
+                continue
+            if kind == "close":
+                close = event
+                continue
+            if kind not in ("text", "binary"):
+                continue
+            t = float(event.get("t", 0.0))
+            gap = 0.0 if last_t is None else max(0.0, t - last_t)
+            last_t = t
+            direction = Direction(event["dir"])
+            index = len(items)
+            mtype = (
+                MessageType(event.get("type", "invalid")) if kind == "text" else MessageType.INVALID
+            )
+            answers = None
+            msg = event.get("msg")
+            if isinstance(msg, dict) and mtype is not MessageType.INVALID and "id" in msg:
+                key = id_key(msg["id"])
+                if mtype is MessageType.REQUEST:
+                    open_requests[direction][key] = index
+                elif mtype in _ANSWERS:
+                    answers = open_requests[direction.reverse].pop(key, None)
+            frame = Frame.recorded(event) if direction is Direction.C2S else None
+            items.append(Item(index, event, direction, mtype, gap, answers, frame))
+            if direction is Direction.C2S:
+                client.append(index)
+                segments[index] = []
+            elif client:
+                segments[client[-1]].append(index)
+            else:
+                prelude.append(index)
+        return cls(conn, items, client, prelude, segments, subprotocol, close)
+
+    @property
+    def server_count(self) -> int:
+        """How many server frames were recorded."""
+        return len(self.items) - len(self.client)
+
+    def first_client_frame(self) -> Frame | None:
+        """The first recorded client frame (what ``new_episodes`` compares), if any."""
+        return self.items[self.client[0]].frame if self.client else None
+
+
+def recorded_connections(cassette: Cassette) -> list[RecordedConnection]:
+    """Every connection of ``cassette`` that was accepted (has an ``open`` event), in order."""
+    by_conn: dict[int, list[Event]] = {}
+    for event in cassette.events:
+        by_conn.setdefault(event["conn"], []).append(event)
+    return [
+        RecordedConnection.build(conn, events)
+        for conn, events in by_conn.items()
+        if any(e["kind"] == "open" for e in events)
+    ]
+
+
+# --- what the planner decides -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One frame to send to the live client, after waiting ``delay`` seconds."""
+
+    data: bytes
+    text: bool
+    delay: float = 0.0
+    index: int | None = None
+    """The recorded item it replays (``None`` for rpctape's own miss reply)."""
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the live connection with this code and reason."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A recorded client message named in a miss message, and why it did not match."""
+
+    seq: int
+    description: str
+    note: str
+
+    def render(self) -> str:
+        """``seq 7 request thread/start, next in order: /params/cwd: got ..., recorded ...``."""
+        return f"seq {self.seq} {self.description}: {self.note}"
+
+
+@dataclass(frozen=True)
+class Miss:
+    """A live client frame that matched nothing, or a connection with no recording left."""
+
+    live_connection: int
+    recorded_connection: int | None
+    message: int
+    """The live client message's number on its connection (from 1; 0 for the connection)."""
+    description: str
+    candidates: tuple[Candidate, ...] = ()
+    note: str = ""
+
+    def render(self) -> str:
+        """The explanation a person reads: in the error reply, the log and the report."""
+        where = f"live connection {self.live_connection}"
+        if self.recorded_connection is not None:
+            where += f", recorded connection {self.recorded_connection}"
+        if self.message:
+            where += f", client message {self.message}"
+        lines = [f"rpctape: no recorded match for {self.description} ({where})"]
+        if self.note:
+            lines.append(self.note)
+        if self.candidates:
+            lines.append("closest recorded client messages:")
+            lines.extend(f"- {c.render()}" for c in self.candidates)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the I/O shell does after a live client frame (or on connect)."""
+
+    send: tuple[Outgoing, ...] = ()
+    close: Close | None = None
+    miss: Miss | None = None
+
+
+def error_reply(request_id: Any, miss: Miss) -> bytes:
+    """The JSON-RPC error reply to a request that matched nothing."""
+    data = {
+        "rpctape": "no-match",
+        "candidates": [
+            {"seq": c.seq, "description": c.description, "note": c.note} for c in miss.candidates
+        ],
+    }
+    return orjson.dumps(
+        {"id": request_id, "error": {"code": NO_MATCH_CODE, "message": miss.render(), "data": data}}
+    )
+
+
+def close_reason(text: str, limit: int = 123) -> str:
+    """A close reason within RFC 6455's 123 bytes (section 5.5: control frame payloads)."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unused:
+    """A recorded frame that was not replayed (client: never matched; server: never sent)."""
+
+    seq: int
+    description: str
+
+
+@dataclass(frozen=True)
+class ConnectionReport:
+    """What happened on one live connection (or to one recorded connection never used)."""
+
+    live: int | None
+    """The live connection number, from 1; ``None`` for a recorded connection never used."""
+    recorded: int | None
+    """The recorded connection replayed, or (``recorded_live``) the one appended."""
+    recorded_live: bool = False
+    """True when the connection was relayed to the upstream and recorded, not replayed."""
+    client: tuple[int, int] = (0, 0)
+    """Recorded client messages matched, of how many."""
+    server: tuple[int, int] = (0, 0)
+    """Recorded server messages sent, of how many."""
+    unused_client: tuple[Unused, ...] = ()
+    unused_server: tuple[Unused, ...] = ()
+    misses: tuple[Miss, ...] = ()
+
+    def render(self) -> list[str]:
+        """Lines of the report for this connection."""
+        if self.recorded_live:
+            return [
+                f"live connection {self.live}: relayed to the upstream and recorded as "
+                f"connection {self.recorded}"
+            ]
+        if self.live is None:
+            head = f"recorded connection {self.recorded}: never replayed"
+        elif self.recorded is None:
+            head = f"live connection {self.live}: no recorded connection"
+        else:
+            head = f"live connection {self.live} = recorded connection {self.recorded}"
+        lines = [
+            f"{head}: {self.client[0]} of {self.client[1]} client message(s) matched, "
+            f"{self.server[0]} of {self.server[1]} server message(s) sent"
+        ]
+        lines += [f"  not replayed: seq {u.seq} {u.description}" for u in self.unused_client]
+        lines += [f"  not sent: seq {u.seq} {u.description}" for u in self.unused_server]
+        for miss in self.misses:
+            text = miss.render().replace("\n", "\n    ")
+            lines.append(f"  miss: {text}")
+        return lines
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What was not replayed and every miss, per connection; rendered for people."""
+
+    cassette: str
+    connections: tuple[ConnectionReport, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Lines printed after the summary (e.g. what was recorded instead of replayed)."""
+
+    @property
+    def misses(self) -> tuple[Miss, ...]:
+        """Every miss, in connection order."""
+        return tuple(m for c in self.connections for m in c.misses)
+
+    @property
+    def unused_client(self) -> tuple[Unused, ...]:
+        """Every recorded client message that was never matched."""
+        return tuple(u for c in self.connections for u in c.unused_client)
+
+    @property
+    def clean(self) -> bool:
+        """No miss and no unused recorded client message (what ``--strict`` requires)."""
+        return not self.misses and not self.unused_client
+
+    def render(self) -> str:
+        """The report as text, a summary line first."""
+        live = sum(1 for c in self.connections if c.live is not None)
+        recorded = sum(1 for c in self.connections if c.recorded_live)
+        unused_server = sum(len(c.unused_server) for c in self.connections)
+        head = (
+            f"rpctape replay report for {self.cassette}: {live} live connection(s)"
+            + (f" ({recorded} recorded live)" if recorded else "")
+            + f", {len(self.misses)} miss(es), {len(self.unused_client)} recorded client "
+            f"message(s) not replayed, {unused_server} recorded server message(s) not sent"
+        )
+        lines = [head, *self.notes]
+        for conn in self.connections:
+            lines.extend(conn.render())
+        return "\n".join(lines)
+
+    def check(self) -> None:
+        """Raise :class:`ReplayMismatch` with the rendered report unless :attr:`clean`."""
+        if not self.clean:
+            raise ReplayMismatch(self.render())
+
+
+# --- one live connection ----------------------------------------------------------------------
+
+
+class _Answer(enum.Enum):
+    """Why a recorded client response is not a candidate yet."""
+
+    OK = "ok"
+    UNSENT = "unsent"
+
+
+class ConnectionReplay:
+    """Replays one recorded connection to one live connection.
+
+    Call :meth:`connect` once when the client is connected, then :meth:`receive` for every
+    frame it sends, in order; carry out each returned :class:`Step` in order, calling
+    :meth:`delivered` after each frame actually sent. :meth:`report` says what was used.
+    """
+
+    def __init__(self, live: int, recorded: RecordedConnection, options: ReplayOptions) -> None:
+        self.live = live
+        self.recorded = recorded
+        self.options = options
+        self.received = 0
+        """Live client frames received so far."""
+        self._matched: dict[int, int] = {}
+        """Recorded client item index -> the live message number it matched."""
+        self._live_ids: dict[int, Any] = {}
+        """Recorded client request index -> the live request's id."""
+        self._planned: set[int] = set()
+        self._delivered: set[int] = set()
+        self._deferred: list[int] = []
+        self._misses: list[Miss] = []
+        self._closing = False
+        self._cursor = 0
+
+    # -- events from the I/O shell --
+
+    def connect(self) -> Step:
+        """The recorded server frames before the first client frame."""
+        send = self._plan(self.recorded.prelude)
+        return Step(tuple(send), self._maybe_close())
+
+    def receive(self, data: str | bytes) -> Step:
+        """A live client frame (``str`` text, ``bytes`` binary): match it, plan the reply."""
+        self.received += 1
+        frame = Frame.live(data)
+        for index in self._candidates():
+            item = self.recorded.items[index]
+            assert item.frame is not None
+            if self._answer_state(item) is _Answer.OK and matches(
+                frame, item.frame, self.options.rules
+            ):
+                return self._on_match(index, frame)
+        return self._on_miss(frame)
+
+    def delivered(self, out: Outgoing) -> None:
+        """``out`` was sent to the client."""
+        if out.index is not None:
+            self._delivered.add(out.index)
+
+    # -- matching --
+
+    def _next_client(self) -> int | None:
+        """The first recorded client message not matched yet (amortised O(1))."""
+        client = self.recorded.client
+        while self._cursor < len(client) and client[self._cursor] in self._matched:
+            self._cursor += 1
+        return client[self._cursor] if self._cursor < len(client) else None
+
+    def _candidates(self) -> list[int]:
+        if self.options.match is MatchOrder.STRICT:
+            nxt = self._next_client()
+            return [] if nxt is None else [nxt]
+        return [i for i in self.recorded.client if i not in self._matched]
+
+    def _answer_state(self, item: Item) -> _Answer:
+        """A recorded client response is a candidate only once its server request was sent."""
+        if item.type in _ANSWERS and item.answers is not None and item.answers not in self._planned:
+            return _Answer.UNSENT
+        return _Answer.OK
+
+    def _on_match(self, index: int, frame: Frame) -> Step:
+        self._matched[index] = self.received
+        if frame.type is MessageType.REQUEST:
+            self._live_ids[index] = frame.parsed.id
+        waiting, self._deferred = self._deferred, []
+        send = self._plan([*waiting, *self.recorded.segments[index]])
+        return Step(tuple(send), self._maybe_close())
+
+    def _plan(self, indices: Iterable[int]) -> list[Outgoing]:
+        """Outgoing frames for recorded server items; responses wait for their request."""
+        out: list[Outgoing] = []
+        for index in indices:
+            item = self.recorded.items[index]
+            live_id: Any = None
+            remap = False
+            if item.type in _ANSWERS and item.answers is not None:
+                if item.answers not in self._live_ids:
+                    self._deferred.append(index)
+                    continue
+                live_id, remap = self._live_ids[item.answers], True
+            self._planned.add(index)
+            out.append(self._outgoing(item, live_id, remap))
+        return out
+
+    def _outgoing(self, item: Item, live_id: Any, remap: bool) -> Outgoing:
+        event = self.recorded.items[item.index].event
+        data = frame_of(event)
+        msg = event.get("msg")
+        if remap and isinstance(msg, dict) and id_key(msg.get("id")) != id_key(live_id):
+            # The live request's id, in place of the recorded one (key order kept).
+            data = orjson.dumps({**msg, "id": live_id})
+        delay = self.options.pace.delay(item.gap)
+        return Outgoing(data, event["kind"] == "text", delay, item.index)
+
+    def _maybe_close(self) -> Close | None:
+        """Once everything is replayed, close as the recorded server did (if it did)."""
+        close = self.recorded.close
+        if (
+            self._closing
+            or close is None
+            or close.get("by") != "server"
+            or len(self._matched) < len(self.recorded.client)
+            or self._deferred
+            or len(self._planned) < self.recorded.server_count
+        ):
+            return None
+        self._closing = True
+        forwarded = close.get("forwarded") or {}
+        return Close(int(forwarded.get("code", 1000)), str(forwarded.get("reason", "")))
+
+    # -- misses --
+
+    def _on_miss(self, frame: Frame) -> Step:
+        miss = Miss(
+            self.live,
+            self.recorded.conn,
+            self.received,
+            frame.describe(),
+            self._closest(frame),
+            "" if self.recorded.client else "the recorded connection has no client messages",
+        )
+        self._misses.append(miss)
+        if frame.type is not MessageType.REQUEST:
+            return Step(miss=miss)
+        if self.options.on_miss is OnMiss.CLOSE:
+            reason = close_reason(f"rpctape: no recorded match for {frame.describe()}")
+            return Step(close=Close(NO_MATCH_CLOSE_CODE, reason), miss=miss)
+        reply = Outgoing(error_reply(frame.parsed.id, miss), True)
+        return Step(send=(reply,), miss=miss)
+
+    def _closest(self, frame: Frame) -> tuple[Candidate, ...]:
+        strict = self.options.match is MatchOrder.STRICT
+        nxt = self._next_client()
+        scored: list[tuple[tuple[int, int, int, int, int], Candidate]] = []
+        for index in self.recorded.client:
+            item = self.recorded.items[index]
+            assert item.frame is not None
+            verdict = explain(frame, item.frame, self.options.rules)
+            used = index in self._matched
+            note = self._note(index, item, verdict, used, strict and index == nxt, nxt)
+            failed = {f.matcher for f in verdict.failures}
+            distance = 2 if "kind" in failed else 1 if "method" in failed else 0
+            weight = len(verdict.differences) + len(verdict.failures)
+            key = (
+                0 if strict and index == nxt else 1,
+                distance,
+                1 if used else 0,
+                weight,
+                index,
+            )
+            described = item.describe().removeprefix("> ")
+            if strict and index == nxt:
+                described += ", next in order"
+            scored.append((key, Candidate(item.seq, described, note)))
+        scored.sort(key=lambda pair: pair[0])
+        return tuple(c for _, c in scored[:CANDIDATES_SHOWN])
+
+    def _note(
+        self, index: int, item: Item, verdict: Verdict, used: bool, is_next: bool, nxt: int | None
+    ) -> str:
+        if used:
+            how = "matches" if verdict.matched else verdict.render()
+            return f"already replayed (to client message {self._matched[index]}); {how}"
+        if self._answer_state(item) is _Answer.UNSENT:
+            assert item.answers is not None
+            request = self.recorded.items[item.answers]
+            return f"answers server request seq {request.seq}, which has not been sent yet; " + (
+                "matches otherwise" if verdict.matched else verdict.render()
+            )
+        if verdict.matched:
+            if nxt is not None and not is_next:
+                expected = self.recorded.items[nxt]
+                return (
+                    f"matches, but strict order expects seq {expected.seq} "
+                    f"({expected.describe().removeprefix('> ')}) next; "
+                    "match any-order allows it"
+                )
+            return "matches"
+        return verdict.render()
+
+    # -- the report --
+
+    def report(self) -> ConnectionReport:
+        """What was matched, sent, left unused, and missed so far."""
+        rec = self.recorded
+        unused_client = tuple(
+            Unused(rec.items[i].seq, rec.items[i].describe())
+            for i in rec.client
+            if i not in self._matched
+        )
+        unused_server = tuple(
+            Unused(item.seq, item.describe())
+            for item in rec.items
+            if item.direction is Direction.S2C and item.index not in self._delivered
+        )
+        server_sent = sum(1 for i in self._delivered if rec.items[i].direction is Direction.S2C)
+        return ConnectionReport(
+            self.live,
+            rec.conn,
+            client=(len(self._matched), len(rec.client)),
+            server=(server_sent, rec.server_count),
+            unused_client=unused_client,
+            unused_server=unused_server,
+            misses=tuple(self._misses),
+        )
+
+
+# --- the whole cassette -----------------------------------------------------------------------
+
+
+class ReplaySession:
+    """Pairs live connections with recorded ones and gathers the report.
+
+    One per replay server. Each live connection gets a number from :meth:`open`, then either
+    :meth:`claim_next` (replay the next unused recorded connection), :meth:`claim_matching`
+    (``new_episodes``: the first unused one whose first client frame matches), or
+    :meth:`recorded_live` (it was relayed and recorded instead).
+    """
+
+    def __init__(self, cassette: Cassette | None, options: ReplayOptions, name: str) -> None:
+        self.options = options
+        self.name = name
+        self.recorded = recorded_connections(cassette) if cassette is not None else []
+        self._claimed: set[int] = set()
+        self._live = 0
+        self._connections: dict[int, ConnectionReplay | ConnectionReport] = {}
+
+    def open(self) -> int:
+        """Number a new live connection (from 1)."""
+        self._live += 1
+        return self._live
+
+    def _claim(self, live: int, recorded: RecordedConnection) -> ConnectionReplay:
+        self._claimed.add(recorded.conn)
+        replay = ConnectionReplay(live, recorded, self.options)
+        self._connections[live] = replay
+        return replay
+
+    def claim_next(self, live: int) -> ConnectionReplay | Miss:
+        """The next unused recorded connection, or the miss of there being none left."""
+        for recorded in self.recorded:
+            if recorded.conn not in self._claimed:
+                return self._claim(live, recorded)
+        miss = Miss(
+            live,
+            None,
+            0,
+            "a new connection",
+            note=f"all {len(self.recorded)} recorded connection(s) of {self.name} were "
+            "already replayed",
+        )
+        self._connections[live] = ConnectionReport(live, None, misses=(miss,))
+        return miss
+
+    def peek_next(self) -> RecordedConnection | None:
+        """The recorded connection :meth:`claim_next` would return (for the handshake)."""
+        return next((r for r in self.recorded if r.conn not in self._claimed), None)
+
+    def claim_matching(self, live: int, first: str | bytes) -> ConnectionReplay | None:
+        """The first unused recorded connection whose first client frame matches ``first``."""
+        frame = Frame.live(first)
+        for recorded in self.recorded:
+            candidate = recorded.first_client_frame()
+            if (
+                recorded.conn not in self._claimed
+                and candidate is not None
+                and matches(frame, candidate, self.options.rules)
+            ):
+                return self._claim(live, recorded)
+        return None
+
+    def recorded_live(self, live: int, conn: int) -> None:
+        """Live connection ``live`` was relayed to the upstream and recorded as ``conn``."""
+        self._connections[live] = ConnectionReport(live, conn, recorded_live=True)
+
+    def episode_failed(self, live: int, message: str) -> None:
+        """Live connection ``live`` matched no recording and could not be recorded either."""
+        miss = Miss(live, None, 0, "a new connection", note=message)
+        self._connections[live] = ConnectionReport(live, None, misses=(miss,))
+
+    def report(self) -> ReplayReport:
+        """Every live connection so far, then every recorded connection never replayed."""
+        reports: list[ConnectionReport] = []
+        for live in sorted(self._connections):
+            entry = self._connections[live]
+            reports.append(entry.report() if isinstance(entry, ConnectionReplay) else entry)
+        for recorded in self.recorded:
+            if recorded.conn in self._claimed:
+                continue
+            reports.append(
+                ConnectionReport(
+                    None,
+                    recorded.conn,
+                    client=(0, len(recorded.client)),
+                    server=(0, recorded.server_count),
+                    unused_client=tuple(
+                        Unused(recorded.items[i].seq, recorded.items[i].describe())
+                        for i in recorded.client
+                    ),
+                )
+            )
+        return ReplayReport(self.name, tuple(reports))

@@ -1,0 +1,569 @@
+"""The replay server: the websocket I/O shell around :mod:`proxy.replay`.
+
+It listens on ``ws://HOST:PORT``, serves ``GET /readyz`` and ``/healthz``, and per client
+connection carries out the :class:`~proxy.replay.Step` values the planner returns: a reader
+task feeds client frames to the planner, a writer task sends the planned frames in order
+(sleeping for the pacing delays) and closes when told. Depending on the record mode it also
+records: ``once`` (missing cassette) and ``all`` run the recording relay of
+:mod:`proxy.relay` into a temporary file renamed over the cassette when recording completes;
+``new_episodes`` relays a connection whose first client frame matches no unused recorded
+connection to the upstream and appends it to the cassette.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import secrets
+import sys
+import types
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from .cassette import Cassette, CassetteWriter, Event, load, new_header
+from .errors import CassetteNotFound, UsageError
+from .jsonrpc import Direction
+from .modes import RecordMode, parse_mode
+from .recorder import Recorder
+from .redact import Redactor
+from .relay import (
+    DEFAULT_MAX_SIZE,
+    HEALTH_PATHS,
+    ListenAddress,
+    RecordingRelay,
+    RelayOptions,
+    _client_headers,
+    _describe_connect_error,
+    _upstream_url,
+    plan_close,
+)
+from .replay import (
+    NO_MATCH_CLOSE_CODE,
+    ConnectionReplay,
+    Miss,
+    ReplayOptions,
+    ReplayReport,
+    ReplaySession,
+    Step,
+    close_reason,
+)
+
+log = logging.getLogger("rpctape.replay")
+
+SHUTDOWN_REASON = "rpctape shutting down"
+
+
+def _shorten(data: str | bytes, limit: int = 200) -> str:
+    """A frame for the log: text (binary shown by size), cut at ``limit`` characters."""
+    text = data if isinstance(data, str) else f"<{len(data)} bytes>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+class Plan(enum.Enum):
+    """What the server does, decided from the record mode and whether the cassette exists."""
+
+    REPLAY = "replay"
+    """Serve recorded connections only (``none``; ``once`` with a cassette)."""
+    RECORD = "record"
+    """Relay everything to the upstream and record a new cassette (``all``; ``once``)."""
+    EPISODES = "episodes"
+    """Replay what matches, relay and append the rest (``new_episodes``)."""
+
+
+def plan_for(mode: RecordMode, cassette_exists: bool) -> Plan:
+    """The plan for ``mode`` given whether the cassette file exists."""
+    if mode is RecordMode.NEW_EPISODES:
+        return Plan.EPISODES
+    if mode is RecordMode.ALL or (mode is RecordMode.ONCE and not cassette_exists):
+        return Plan.RECORD
+    return Plan.REPLAY
+
+
+class _AppendingWriter(CassetteWriter):
+    """A :class:`CassetteWriter` that appends to an existing cassette (no new header).
+
+    A torn last line (a recorder killed mid-write) is cut off first, so that appended lines
+    never follow half a line.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, size, 0) if size else b""
+            if data and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                try:
+                    complete = isinstance(orjson.loads(data[cut:]), dict)
+                except orjson.JSONDecodeError:
+                    complete = False
+                if complete:
+                    os.write(fd, b"\n")
+                else:
+                    log.warning("%s: cutting a torn last line before appending", path)
+                    os.ftruncate(fd, cut)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+
+class _EpisodeRecorder(Recorder):
+    """A :class:`Recorder` whose connection ids, ``seq`` and ``t`` continue a cassette's."""
+
+    def __init__(self, writer: CassetteWriter, redactor: Redactor, after: Cassette | None) -> None:
+        super().__init__(writer, redactor)
+        events = after.events if after is not None else []
+        self._base_seq = max((e["seq"] for e in events), default=0)
+        self._base_conn = max((e["conn"] for e in events), default=0)
+        self._base_t = max((float(e.get("t", 0.0)) for e in events), default=0.0)
+
+    def new_connection(self) -> int:
+        """The next connection id after the cassette's last one."""
+        return super().new_connection() + self._base_conn
+
+    def _event(self, conn: int, kind: str, fields: dict[str, Any]) -> Event:
+        event = super()._event(conn, kind, fields)
+        event["seq"] += self._base_seq
+        event["t"] = round(event["t"] + self._base_t, 6)
+        return event
+
+
+class ReplayServer:
+    """Serve a cassette to live clients (and record, depending on ``record_mode``).
+
+    Use as ``async with ReplayServer(path) as url:`` (or :func:`replay_server`); ``url`` is
+    ``ws://127.0.0.1:PORT``. :attr:`report` says what was not replayed and every miss, at any
+    time and finally after the block. With ``strict=True`` leaving the block raises
+    :class:`~proxy.replay.ReplayMismatch` when the report is not clean (unless the block
+    itself raised). A recording made by ``once`` or ``all`` replaces the cassette only when
+    the block exits without an exception (see :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        cassette: Path | str,
+        *,
+        record_mode: RecordMode | str = RecordMode.NONE,
+        upstream: str | None = None,
+        pace: str | float = "fast",
+        on_miss: str = "error",
+        match: str = "strict",
+        ignore: Iterable[str] = (),
+        strict: bool = False,
+        listen: ListenAddress | str = "ws://127.0.0.1:0",
+        max_size: int = DEFAULT_MAX_SIZE,
+        redact: bool = True,
+        redact_keys: tuple[str, ...] = (),
+        connect_timeout: float = 10.0,
+        close_timeout: float = 1.0,
+    ) -> None:
+        self.path = Path(cassette)
+        self.record_mode = parse_mode(RecordMode, record_mode, "record mode")
+        self.options = ReplayOptions.build(pace=pace, on_miss=on_miss, match=match, ignore=ignore)
+        self.strict = strict
+        self.listen = ListenAddress.parse(listen) if isinstance(listen, str) else listen
+        self.upstream = upstream
+        if upstream is not None:
+            RelayOptions(upstream)  # validates the URL
+        self.max_size = max_size
+        self.redactor = Redactor.build(redact_keys, enabled=redact)
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+        self.plan: Plan | None = None
+        """What the server does; decided by :meth:`start`."""
+        self.url = ""
+        self._cassette: Cassette | None = None
+        self._session: ReplaySession | None = None
+        self._server: Server | None = None
+        self._relay: RecordingRelay | None = None
+        self._recorder: Recorder | None = None
+        self._writer: CassetteWriter | None = None
+        self._temp: Path | None = None
+        self._final: ReplayReport | None = None
+
+    # -- lifecycle --
+
+    async def __aenter__(self) -> str:
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        await self.close(commit=exc_type is None)
+        if self.strict and exc_type is None:
+            self.report.check()
+
+    async def start(self) -> str:
+        """Decide the plan, load the cassette, bind; return the ``ws://HOST:PORT`` URL."""
+        if self.plan is not None:
+            raise RuntimeError("ReplayServer is already started")
+        exists = self.path.is_file()
+        plan = plan_for(self.record_mode, exists)
+        if plan is not Plan.REPLAY and self.upstream is None:
+            raise UsageError(
+                f"record mode {self.record_mode.value!r} needs an upstream to record "
+                f"{self.path}" + ("" if exists else " (it does not exist yet)")
+            )
+        if plan is Plan.REPLAY and not exists:
+            raise CassetteNotFound(
+                f"no cassette at {self.path}; record mode {self.record_mode.value!r} only "
+                "replays: record it first (record mode 'once' with an upstream, or rpctape record)"
+            )
+        if plan is not Plan.RECORD and exists:
+            self._cassette = load(self.path)
+            for warning in self._cassette.warnings:
+                log.warning("%s", warning)
+        self._session = ReplaySession(self._cassette, self.options, str(self.path))
+        self.plan = plan
+        if plan is Plan.RECORD:
+            self.url = await self._start_recording()
+        else:
+            self.url = await self._serve()
+        log.info("%s %s on %s", plan.value, self.path, self.url)
+        return self.url
+
+    async def close(self, *, commit: bool = True) -> None:
+        """Close every connection (1001), stop listening, finish the cassette; safe twice.
+
+        ``commit`` decides what happens to a recording made by ``once`` or ``all``: renamed
+        over the cassette (true) or deleted, leaving the old cassette as it was (false).
+        """
+        server, self._server = self._server, None
+        relay, self._relay = self._relay, None
+        if server is not None:
+            server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason=SHUTDOWN_REASON)
+            await server.wait_closed()
+        if relay is not None:
+            await relay.close()
+        self._finish_cassette(commit)
+        if self._session is not None and self._final is None:
+            self._final = self._build_report()
+
+    @property
+    def report(self) -> ReplayReport:
+        """What was not replayed and every miss (final once closed)."""
+        if self._final is not None:
+            return self._final
+        return self._build_report()
+
+    def _build_report(self) -> ReplayReport:
+        notes: list[str] = []
+        if self.plan is Plan.RECORD and self._recorder is not None:
+            rec = self._recorder
+            notes.append(
+                f"recorded {rec.connections} connection(s), {rec.frames[Direction.C2S]} "
+                f"frame(s) client>server, {rec.frames[Direction.S2C]} frame(s) server>client "
+                f"from {self.upstream}"
+            )
+        session = self._session
+        if session is None:
+            return ReplayReport(str(self.path), notes=tuple(notes))
+        report = session.report()
+        return ReplayReport(report.cassette, report.connections, tuple(notes))
+
+    def _finish_cassette(self, commit: bool) -> None:
+        writer, self._writer = self._writer, None
+        temp, self._temp = self._temp, None
+        if writer is not None:
+            writer.close()
+        if temp is not None:
+            if commit:
+                os.replace(temp, self.path)
+                log.info("recorded %s", self.path)
+            else:
+                temp.unlink(missing_ok=True)
+                log.warning("recording not kept; %s is unchanged", self.path)
+
+    # -- recording everything (once, all) --
+
+    async def _start_recording(self) -> str:
+        assert self.upstream is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Beside the cassette, so that the final rename stays on one file system.
+        self._temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.recording")
+        self._writer = CassetteWriter(self._temp, new_header(self.upstream))
+        self._recorder = Recorder(self._writer, self.redactor)
+        options = RelayOptions(
+            self.upstream,
+            listen=self.listen,
+            max_size=self.max_size,
+            connect_timeout=self.connect_timeout,
+            close_timeout=self.close_timeout,
+        )
+        self._relay = RecordingRelay(options, self._recorder)
+        try:
+            return await self._relay.start()
+        except BaseException:
+            await self.close(commit=False)
+            raise
+
+    # -- replaying (none, once, new_episodes) --
+
+    async def _serve(self) -> str:
+        self._server = await serve(
+            self._handle,
+            self.listen.host,
+            self.listen.port,
+            process_request=self._process_request,
+            select_subprotocol=self._select_subprotocol,
+            max_size=self.max_size,
+            compression=None,
+            ping_interval=None,
+            close_timeout=self.close_timeout,
+            server_header=None,
+        )
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"ws://{host}:{port}"
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path in HEALTH_PATHS and "upgrade" not in request.headers.get("Connection", "").lower():
+            return connection.respond(200, "")
+        return None
+
+    def _select_subprotocol(self, connection: ServerConnection, offered: Any) -> Any:
+        """The subprotocol the next recorded connection negotiated, if the client offers it."""
+        assert self._session is not None
+        upcoming = self._session.peek_next() if self.plan is Plan.REPLAY else None
+        if upcoming is not None and upcoming.subprotocol in offered:
+            return upcoming.subprotocol
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        session = self._session
+        assert session is not None
+        live = session.open()
+        try:
+            if self.plan is Plan.REPLAY:
+                claim = session.claim_next(live)
+                if isinstance(claim, Miss):
+                    log.warning("%s", claim.render())
+                    reason = close_reason("rpctape: no unused recorded connection left")
+                    await ws.close(NO_MATCH_CLOSE_CODE, reason)
+                    return
+                await self._replay(ws, claim, None)
+                return
+            try:
+                first = await ws.recv()
+            except ConnectionClosed:
+                return
+            replay = session.claim_matching(live, first)
+            if replay is not None:
+                await self._replay(ws, replay, first)
+            else:
+                await self._record_episode(ws, live, first)
+        except Exception:
+            log.exception("live connection %d: replay error", live)
+
+    async def _replay(
+        self, ws: ServerConnection, replay: ConnectionReplay, first: str | bytes | None
+    ) -> None:
+        """Feed client frames to the planner; a writer task sends what it plans."""
+        clog = logging.LoggerAdapter(log, {"conn": replay.live})
+        clog.info(
+            "live connection %d replays recorded connection %d",
+            replay.live,
+            replay.recorded.conn,
+        )
+        queue: asyncio.Queue[Step] = asyncio.Queue()
+        writer = asyncio.create_task(
+            self._send_steps(ws, replay, queue, clog), name=f"replay-conn{replay.live}:send"
+        )
+        try:
+            queue.put_nowait(replay.connect())
+            if first is not None:
+                queue.put_nowait(self._receive(replay, first, clog))
+            while True:
+                try:
+                    data = await ws.recv()
+                except ConnectionClosed:
+                    break
+                queue.put_nowait(self._receive(replay, data, clog))
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            report = replay.report()
+            clean = not report.misses and not report.unused_client
+            clog.log(
+                logging.INFO if clean else logging.WARNING,
+                "live connection %d ended:\n%s",
+                replay.live,
+                "\n".join(report.render()),
+            )
+
+    @staticmethod
+    def _receive(
+        replay: ConnectionReplay, data: str | bytes, clog: logging.LoggerAdapter[logging.Logger]
+    ) -> Step:
+        if clog.isEnabledFor(logging.DEBUG):
+            clog.debug("> %s", _shorten(data))
+        step = replay.receive(data)
+        if step.miss is not None:
+            clog.warning("%s", step.miss.render())
+        return step
+
+    @staticmethod
+    async def _send_steps(
+        ws: ServerConnection,
+        replay: ConnectionReplay,
+        queue: asyncio.Queue[Step],
+        clog: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        debug = clog.isEnabledFor(logging.DEBUG)
+        try:
+            while True:
+                step = await queue.get()
+                for out in step.send:
+                    if out.delay > 0:
+                        await asyncio.sleep(out.delay)
+                    await ws.send(out.data, text=out.text)
+                    replay.delivered(out)
+                    if debug:
+                        clog.debug("< %s", _shorten(out.data))
+                if step.close is not None:
+                    await ws.close(step.close.code, step.close.reason)
+                    return
+        except ConnectionClosed:
+            return
+
+    # -- new episodes --
+
+    def _episode_recorder(self) -> Recorder:
+        """The recorder appending to the cassette, created (and the file opened) on first use."""
+        if self._recorder is None:
+            assert self.upstream is not None
+            if self.path.is_file():
+                self._writer = _AppendingWriter(self.path)
+            else:
+                self._writer = CassetteWriter(self.path, new_header(self.upstream))
+            self._recorder = _EpisodeRecorder(self._writer, self.redactor, self._cassette)
+        return self._recorder
+
+    async def _record_episode(self, ws: ServerConnection, live: int, first: str | bytes) -> None:
+        """Relay a connection no recording matches to the upstream and append it."""
+        assert self.upstream is not None and self._session is not None
+        request = ws.request
+        assert request is not None
+        recorder = self._episode_recorder()
+        conn = recorder.new_connection()
+        url = _upstream_url(self.upstream, request.path)
+        try:
+            upstream = await connect(
+                url,
+                additional_headers=Headers(_client_headers(request, strip_auth=False)),
+                user_agent_header=None,  # the client's, if any, is among its headers
+                max_size=self.max_size,
+                compression=None,
+                ping_interval=None,
+                open_timeout=self.connect_timeout,
+                close_timeout=self.close_timeout,
+            )
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            reason = _describe_connect_error(exc)
+            message = f"cannot reach upstream {url}: {reason}"
+            recorder.error(conn, message, stage="connect", upstream=url)
+            self._session.episode_failed(live, message)
+            log.warning("live connection %d: %s", live, message)
+            await ws.close(CloseCode.INTERNAL_ERROR, close_reason(f"rpctape: {message}"))
+            return
+        log.info("live connection %d matches no recording: recording it as %d", live, conn)
+        recorder.open(
+            conn,
+            path=request.path,
+            headers=request.headers.raw_items(),
+            subprotocol=ws.subprotocol,
+            upstream=url,
+        )
+        self._session.recorded_live(live, conn)
+        if isinstance(first, str):
+            recorder.text(conn, Direction.C2S, first)
+        else:
+            recorder.binary(conn, Direction.C2S, first)
+        with contextlib.suppress(ConnectionClosed):
+            await upstream.send(first)
+        await _relay_episode(conn, ws, upstream, recorder)
+
+
+async def _relay_episode(
+    conn: int, client: ServerConnection, upstream: ClientConnection, recorder: Recorder
+) -> None:
+    """Pump both ways, recording each frame before forwarding it, until one leg closes;
+    then close the other leg and record how, with the rules of :func:`proxy.relay.plan_close`.
+    """
+
+    async def pump(
+        src: Connection, dst: Connection, direction: Direction
+    ) -> tuple[str, ConnectionClosed]:
+        src_leg, dst_leg = (
+            ("client", "server") if direction is Direction.C2S else ("server", "client")
+        )
+        while True:
+            try:
+                data = await src.recv()
+            except ConnectionClosed as exc:
+                return src_leg, exc
+            if isinstance(data, str):
+                recorder.text(conn, direction, data)
+            else:
+                recorder.binary(conn, direction, data)
+            try:
+                await dst.send(data)
+            except ConnectionClosed as exc:
+                return dst_leg, exc
+
+    pumps = {
+        asyncio.create_task(pump(client, upstream, Direction.C2S), name=f"episode{conn}:c2s"),
+        asyncio.create_task(pump(upstream, client, Direction.S2C), name=f"episode{conn}:s2c"),
+    }
+    try:
+        done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        leg, exc = next(iter(done)).result()
+        plan = plan_close(leg, exc.rcvd, exc.sent, exc.rcvd_then_sent)
+        recorder.close(
+            conn,
+            by=plan.by,
+            code=plan.code,
+            reason=plan.reason,
+            leg=leg,
+            forwarded={"code": plan.forward_code, "reason": plan.forward_reason},
+        )
+        other: Connection = upstream if leg == "client" else client
+        await other.close(plan.forward_code, plan.forward_reason)
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        await upstream.close()
+
+
+def replay_server(cassette: Path | str, **options: Any) -> ReplayServer:
+    """A :class:`ReplayServer` for ``async with replay_server(path, **options) as url:``.
+
+    It binds 127.0.0.1 on a free port unless ``listen`` says otherwise; keep the returned
+    object to read its :attr:`~ReplayServer.report` after the block.
+    """
+    return ReplayServer(cassette, **options)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``proxy.replay_server`` names both it and :func:`replay_server`
+    (Python binds a submodule on its package once imported), so calling either works."""
+
+    def __call__(self, cassette: Path | str, **options: Any) -> ReplayServer:
+        return replay_server(cassette, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

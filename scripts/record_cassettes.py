@@ -1,0 +1,174 @@
+"""Record the real cassettes in cassettes/ from the real codex app-server, offline.
+
+    .venv/bin/python scripts/record_cassettes.py            # all scenarios into cassettes/
+    .venv/bin/python scripts/record_cassettes.py --only two-turns --out /tmp/c
+    .venv/bin/python scripts/record_cassettes.py serve      # an upstream for the pytest plugin
+
+Each scenario starts the fake model backend and the real app-server (proxy.backend,
+proxy.appserver; codex from `./dev setup`), records one session of the built-in client
+through `recording_proxy` with redaction on into a temporary file, and renames it over
+cassettes/NAME.jsonl when the session succeeded. Every process it starts is stopped before
+it returns. `serve` starts a backend and an app-server and prints `listening on ws://...`,
+then serves until SIGINT or SIGTERM (the command form of the plugin's `rpctape_upstream`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from proxy.appserver import PINNED_CODEX_VERSION, AppServer  # noqa: E402
+from proxy.backend import FakeBackend, Reply  # noqa: E402
+from proxy.client import ClientOptions, SessionClient  # noqa: E402
+from proxy.relay import recording_proxy  # noqa: E402
+
+APPROVAL_ARGUMENTS = {
+    "cmd": "touch x",
+    "sandbox_permissions": "require_escalated",
+    "justification": "why",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One cassette: how the backend and app-server are set up and what the client does."""
+
+    name: str
+    description: str
+    drive: Callable[[SessionClient], Awaitable[None]]
+    replies: tuple[Reply, ...] = ()
+    approval_policy: str = "never"
+    string_ids: bool = False
+
+
+async def _metadata(client: SessionClient) -> None:
+    await client.initialize()
+    await client.call("model/list", {})
+    await client.call("config/read", {})
+
+
+async def _one_turn(client: SessionClient) -> None:
+    await client.initialize()
+    thread_id = await client.start_thread()
+    await client.run_turn(thread_id, "Say hello.")
+
+
+async def _two_turns(client: SessionClient) -> None:
+    await client.initialize()
+    thread_id = await client.start_thread()
+    await client.run_turn(thread_id, "First question.")
+    await client.run_turn(thread_id, "Second question.")
+
+
+async def _approval(client: SessionClient) -> None:
+    await client.initialize()
+    thread_id = await client.start_thread()
+    await client.run_turn(thread_id, "Touch x.")
+
+
+SCENARIOS = (
+    Scenario(
+        "initialize-model-list-config",
+        "initialize, initialized, model/list, config/read (integer ids)",
+        _metadata,
+    ),
+    Scenario(
+        "turn-streamed",
+        "initialize, thread/start, one turn with streamed agent message deltas (string ids)",
+        _one_turn,
+        replies=(Reply.text("Hello from the recorded turn, streamed in deltas."),),
+        string_ids=True,
+    ),
+    Scenario(
+        "two-turns",
+        "initialize, thread/start, two turns on the same thread (integer ids)",
+        _two_turns,
+        replies=(Reply.text("First answer."), Reply.text("Second answer.")),
+    ),
+    Scenario(
+        "command-approval",
+        "a turn whose exec_command asks for approval (approval_policy on-request), "
+        "answered accept (string ids)",
+        _approval,
+        replies=(
+            Reply.function_call(name="exec_command", arguments=APPROVAL_ARGUMENTS),
+            Reply.text("Done: x is touched."),
+        ),
+        approval_policy="on-request",
+        string_ids=True,
+    ),
+)
+
+
+async def record(scenario: Scenario, out: Path) -> Path:
+    """Record ``scenario`` into ``out/NAME.jsonl`` (replaced only if the session succeeds)."""
+    target = out / f"{scenario.name}.jsonl"
+    temp = out / f".{scenario.name}.jsonl.recording"
+    temp.unlink(missing_ok=True)
+    meta = {
+        "made_by": "scripts/record_cassettes.py",
+        "scenario": scenario.name,
+        "codex": PINNED_CODEX_VERSION,
+    }
+    try:
+        async with (
+            FakeBackend() as backend,
+            AppServer(backend.url, approval_policy=scenario.approval_policy) as server,
+        ):
+            backend.script(*scenario.replies)
+            async with (
+                recording_proxy(server.url, temp, meta=meta) as url,
+                SessionClient(url, ClientOptions(string_ids=scenario.string_ids)) as client,
+            ):
+                await scenario.drive(client)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
+
+
+async def serve() -> None:
+    """Backend + app-server until SIGINT/SIGTERM; prints ``listening on ws://...`` first."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with FakeBackend() as backend, AppServer(backend.url) as server:
+        print(f"listening on {server.url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("command", nargs="?", choices=["record", "serve"], default="record")
+    parser.add_argument("--out", type=Path, default=REPO / "cassettes")
+    parser.add_argument(
+        "--only", action="append", choices=[s.name for s in SCENARIOS], help="repeatable"
+    )
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for scenario in SCENARIOS:
+        if args.only and scenario.name not in args.only:
+            continue
+        path = asyncio.run(record(scenario, args.out))
+        print(f"recorded {path} ({path.stat().st_size} bytes): {scenario.description}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

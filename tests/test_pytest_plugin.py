@@ -1,0 +1,173 @@
+"""Tests of proxy.pytest_plugin: example projects run by a real `pytest`, as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.cassette import frame_of, load
+from proxy.errors import UsageError
+from proxy.pytest_plugin import cassette_path
+from tests.scripted_upstream import ScriptedUpstream
+from tests.test_replay import C, S
+from tests.test_replay_server import write_tape
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = Path(__file__).resolve().parent / "plugin_examples"
+INI = """[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+filterwarnings = error
+addopts = --strict-markers -p no:cacheprovider
+timeout = 60
+"""
+
+
+def make_project(tmp_path: Path, example: str, ini_extra: str = "") -> Path:
+    """A throw-away project: pytest.ini, the example as test_<name>.py, a cassettes/ folder."""
+    (tmp_path / "pytest.ini").write_text(INI + ini_extra)
+    shutil.copy(EXAMPLES / f"{example}_example.py", tmp_path / f"test_{example}.py")
+    (tmp_path / "cassettes").mkdir()
+    return tmp_path
+
+
+async def run_pytest(project: Path, *args: str) -> tuple[int, str]:
+    """Run `python -m pytest ARGS` in ``project``; its exit code and output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        *args,
+        cwd=project,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+def summary(output: str) -> str:
+    """The counts of the last line: ``2 passed, 1 failed``."""
+    last = output.strip().splitlines()[-1]
+    return re.sub(r" in [\d.]+s.*$", "", last)
+
+
+async def test_replay_sync_async_strict_and_refusals(tmp_path: Path) -> None:
+    """Sync and async tests replay; a strict miss fails with the why; bad cassettes error."""
+    project = make_project(tmp_path, "replay")
+    shutil.copy(REPO / "cassettes" / "initialize-model-list-config.jsonl", project / "cassettes")
+    code, out = await run_pytest(project)
+    assert (code, summary(out)) == (1, "1 failed, 2 passed, 3 errors"), out
+    assert "FAILED test_replay.py::test_strict_miss - Failed: rpctape strict replay failed" in out
+    assert "During handling of the above exception" not in out
+    assert (
+        "rpctape: unknown @pytest.mark.rpctape option(s) cassete; valid: cassette, ignore, "
+        "match, on_miss, pace, record_mode, strict, upstream"
+    ) in out
+    assert (
+        "rpctape: no recorded match for request initialize "
+        "(live connection 1, recorded connection 1, client message 1)"
+    ) in out
+    assert '/params/clientInfo/name: got "intruder", recorded "rpctape-client"' in out
+    assert (
+        "rpctape: cassette name '../outside.jsonl' must be a relative path inside the "
+        f"cassette folder {project / 'cassettes'}"
+    ) in out
+    assert (
+        f"rpctape: no cassette at {project / 'cassettes' / 'missing.jsonl'}; record mode "
+        "'none' only replays"
+    ) in out
+
+
+async def test_record_mode_typo_on_the_command_line(tmp_path: Path) -> None:
+    """--rpctape-record-mode with a typo stops pytest with the valid values."""
+    project = make_project(tmp_path, "modes")
+    code, out = await run_pytest(project, "--rpctape-record-mode=sometimes")
+    assert code == 4
+    assert (
+        "ERROR: invalid record mode (--rpctape-record-mode) 'sometimes'; "
+        "valid values: none, once, new_episodes, all"
+    ) in out
+
+
+async def test_all_from_the_command_line_then_replay_without_upstream(tmp_path: Path) -> None:
+    """--rpctape-record-mode=all overrides the marker and records; a plain run then replays."""
+    project = make_project(tmp_path, "modes")
+    cassette = project / "cassettes" / "echo.jsonl"
+    async with ScriptedUpstream() as upstream:
+        code, out = await run_pytest(
+            project,
+            "-k",
+            "test_echo",
+            "--rpctape-record-mode=all",
+            "-o",
+            f"rpctape_upstream={upstream.url}",
+        )
+        assert (code, summary(out)) == (0, "1 passed, 1 deselected"), out
+    assert [(e["dir"], frame_of(e)) for e in load(cassette).frames()] == [
+        ("c2s", b'{"id":1,"method":"echo","params":{"n":1}}'),
+        ("s2c", b'{"id":1,"method":"echo","params":{"n":1}}'),
+    ]
+    recorded = cassette.read_bytes()
+    code, out = await run_pytest(project, "-k", "test_echo")
+    assert (code, summary(out)) == (0, "1 passed, 1 deselected"), out
+    assert cassette.read_bytes() == recorded
+    assert sorted(p.name for p in cassette.parent.iterdir()) == ["echo.jsonl"]
+
+
+async def test_new_episodes_replays_known_and_appends_new(tmp_path: Path) -> None:
+    """new_episodes: the known connection is replayed, the new one relayed and appended."""
+    project = make_project(tmp_path, "modes")
+    cassette = write_tape(
+        project / "cassettes" / "episodes.jsonl", [(C, "first"), (S, "recorded first")]
+    )
+    async with ScriptedUpstream() as upstream:
+        code, out = await run_pytest(
+            project, "-k", "test_episodes", "-o", f"rpctape_upstream={upstream.url}"
+        )
+    assert (code, summary(out)) == (0, "1 passed, 1 deselected"), out
+    assert upstream.received == [["second"]]
+    tape = load(cassette)
+    assert tape.connections() == [1, 2]
+    assert [frame_of(e) for e in tape.frames(2)] == [b"second", b"second"]
+
+
+@pytest.mark.e2e
+async def test_once_records_from_the_real_app_server_then_replays(tmp_path: Path) -> None:
+    """once: the first run records through the upstream command; the second needs no upstream."""
+    command = f"{{python}} {REPO / 'scripts' / 'record_cassettes.py'} serve"
+    project = make_project(tmp_path, "once", f"rpctape_upstream = {command}\n")
+    cassette = project / "cassettes" / "once.jsonl"
+    code, out = await run_pytest(project)
+    assert (code, summary(out)) == (0, "1 passed"), out
+    tape = load(cassette)
+    methods = [e.get("method") for e in tape.frames() if e["dir"] == "c2s"]
+    assert methods == ["initialize", "initialized", "thread/start", "turn/start"]
+    recorded = cassette.read_bytes()
+    code, out = await run_pytest(project, "-o", "rpctape_upstream=ws://127.0.0.1:9")
+    assert (code, summary(out)) == (0, "1 passed"), out
+    assert cassette.read_bytes() == recorded
+
+
+@pytest.mark.parametrize("name", ["../x.jsonl", "/etc/passwd", "a/../../x.jsonl", ""])
+def test_cassette_names_cannot_escape(tmp_path: Path, name: str) -> None:
+    """Absolute names and names with .. are refused."""
+    with pytest.raises(UsageError, match="must be a relative path inside the cassette folder"):
+        cassette_path(tmp_path, name)
+
+
+def test_cassette_symlink_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    """A name that resolves outside the folder through a symlink is refused too."""
+    folder = tmp_path / "cassettes"
+    folder.mkdir()
+    (folder / "link").symlink_to(tmp_path)
+    assert cassette_path(folder, "sub/x.jsonl") == folder / "sub" / "x.jsonl"
+    with pytest.raises(UsageError, match="resolves outside the cassette folder"):
+        cassette_path(folder, "link/x.jsonl")

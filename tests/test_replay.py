@@ -1,0 +1,410 @@
+"""Unit tests of proxy.replay: the planner, without sockets or an event loop."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+
+from proxy.cassette import Cassette, new_header
+from proxy.jsonrpc import Direction
+from proxy.modes import MatchOrder, OnMiss, Pace
+from proxy.recorder import Recorder
+from proxy.redact import Redactor
+from proxy.replay import (
+    NO_MATCH_CLOSE_CODE,
+    NO_MATCH_CODE,
+    Close,
+    ConnectionReplay,
+    Miss,
+    ReplayMismatch,
+    ReplayOptions,
+    ReplaySession,
+    Step,
+    recorded_connections,
+)
+
+C, S = Direction.C2S, Direction.S2C
+Script = Sequence[tuple[Direction, str | bytes]]
+
+
+def make_tape(*conns: Script, gap: float = 0.5, server_closes: bool = False) -> Cassette:
+    """A cassette recorded by the real Recorder; each frame ``gap`` seconds after the last."""
+    ticks = itertools.count()
+    recorder = Recorder(None, Redactor(), clock=lambda: next(ticks) * gap)
+    events: list[dict[str, Any]] = []
+    for script in conns:
+        conn = recorder.new_connection()
+        events.append(
+            recorder.open(conn, path="/", headers=[], subprotocol=None, upstream="ws://up")
+        )
+        for direction, data in script:
+            if isinstance(data, bytes):
+                events.append(recorder.binary(conn, direction, data))
+            else:
+                events.append(recorder.text(conn, direction, data))
+        by = "server" if server_closes else "client"
+        events.append(
+            recorder.close(
+                conn, by=by, code=1000, reason="bye", forwarded={"code": 1000, "reason": "bye"}
+            )
+        )
+    return Cassette(None, new_header("ws://up"), events)
+
+
+def replay_of(script: Script, **options: Any) -> ConnectionReplay:
+    (recorded,) = recorded_connections(make_tape(script))
+    return ConnectionReplay(1, recorded, ReplayOptions.build(**options))
+
+
+def sent(step: Step) -> list[str]:
+    return [out.data.decode() for out in step.send]
+
+
+INIT = '{"id":1,"method":"initialize","params":{"clientInfo":{"name":"t","version":"1"}}}'
+INIT_RESULT = '{"id":1,"result":{"userAgent":"t/0.169.0"}}'
+SESSION: Script = [
+    (S, '{"method":"hello","params":{}}'),
+    (C, INIT),
+    (S, INIT_RESULT),
+    (C, '{"method":"initialized"}'),
+    (C, '{"id":2,"method":"model/list","params":{}}'),
+    (S, '{"method":"configWarning","params":{"summary":"x"}}'),
+    (S, '{"id":2,"result":{"data":[]}}'),
+]
+
+
+def live_init(request_id: Any, **extra: Any) -> str:
+    msg = {"id": request_id, "method": "initialize", **extra}
+    msg["params"] = {"clientInfo": {"name": "t", "version": "1"}}
+    return orjson.dumps(msg).decode()
+
+
+def test_prelude_on_connect_then_segments_in_recorded_order() -> None:
+    """Server frames before the first client frame go on connect; each match sends its segment."""
+    replay = replay_of(SESSION)
+    assert sent(replay.connect()) == ['{"method":"hello","params":{}}']
+    assert sent(replay.receive(INIT)) == [INIT_RESULT]
+    assert sent(replay.receive('{"method":"initialized"}')) == []
+    assert sent(replay.receive('{"id":2,"method":"model/list","params":{}}')) == [
+        '{"method":"configWarning","params":{"summary":"x"}}',
+        '{"id":2,"result":{"data":[]}}',
+    ]
+    report = replay.report()
+    assert (report.client, report.server, report.misses) == ((3, 3), (0, 4), ())
+
+
+@pytest.mark.parametrize(
+    ("live_id", "expected"),
+    [
+        ("9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d", '"9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"'),
+        (77, "77"),
+    ],
+)
+def test_response_carries_the_live_id(live_id: Any, expected: str) -> None:
+    """An integer-id recording answers a string id with that string, and any integer as is."""
+    replay = replay_of(SESSION)
+    replay.connect()
+    step = replay.receive(live_init(live_id, trace={"traceparent": "00-abc"}))
+    assert sent(step) == ['{"id":' + expected + ',"result":{"userAgent":"t/0.169.0"}}']
+
+
+def test_string_recording_answers_integer_ids() -> None:
+    """A recording with string ids answers a client that uses integers with its integers."""
+    script: Script = [
+        (C, '{"id":"req-1","method":"model/list","params":{}}'),
+        (S, '{"id":"req-1","result":{"data":[]}}'),
+    ]
+    replay = replay_of(script)
+    assert sent(replay.receive('{"id":1,"method":"model/list","params":{}}')) == [
+        '{"id":1,"result":{"data":[]}}'
+    ]
+
+
+def test_same_id_is_replayed_byte_for_byte() -> None:
+    """When no remapping is needed the recorded bytes go out unchanged, odd spacing included."""
+    odd = '{ "id" : 1, "result" : {"x": 1.50} }'
+    replay = replay_of([(C, '{"id":1,"method":"m"}'), (S, odd)])
+    assert sent(replay.receive('{"id":1,"method":"m"}')) == [odd]
+
+
+def test_interleaved_responses_are_remapped_by_their_own_request() -> None:
+    """A response arriving after later client frames still gets its own request's live id."""
+    script: Script = [
+        (C, '{"id":1,"method":"turn/start","params":{}}'),
+        (C, '{"id":2,"method":"thread/read","params":{}}'),
+        (S, '{"id":1,"result":{"turn":"t"}}'),
+        (S, '{"method":"turn/completed","params":{}}'),
+        (S, '{"id":2,"result":{"thread":"r"}}'),
+    ]
+    replay = replay_of(script)
+    assert sent(replay.receive('{"id":"a","method":"turn/start","params":{}}')) == []
+    assert sent(replay.receive('{"id":"b","method":"thread/read","params":{}}')) == [
+        '{"id":"a","result":{"turn":"t"}}',
+        '{"method":"turn/completed","params":{}}',
+        '{"id":"b","result":{"thread":"r"}}',
+    ]
+
+
+def test_ignore_pointer_option() -> None:
+    """--ignore /params/cwd lets a request with another cwd match."""
+    script: Script = [
+        (C, '{"id":1,"method":"thread/start","params":{"cwd":"/rec"}}'),
+        (S, '{"id":1,"result":{}}'),
+    ]
+    live = '{"id":5,"method":"thread/start","params":{"cwd":"/live"}}'
+    assert replay_of(script).receive(live).miss is not None
+    step = replay_of(script, ignore=["/params/cwd"]).receive(live)
+    assert (sent(step), step.miss) == (['{"id":5,"result":{}}'], None)
+
+
+TWO: Script = [
+    (C, '{"id":1,"method":"a","params":{}}'),
+    (S, '{"id":1,"result":"A"}'),
+    (C, '{"id":2,"method":"b","params":{}}'),
+    (S, '{"id":2,"result":"B"}'),
+]
+
+
+def test_strict_order_refuses_a_later_request_and_says_so() -> None:
+    """In strict order, b before a is a miss naming the expected message and --match any-order."""
+    replay = replay_of(TWO)
+    step = replay.receive('{"id":10,"method":"b","params":{}}')
+    assert step.miss is not None
+    assert step.miss.render() == (
+        "rpctape: no recorded match for request b "
+        "(live connection 1, recorded connection 1, client message 1)\n"
+        "closest recorded client messages:\n"
+        '- seq 2 request a, next in order: method differs: got "b", recorded "a"\n'
+        "- seq 4 request b: matches, but strict order expects seq 2 (request a) next; "
+        "match any-order allows it"
+    )
+    (reply,) = step.send
+    assert orjson.loads(reply.data) == {
+        "id": 10,
+        "error": {
+            "code": -32099,
+            "message": step.miss.render(),
+            "data": {
+                "rpctape": "no-match",
+                "candidates": [
+                    {
+                        "seq": 2,
+                        "description": "request a, next in order",
+                        "note": 'method differs: got "b", recorded "a"',
+                    },
+                    {
+                        "seq": 4,
+                        "description": "request b",
+                        "note": "matches, but strict order expects seq 2 (request a) next; "
+                        "match any-order allows it",
+                    },
+                ],
+            },
+        },
+    }
+    assert NO_MATCH_CODE == -32099
+
+
+def test_any_order_accepts_independent_requests_in_another_order() -> None:
+    """With --match any-order, b then a each get their own recorded answer and live id."""
+    replay = replay_of(TWO, match="any-order")
+    assert sent(replay.receive('{"id":"x","method":"b","params":{}}')) == [
+        '{"id":"x","result":"B"}'
+    ]
+    assert sent(replay.receive('{"id":"y","method":"a","params":{}}')) == [
+        '{"id":"y","result":"A"}'
+    ]
+    assert replay.report().unused_client == ()
+
+
+def test_any_order_holds_a_response_until_its_request_arrives() -> None:
+    """A recorded response whose request has not been matched yet waits for it."""
+    script: Script = [
+        (C, '{"id":1,"method":"a"}'),
+        (C, '{"id":2,"method":"b"}'),
+        (S, '{"id":1,"result":"A"}'),
+        (S, '{"id":2,"result":"B"}'),
+    ]
+    replay = replay_of(script, match="any-order")
+    assert sent(replay.receive('{"id":20,"method":"b"}')) == ['{"id":20,"result":"B"}']
+    assert sent(replay.receive('{"id":10,"method":"a"}')) == ['{"id":10,"result":"A"}']
+
+
+APPROVAL: Script = [
+    (C, '{"id":"r1","method":"turn/start","params":{}}'),
+    (S, '{"id":"r1","result":{}}'),
+    (S, '{"method":"item/commandExecution/requestApproval","id":0,"params":{"cmd":"x"}}'),
+    (C, '{"id":0,"result":{"decision":"accept"}}'),
+    (S, '{"method":"serverRequest/resolved","params":{"requestId":0}}'),
+    (S, '{"method":"turn/completed","params":{}}'),
+]
+
+
+def test_server_request_round_trip() -> None:
+    """The server request goes out with its recorded id; the client's answer releases the rest."""
+    replay = replay_of(APPROVAL)
+    assert sent(replay.receive('{"id":5,"method":"turn/start","params":{}}')) == [
+        '{"id":5,"result":{}}',
+        '{"method":"item/commandExecution/requestApproval","id":0,"params":{"cmd":"x"}}',
+    ]
+    assert sent(replay.receive('{"id":0,"result":{"decision":"accept"}}')) == [
+        '{"method":"serverRequest/resolved","params":{"requestId":0}}',
+        '{"method":"turn/completed","params":{}}',
+    ]
+
+
+def test_a_different_answer_to_a_server_request_is_a_miss_without_reply() -> None:
+    """Declining what was accepted in the recording is logged as a miss; nothing is sent."""
+    replay = replay_of(APPROVAL)
+    replay.receive('{"id":5,"method":"turn/start","params":{}}')
+    step = replay.receive('{"id":0,"result":{"decision":"decline"}}')
+    assert step.send == () and step.close is None and step.miss is not None
+    assert step.miss.render() == (
+        "rpctape: no recorded match for response to id 0 "
+        "(live connection 1, recorded connection 1, client message 2)\n"
+        "closest recorded client messages:\n"
+        "- seq 5 response to item/commandExecution/requestApproval, next in order: "
+        '/result/decision: got "decline", recorded "accept"\n'
+        "- seq 2 request turn/start: already replayed (to client message 1); "
+        "got a response to id 0, recorded a request turn/start"
+    )
+
+
+def test_unmatched_notification_is_a_miss_without_reply() -> None:
+    """A notification that matches nothing gets no reply, whatever on_miss says."""
+    for on_miss in ("error", "close"):
+        step = replay_of(SESSION, on_miss=on_miss).receive('{"method":"initialized"}')
+        assert step.send == () and step.close is None and step.miss is not None
+
+
+def test_on_miss_close() -> None:
+    """With --on-miss close, an unmatched request closes the connection with 4404."""
+    step = replay_of(SESSION, on_miss="close").receive('{"id":1,"method":"nope"}')
+    assert step.send == ()
+    assert step.close == Close(4404, "rpctape: no recorded match for request nope")
+    assert NO_MATCH_CLOSE_CODE == 4404
+
+
+def test_used_recording_is_named_in_the_miss() -> None:
+    """Sending the same request twice: the second miss says the match was already used."""
+    replay = replay_of(SESSION)
+    replay.receive(INIT)
+    step = replay.receive(INIT)
+    assert step.miss is not None
+    assert step.miss.render().splitlines()[2:] == [
+        "- seq 5 notification initialized, next in order: "
+        "got a request initialize, recorded a notification initialized",
+        "- seq 3 request initialize: already replayed (to client message 1); matches",
+        "- seq 6 request model/list: method differs: "
+        'got "initialize", recorded "model/list"; /params/clientInfo: got {"name":"t",'
+        '"version":"1"}, recorded (absent)',
+    ]
+
+
+def test_binary_and_garbage_frames() -> None:
+    """Recorded binary and non-JSON frames match byte for byte and replay byte for byte."""
+    script: Script = [(C, b"\x00\xff"), (S, b"\x01\x02"), (C, "not json"), (S, "{oops")]
+    replay = replay_of(script)
+    step = replay.receive(b"\x00\xff")
+    assert [(o.data, o.text) for o in step.send] == [(b"\x01\x02", False)]
+    assert [(o.data, o.text) for o in replay.receive("not json").send] == [(b"{oops", True)]
+
+
+def test_redacted_client_secret_still_matches() -> None:
+    """A recorded attestation answer with a redacted token matches a live one with another."""
+    script: Script = [
+        (S, '{"method":"attestation/generate","id":0,"params":{}}'),
+        (C, '{"id":0,"result":{"token":"v1.secret"}}'),
+        (S, '{"method":"done"}'),
+    ]
+    replay = replay_of(script)
+    assert sent(replay.connect()) == ['{"method":"attestation/generate","id":0,"params":{}}']
+    assert sent(replay.receive('{"id":0,"result":{"token":"v1.other"}}')) == ['{"method":"done"}']
+
+
+def test_pacing_uses_recorded_gaps() -> None:
+    """fast sends at once; recorded waits each recorded gap; a factor divides it."""
+    for pace, delay in (("fast", 0.0), ("recorded", 0.5), ("10", 0.05)):
+        step = replay_of(SESSION, pace=pace).receive(INIT)
+        assert [o.delay for o in step.send] == [delay]
+    assert str(Pace.parse("4")) == "4" and str(Pace.parse("recorded")) == "recorded"
+
+
+def test_close_like_the_recorded_server() -> None:
+    """A recording the server closed closes the live connection once everything is replayed."""
+    (recorded,) = recorded_connections(make_tape(TWO, server_closes=True))
+    replay = ConnectionReplay(1, recorded, ReplayOptions())
+    assert replay.receive('{"id":1,"method":"a","params":{}}').close is None
+    assert replay.receive('{"id":2,"method":"b","params":{}}').close == Close(1000, "bye")
+
+
+def test_session_pairs_connections_in_recording_order() -> None:
+    """Three recorded connections serve three live ones in turn; a fourth is a miss."""
+    tape = make_tape(*([(C, f'{{"method":"n{i}"}}')] for i in range(3)))
+    session = ReplaySession(tape, ReplayOptions(), "three.jsonl")
+    claims = [session.claim_next(session.open()) for _ in range(4)]
+    assert [c.recorded.conn for c in claims if isinstance(c, ConnectionReplay)] == [1, 2, 3]
+    miss = claims[3]
+    assert isinstance(miss, Miss)
+    assert miss.render() == (
+        "rpctape: no recorded match for a new connection (live connection 4)\n"
+        "all 3 recorded connection(s) of three.jsonl were already replayed"
+    )
+
+
+def test_claim_matching_for_new_episodes() -> None:
+    """new_episodes picks the first unused recorded connection whose first frame matches."""
+    tape = make_tape([(C, '{"method":"a"}')], [(C, '{"method":"b"}')], [(C, '{"method":"b"}')])
+    session = ReplaySession(tape, ReplayOptions(), "t")
+    first = session.claim_matching(session.open(), '{"method":"b"}')
+    second = session.claim_matching(session.open(), '{"method":"b"}')
+    assert first is not None and second is not None
+    assert (first.recorded.conn, second.recorded.conn) == (2, 3)
+    assert session.claim_matching(session.open(), '{"method":"b"}') is None
+
+
+def test_report_text_and_check() -> None:
+    """The report names unused messages and misses; check() raises unless it is clean."""
+    tape = make_tape(TWO, [(C, '{"method":"x"}')])
+    session = ReplaySession(tape, ReplayOptions(on_miss=OnMiss.ERROR), "t.jsonl")
+    replay = session.claim_next(session.open())
+    assert isinstance(replay, ConnectionReplay)
+    for out in replay.receive('{"id":1,"method":"a","params":{}}').send:
+        replay.delivered(out)
+    replay.receive('{"method":"zzz"}')
+    report = session.report()
+    assert report.render() == (
+        "rpctape replay report for t.jsonl: 1 live connection(s), 1 miss(es), "
+        "2 recorded client message(s) not replayed, 1 recorded server message(s) not sent\n"
+        "live connection 1 = recorded connection 1: 1 of 2 client message(s) matched, "
+        "1 of 2 server message(s) sent\n"
+        "  not replayed: seq 4 > request b\n"
+        "  not sent: seq 5 < response to b\n"
+        "  miss: rpctape: no recorded match for notification zzz "
+        "(live connection 1, recorded connection 1, client message 2)\n"
+        "    closest recorded client messages:\n"
+        "    - seq 4 request b, next in order: got a notification zzz, recorded a request b\n"
+        "    - seq 2 request a: already replayed (to client message 1); "
+        "got a notification zzz, recorded a request a\n"
+        "recorded connection 2: never replayed: 0 of 1 client message(s) matched, "
+        "0 of 0 server message(s) sent\n"
+        "  not replayed: seq 8 > notification x"
+    )
+    assert not report.clean
+    with pytest.raises(ReplayMismatch) as info:
+        report.check()
+    assert str(info.value) == report.render()
+
+
+def test_options_are_validated_with_the_valid_values() -> None:
+    """A typo in a mode lists the valid values."""
+    from proxy.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        ReplayOptions.build(match="anyorder")
+    assert str(info.value) == "invalid match order 'anyorder'; valid values: strict, any-order"
+    assert ReplayOptions.build(match="any-order").match is MatchOrder.ANY_ORDER
