@@ -83,6 +83,34 @@ class CassetteWriter:
         os.fchmod(self._fd, 0o600)
         self.append([header])
 
+    @classmethod
+    def append_to(cls, path: Path) -> CassetteWriter:
+        """Open an existing cassette to append events (no new header).
+
+        A torn last line (a recorder killed mid-write) is cut off first, so appended lines
+        never follow half a line; a whole last line missing its newline gets one.
+        """
+        writer = cls.__new__(cls)
+        writer.path = path
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        try:
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                try:
+                    whole = isinstance(orjson.loads(data[cut:]), dict)
+                except orjson.JSONDecodeError:
+                    whole = False
+                if whole:
+                    os.write(fd, b"\n")
+                else:
+                    os.ftruncate(fd, cut)
+        except BaseException:
+            os.close(fd)
+            raise
+        writer._fd = fd
+        return writer
+
     def append(self, events: Iterable[Event]) -> None:
         """Write ``events`` as lines, in one system call when possible."""
         self.append_lines(

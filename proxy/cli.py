@@ -8,7 +8,7 @@ import logging
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -54,14 +54,15 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="rpctape %(levelname)s %(name)s: %(message)s")
 
 
-async def _until_signal() -> None:
-    """Wait for SIGINT or SIGTERM."""
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM; install it before announcing readiness."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -84,26 +85,32 @@ async def _live_status(recorder: Recorder) -> None:
 
 
 async def _record(options: RelayOptions, writer: CassetteWriter, recorder: Recorder) -> str:
-    async with RecordingRelay(options, recorder) as relay:
-        _say(f"listening on {relay.url}")
-        status = (
-            asyncio.create_task(_live_status(recorder), name="live-status")
-            if sys.stderr.isatty()
-            else None
-        )
-        try:
-            await _until_signal()
-        finally:
-            if status is not None:
-                status.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await status
+    with _stop_on_signals() as stop:
+        async with RecordingRelay(options, recorder) as relay:
+            _say(f"listening on {relay.url}")
+            await _wait_with_status(stop, recorder)
     writer.close()
     return (
         f"recorded {recorder.connections} connection(s), "
         f"{recorder.frames[Direction.C2S]} frame(s) client>server, "
         f"{recorder.frames[Direction.S2C]} frame(s) server>client to {writer.path}"
     )
+
+
+async def _wait_with_status(stop: asyncio.Event, recorder: Recorder) -> None:
+    """Wait for ``stop``, with a live status line on stderr when it is a terminal."""
+    status = (
+        asyncio.create_task(_live_status(recorder), name="live-status")
+        if sys.stderr.isatty()
+        else None
+    )
+    try:
+        await stop.wait()
+    finally:
+        if status is not None:
+            status.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await status
 
 
 def build_rules(files: Sequence[Path], attest: Sequence[str], advertise: bool) -> list[Rule]:
@@ -235,16 +242,17 @@ def backend(
         raise _fail(UsageError(f"--listen must look like http://127.0.0.1:0, not {listen!r}"))
 
     async def run() -> None:
-        task = asyncio.create_task(
-            serve_backend(parts.hostname or "", parts.port or 0, reply or DEFAULT_REPLY, log),
-            name="backend",
-        )
-        try:
-            await _until_signal()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with _stop_on_signals() as stop:
+            task = asyncio.create_task(
+                serve_backend(parts.hostname or "", parts.port or 0, reply or DEFAULT_REPLY, log),
+                name="backend",
+            )
+            try:
+                await stop.wait()
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     asyncio.run(run())
 
@@ -267,20 +275,13 @@ def demo(
 
 async def _replay(server: ReplayServer) -> ReplayReport:
     """Serve until SIGINT/SIGTERM (handlers set before `listening on` is printed)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with _stop_on_signals() as stop:
         url = await server.start()
         try:
             _say(f"listening on {url}")
             await stop.wait()
         finally:
             await server.close()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
     return server.report
 
 

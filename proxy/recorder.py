@@ -33,13 +33,16 @@ class Recorder:
         writer: CassetteWriter | None,
         redactor: Redactor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        after: Sequence[Event] = (),
     ) -> None:
         self.writer = writer
         self.redactor = redactor or Redactor()
         self._clock = clock
-        self._start = clock()
-        self._seq = 0
-        self._conns = 0
+        # Continuing a cassette (``after`` its events): seq, conn and t carry on from them.
+        self._start = clock() - max((float(e.get("t", 0.0)) for e in after), default=0.0)
+        self._seq = max((e["seq"] for e in after), default=0)
+        self._conns = max((e["conn"] for e in after), default=0)
         self._pairing: dict[int, Pairing] = {}
         self.frames: Counter[Direction] = Counter()
         """Frames recorded per direction."""

@@ -160,7 +160,7 @@ def plan_close(
     return ClosePlan(leg, CloseCode.ABNORMAL_CLOSURE, reason, CloseCode.INTERNAL_ERROR, reason)
 
 
-def _client_headers(request: Request, *, strip_auth: bool) -> list[tuple[str, str]]:
+def client_headers(request: Request, *, strip_auth: bool) -> list[tuple[str, str]]:
     return [
         (name, value)
         for name, value in request.headers.raw_items()
@@ -168,7 +168,7 @@ def _client_headers(request: Request, *, strip_auth: bool) -> list[tuple[str, st
     ]
 
 
-def _upstream_url(upstream: str, request_path: str) -> str:
+def upstream_url(upstream: str, request_path: str) -> str:
     """The client's path and query go upstream when the upstream URL names no path."""
     parts = urlsplit(upstream)
     if parts.path in ("", "/") and not parts.query:
@@ -603,11 +603,11 @@ class RecordingRelay:
             _respond(client, ws, ws.reject(*refusal))
             return
         conn = self.recorder.new_connection()
-        url = _upstream_url(self.options.upstream, request.path)
+        url = upstream_url(self.options.upstream, request.path)
         try:
             server = await self._connect_upstream(url, request)
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            reason = _describe_connect_error(exc)
+            reason = describe_connect_error(exc)
             message = f"cannot reach upstream {url}: {reason}"
             self.recorder.error(
                 conn,
@@ -682,7 +682,7 @@ class RecordingRelay:
                     ssl=ssl.create_default_context() if uri.secure else None,
                 )
                 upgrade = ws.connect()
-                for name, value in _client_headers(request, strip_auth=opts.token is not None):
+                for name, value in client_headers(request, strip_auth=opts.token is not None):
                     upgrade.headers[name] = value
                 ws.send_request(upgrade)
                 leg.flush()
@@ -709,7 +709,7 @@ def _bearer_ok(request: Request, token: str) -> bool:
     return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
-def _describe_connect_error(exc: BaseException) -> str:
+def describe_connect_error(exc: BaseException) -> str:
     if isinstance(exc, InvalidStatus):
         return f"upstream answered HTTP {exc.response.status_code}"
     if isinstance(exc, TimeoutError):

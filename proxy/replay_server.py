@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -33,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from .cassette import Cassette, CassetteWriter, Event, load, new_header
+from .cassette import Cassette, CassetteWriter, load, new_header
 from .errors import CassetteNotFound, UsageError
 from .jsonrpc import Direction
 from .modes import RecordMode, parse_mode
@@ -45,10 +44,10 @@ from .relay import (
     ListenAddress,
     RecordingRelay,
     RelayOptions,
-    _client_headers,
-    _describe_connect_error,
-    _upstream_url,
+    client_headers,
+    describe_connect_error,
     plan_close,
+    upstream_url,
 )
 from .replay import (
     NO_MATCH_CLOSE_CODE,
@@ -90,57 +89,6 @@ def plan_for(mode: RecordMode, cassette_exists: bool) -> Plan:
     if mode is RecordMode.ALL or (mode is RecordMode.ONCE and not cassette_exists):
         return Plan.RECORD
     return Plan.REPLAY
-
-
-class _AppendingWriter(CassetteWriter):
-    """A :class:`CassetteWriter` that appends to an existing cassette (no new header).
-
-    A torn last line (a recorder killed mid-write) is cut off first, so that appended lines
-    never follow half a line.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_APPEND)
-        try:
-            size = os.fstat(fd).st_size
-            data = os.pread(fd, size, 0) if size else b""
-            if data and not data.endswith(b"\n"):
-                cut = data.rfind(b"\n") + 1
-                try:
-                    complete = isinstance(orjson.loads(data[cut:]), dict)
-                except orjson.JSONDecodeError:
-                    complete = False
-                if complete:
-                    os.write(fd, b"\n")
-                else:
-                    log.warning("%s: cutting a torn last line before appending", path)
-                    os.ftruncate(fd, cut)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-
-class _EpisodeRecorder(Recorder):
-    """A :class:`Recorder` whose connection ids, ``seq`` and ``t`` continue a cassette's."""
-
-    def __init__(self, writer: CassetteWriter, redactor: Redactor, after: Cassette | None) -> None:
-        super().__init__(writer, redactor)
-        events = after.events if after is not None else []
-        self._base_seq = max((e["seq"] for e in events), default=0)
-        self._base_conn = max((e["conn"] for e in events), default=0)
-        self._base_t = max((float(e.get("t", 0.0)) for e in events), default=0.0)
-
-    def new_connection(self) -> int:
-        """The next connection id after the cassette's last one."""
-        return super().new_connection() + self._base_conn
-
-    def _event(self, conn: int, kind: str, fields: dict[str, Any]) -> Event:
-        event = super()._event(conn, kind, fields)
-        event["seq"] += self._base_seq
-        event["t"] = round(event["t"] + self._base_t, 6)
-        return event
 
 
 class ReplayServer:
@@ -446,10 +394,11 @@ class ReplayServer:
         if self._recorder is None:
             assert self.upstream is not None
             if self.path.is_file():
-                self._writer = _AppendingWriter(self.path)
+                self._writer = CassetteWriter.append_to(self.path)
             else:
                 self._writer = CassetteWriter(self.path, new_header(self.upstream))
-            self._recorder = _EpisodeRecorder(self._writer, self.redactor, self._cassette)
+            after = self._cassette.events if self._cassette is not None else ()
+            self._recorder = Recorder(self._writer, self.redactor, after=after)
         return self._recorder
 
     async def _record_episode(self, ws: ServerConnection, live: int, first: str | bytes) -> None:
@@ -459,11 +408,11 @@ class ReplayServer:
         assert request is not None
         recorder = self._episode_recorder()
         conn = recorder.new_connection()
-        url = _upstream_url(self.upstream, request.path)
+        url = upstream_url(self.upstream, request.path)
         try:
             upstream = await connect(
                 url,
-                additional_headers=Headers(_client_headers(request, strip_auth=False)),
+                additional_headers=Headers(client_headers(request, strip_auth=False)),
                 user_agent_header=None,  # the client's, if any, is among its headers
                 max_size=self.max_size,
                 compression=None,
@@ -472,7 +421,7 @@ class ReplayServer:
                 close_timeout=self.close_timeout,
             )
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            reason = _describe_connect_error(exc)
+            reason = describe_connect_error(exc)
             message = f"cannot reach upstream {url}: {reason}"
             recorder.error(conn, message, stage="connect", upstream=url)
             self._session.episode_failed(live, message)

@@ -147,3 +147,23 @@ def test_frame_of_rejects_non_frames() -> None:
     """An open event has no frame."""
     with pytest.raises(CassetteError, match="is a 'open' event, not a frame"):
         frame_of({"kind": "open", "seq": 1})
+
+
+@pytest.mark.parametrize(
+    ("tail", "kept"),
+    [
+        (b"", [1]),
+        (b'{"seq":2,"t":0.6,"co', [1]),
+        (b'{"seq":2,"t":0.6,"conn":1,"kind":"close"}', [1, 2]),
+    ],
+)
+def test_append_to_repairs_the_tail(tmp_path: Path, tail: bytes, kept: list[int]) -> None:
+    """Appending cuts a torn last line, or ends a whole one, before writing."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(HEADER + EVENT + tail)
+    writer = CassetteWriter.append_to(path)
+    writer.append([{"seq": 9, "t": 1.0, "conn": 2, "kind": "open"}])
+    writer.close()
+    tape = load(path)
+    assert [e["seq"] for e in tape.events] == [*kept, 9]
+    assert tape.warnings == []

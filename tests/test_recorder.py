@@ -212,3 +212,12 @@ def test_spliced_line_equals_serialised_event(frame: bytes) -> None:
     event, line = rec._text(rec.new_connection(), C2S, frame)
     assert line == orjson.dumps(event) + b"\n"
     assert list(event)[-1] == "msg"
+
+
+def test_recorder_continues_a_cassette() -> None:
+    """after=events: seq, conn and t carry on from the cassette's last event."""
+    after = [{"seq": 7, "t": 3.5, "conn": 2, "kind": "close"}]
+    rec = Recorder(None, clock=lambda: 100.0, after=after)
+    conn = rec.new_connection()
+    event = rec.text(conn, C2S, "{}")
+    assert (conn, event["seq"], event["t"]) == (3, 8, 3.5)
