@@ -2,7 +2,9 @@
 
 :class:`AppServer` runs ``codex app-server --listen ws://127.0.0.1:0`` in a throw-away
 ``CODEX_HOME`` whose ``config.toml`` points the model provider at a fake backend
-(:class:`proxy.backend.FakeBackend`), so full turns run offline.
+(:class:`proxy.backend.FakeBackend`), so full turns run offline. Two auth modes
+(:class:`AuthMode`): API-key mode (the default) and ChatGPT mode, the only mode in which the
+app-server asks its client for attestation (``attestation/generate``).
 
 Facts this module relies on (codex 0.169.0, checked by running it):
 
@@ -13,6 +15,11 @@ Facts this module relies on (codex 0.169.0, checked by running it):
   binary as a child and forwards SIGTERM to it; a SIGKILL of the launcher alone would orphan
   the child. The server is therefore started in its own session and signalled as a process
   group whose id is the launcher's PID, which also reaches any command it runs.
+* ChatGPT mode: codex reads the fake login from ``$CODEX_HOME/auth.json``; with a stale
+  ``last_refresh`` it POSTs ``$CODEX_REFRESH_TOKEN_URL_OVERRIDE`` at start, before any client
+  connects. All its traffic then goes to ``chatgpt_base_url`` and the provider's
+  ``base_url``: a traced run (``strace -f -e connect``, one turn, then 15 s idle) opened no
+  connection and made no DNS query to any other host, so nothing waits on public hosts.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import datetime
+import enum
 import os
 import re
 import shutil
@@ -33,17 +42,29 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+import orjson
 import tomli_w
 
-from proxy.errors import AppServerError
+from proxy.backend import (
+    ACCOUNT_ID,
+    CHATGPT_ACCESS_TOKEN,
+    CHATGPT_REFRESH_TOKEN,
+    REFRESH_TOKEN_PATH,
+    fake_id_token,
+)
+from proxy.errors import AppServerError, UsageError
 
 __all__ = [
     "FAKE_API_KEY",
     "PINNED_CODEX_VERSION",
+    "REFRESH_URL_ENV_VAR",
     "AppServer",
+    "AuthMode",
+    "chatgpt_auth_json",
     "codex_config",
     "find_codex",
     "live_group_members",
+    "parse_auth_mode",
     "write_codex_home",
 ]
 
@@ -62,6 +83,32 @@ CODEX_ENV_VAR = "RPCTAPE_CODEX"
 FAKE_API_KEY_ENV = "FAKE_OPENAI_KEY"
 FAKE_API_KEY = "rpctape-fake-key"
 """The API key the app-server sends to the fake backend (redacted in its log)."""
+
+REFRESH_URL_ENV_VAR = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"
+"""Where codex refreshes ChatGPT tokens; set to the fake backend's ``/oauth/token``."""
+
+
+class AuthMode(enum.StrEnum):
+    """How the app-server authenticates to the (fake) model backend."""
+
+    API_KEY = "apikey"
+    """A provider with ``env_key``: ``POST <backend>/v1/responses`` with a fake API key."""
+    CHATGPT = "chatgpt"
+    """``auth.json`` with fake ChatGPT tokens and ``requires_openai_auth``: requests go to
+    ``<backend>/backend-api/...`` and model requests carry ``x-oai-attestation`` when the
+    client advertised ``requestAttestation``."""
+
+
+def parse_auth_mode(value: str | AuthMode) -> AuthMode:
+    """``value`` as an :class:`AuthMode`; a typo raises :class:`UsageError` listing the modes."""
+    if isinstance(value, AuthMode):
+        return value
+    try:
+        return AuthMode(value)
+    except ValueError:
+        valid = ", ".join(mode.value for mode in AuthMode)
+        raise UsageError(f"invalid auth mode {value!r}; valid values: {valid}") from None
+
 
 _LISTENING = re.compile(r"listening on: (ws://[\w.:\[\]-]+)")
 _LOG_TAIL_CHARS = 2000
@@ -103,33 +150,68 @@ def codex_config(
     backend_url: str,
     *,
     approval_policy: str = "never",
+    auth: str | AuthMode = AuthMode.API_KEY,
+    responses_websocket: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``config.toml`` content pointing codex at a fake backend in API-key mode.
+    """The ``config.toml`` content pointing codex at a fake backend.
 
-    ``backend_url`` is the backend's base URL (``http://127.0.0.1:PORT``); the provider's
-    ``base_url`` is ``<backend_url>/v1``. ``extra`` is merged in last (nested tables merge),
-    e.g. ``{"model_providers": {"mock": {"supports_websockets": True}}}``.
+    ``backend_url`` is the backend's base URL (``http://127.0.0.1:PORT``). In API-key mode
+    the provider's ``base_url`` is ``<backend_url>/v1`` and its key comes from ``env_key``.
+    In ChatGPT mode ``chatgpt_base_url`` is ``<backend_url>/backend-api/``, the provider's
+    ``base_url`` is ``<backend_url>/backend-api/codex`` and ``requires_openai_auth`` makes it
+    use the tokens of ``auth.json`` (see :func:`chatgpt_auth_json`); a custom provider, since
+    the built-in ``openai`` one does not work against plain-http localhost (docs/app-server.md).
+    ``responses_websocket`` sets the provider's ``supports_websockets`` (Responses over a
+    websocket instead of POST + SSE). ``extra`` is merged in last (nested tables merge).
     """
+    mode = parse_auth_mode(auth)
+    base = backend_url.rstrip("/")
+    provider: dict[str, Any] = {"name": "mock"}
+    if mode is AuthMode.CHATGPT:
+        provider |= {"base_url": f"{base}/backend-api/codex", "wire_api": "responses"}
+        provider["requires_openai_auth"] = True
+    else:
+        provider |= {"base_url": f"{base}/v1", "wire_api": "responses"}
+        provider["env_key"] = FAKE_API_KEY_ENV
+    provider |= {
+        "request_max_retries": 0,
+        "stream_max_retries": 0,
+        "supports_websockets": responses_websocket,
+    }
     config: dict[str, Any] = {
         "model": "mock-model",
         "approval_policy": approval_policy,
         "sandbox_mode": "read-only",
         "model_provider": "mock",
-        "analytics": {"enabled": False},
-        "model_providers": {
-            "mock": {
-                "name": "mock",
-                "base_url": f"{backend_url.rstrip('/')}/v1",
-                "wire_api": "responses",
-                "env_key": FAKE_API_KEY_ENV,
-                "request_max_retries": 0,
-                "stream_max_retries": 0,
-                "supports_websockets": False,
-            }
-        },
     }
+    if mode is AuthMode.CHATGPT:
+        config["chatgpt_base_url"] = f"{base}/backend-api/"
+    config["analytics"] = {"enabled": False}
+    config["model_providers"] = {"mock": provider}
     return _merge(config, extra or {})
+
+
+def chatgpt_auth_json(now: datetime.datetime | None = None) -> dict[str, Any]:
+    """The ``auth.json`` content of a fake ChatGPT login, refreshed at ``now`` (default: now).
+
+    The id_token is an unsigned JWT (:func:`proxy.backend.fake_id_token`); the access token
+    is what the backend sees as ``Authorization: Bearer``. A ``last_refresh`` older than
+    codex's refresh interval makes codex refresh through ``$CODEX_REFRESH_TOKEN_URL_OVERRIDE``
+    first.
+    """
+    now = now or datetime.datetime.now(datetime.UTC)
+    return {
+        "auth_mode": "chatgpt",
+        "OPENAI_API_KEY": None,
+        "tokens": {
+            "id_token": fake_id_token(),
+            "access_token": CHATGPT_ACCESS_TOKEN,
+            "refresh_token": CHATGPT_REFRESH_TOKEN,
+            "account_id": ACCOUNT_ID,
+        },
+        "last_refresh": now.isoformat().replace("+00:00", "Z"),
+    }
 
 
 def write_codex_home(
@@ -137,12 +219,30 @@ def write_codex_home(
     backend_url: str,
     *,
     approval_policy: str = "never",
+    auth: str | AuthMode = AuthMode.API_KEY,
+    responses_websocket: bool = False,
     extra: Mapping[str, Any] | None = None,
+    last_refresh: datetime.datetime | None = None,
 ) -> None:
-    """Write ``home/config.toml`` (see :func:`codex_config`), creating ``home`` if needed."""
+    """Write ``home/config.toml`` (see :func:`codex_config`), creating ``home`` if needed.
+
+    In ChatGPT mode also write ``home/auth.json`` (:func:`chatgpt_auth_json`, refreshed at
+    ``last_refresh``, default now), readable by its owner only.
+    """
+    mode = parse_auth_mode(auth)
     home.mkdir(parents=True, exist_ok=True)
-    config = codex_config(backend_url, approval_policy=approval_policy, extra=extra)
+    config = codex_config(
+        backend_url,
+        approval_policy=approval_policy,
+        auth=mode,
+        responses_websocket=responses_websocket,
+        extra=extra,
+    )
     (home / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
+    if mode is AuthMode.CHATGPT:
+        fd = os.open(home / "auth.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as auth_file:
+            auth_file.write(orjson.dumps(chatgpt_auth_json(last_refresh)))
 
 
 # Process groups started here and not yet reaped: killed at interpreter exit as a last resort.
@@ -185,6 +285,12 @@ class AppServer:
     Use it as ``async with AppServer(backend.url) as server:`` and connect a websocket client
     to :attr:`url` (without an ``Origin`` header: the server refuses any). On exit the server
     is stopped (SIGTERM, then SIGKILL after ``grace`` seconds) and its temporary home removed.
+
+    ``auth="chatgpt"`` runs it in ChatGPT mode against the same backend (see
+    :func:`codex_config`, :func:`chatgpt_auth_json`), with ``$CODEX_REFRESH_TOKEN_URL_OVERRIDE``
+    pointing at the backend's ``/oauth/token``. ``responses_websocket=True`` makes model
+    requests go over a websocket instead of POST + SSE. ``last_refresh`` backdates the
+    ChatGPT login (an old one makes codex refresh its tokens first).
     """
 
     def __init__(
@@ -193,6 +299,9 @@ class AppServer:
         codex: str | Path | None = None,
         approval_policy: str = "never",
         *,
+        auth: str | AuthMode = AuthMode.API_KEY,
+        responses_websocket: bool = False,
+        last_refresh: datetime.datetime | None = None,
         extra_config: Mapping[str, Any] | None = None,
         ready_timeout: float = 30.0,
         grace: float = 3.0,
@@ -200,6 +309,9 @@ class AppServer:
         self.backend_url = backend_url
         self.codex = find_codex(codex)
         self.approval_policy = approval_policy
+        self.auth = parse_auth_mode(auth)
+        self.responses_websocket = responses_websocket
+        self.last_refresh = last_refresh
         self.extra_config = dict(extra_config or {})
         self.ready_timeout = ready_timeout
         self.grace = grace
@@ -264,7 +376,10 @@ class AppServer:
                 self.codex_home,
                 self.backend_url,
                 approval_policy=self.approval_policy,
+                auth=self.auth,
+                responses_websocket=self.responses_websocket,
                 extra=self.extra_config,
+                last_refresh=self.last_refresh,
             )
             self.workdir.mkdir()
             await self._spawn()
@@ -276,6 +391,11 @@ class AppServer:
     async def _spawn(self) -> None:
         """Start ``codex app-server`` in its own session, output to the log file."""
         env = {**os.environ, "CODEX_HOME": str(self.codex_home), FAKE_API_KEY_ENV: FAKE_API_KEY}
+        if self.auth is AuthMode.CHATGPT:
+            env[REFRESH_URL_ENV_VAR] = self.backend_url.rstrip("/") + REFRESH_TOKEN_PATH
+            # Only the fake ChatGPT login of auth.json may authenticate.
+            for name in ("OPENAI_API_KEY", "CODEX_API_KEY"):
+                env.pop(name, None)
         with self.log_path.open("wb") as log:
             try:
                 self._process = await asyncio.create_subprocess_exec(
@@ -369,4 +489,4 @@ class AppServer:
 
     def __repr__(self) -> str:
         state = self._url or "not started"
-        return f"<AppServer {state} codex={self.codex}>"
+        return f"<AppServer {state} auth={self.auth.value} codex={self.codex}>"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import datetime
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,15 +19,26 @@ from proxy.appserver import (
     LOCAL_CODEX,
     PINNED_CODEX_VERSION,
     AppServer,
+    AuthMode,
     codex_config,
     find_codex,
     live_group_members,
     write_codex_home,
 )
-from proxy.backend import DEFAULT_REPLY, FakeBackend, Reply
-from proxy.errors import AppServerError
+from proxy.backend import DEFAULT_REPLY, FakeBackend, Reply, id_token_claims
+from proxy.client import ClientOptions, SessionClient
+from proxy.errors import AppServerError, UsageError
 
 EXEC_ARGS = {"cmd": "touch x", "sandbox_permissions": "require_escalated", "justification": "why"}
+
+SCOPED_POST = ("POST", "/backend-api/codex/responses")
+"""The only request that carries ``x-oai-attestation`` in ChatGPT mode without websockets."""
+
+ATTESTATION_REQUEST = '{"method":"attestation/generate","id":0,"params":{}}'
+"""The server's first attestation request, exactly as sent."""
+
+LONG_AGO = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+"""A ``last_refresh`` old enough for codex to refresh its ChatGPT tokens at start."""
 
 
 @pytest.fixture
@@ -47,6 +60,10 @@ class Session:
         self.ws = ws
         self.received: list[dict[str, Any]] = []
         self._next_id = 1
+        self.request_attestation = False
+        """Advertise ``capabilities.requestAttestation`` in ``initialize``."""
+        self.attestation_answer: dict[str, Any] | None = None
+        """Members (``result`` or ``error``) answering ``attestation/generate``; None: silence."""
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send one message as a text frame."""
@@ -56,6 +73,8 @@ class Session:
         """Receive and record the next message (10 s at most)."""
         message: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.ws.recv(), 10))
         self.received.append(message)
+        if message.get("method") == "attestation/generate" and self.attestation_answer:
+            await self.send({"id": message["id"], **self.attestation_answer})
         return message
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +91,10 @@ class Session:
 
     async def start_thread(self) -> str:
         """initialize, initialized, thread/start; return the thread id."""
-        result = await self.request("initialize", {"clientInfo": {"name": "t", "version": "0"}})
+        params: dict[str, Any] = {"clientInfo": {"name": "t", "version": "0"}}
+        if self.request_attestation:
+            params["capabilities"] = {"requestAttestation": True}
+        result = await self.request("initialize", params)
         assert result["userAgent"].startswith(f"t/{PINNED_CODEX_VERSION} ")
         await self.send({"method": "initialized"})
         thread = await self.request("thread/start", {})
@@ -129,6 +151,82 @@ def test_write_codex_home_config(tmp_path: Path) -> None:
             }
         },
     }
+
+
+def decode_jwt_payload(token: str) -> Any:
+    """The claims of an unsigned JWT (three base64url parts)."""
+    payload = token.split(".")[1]
+    return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_write_codex_home_chatgpt_mode(tmp_path: Path) -> None:
+    """ChatGPT mode: provider under /backend-api/codex with OpenAI auth, plus auth.json."""
+    home = tmp_path / "home"
+    refreshed = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    write_codex_home(
+        home, "http://127.0.0.1:9", auth="chatgpt", responses_websocket=True, last_refresh=refreshed
+    )
+    config = tomllib.loads((home / "config.toml").read_text(encoding="utf-8"))
+    assert config == {
+        "model": "mock-model",
+        "approval_policy": "never",
+        "sandbox_mode": "read-only",
+        "model_provider": "mock",
+        "chatgpt_base_url": "http://127.0.0.1:9/backend-api/",
+        "analytics": {"enabled": False},
+        "model_providers": {
+            "mock": {
+                "name": "mock",
+                "base_url": "http://127.0.0.1:9/backend-api/codex",
+                "wire_api": "responses",
+                "requires_openai_auth": True,
+                "request_max_retries": 0,
+                "stream_max_retries": 0,
+                "supports_websockets": True,
+            }
+        },
+    }
+    auth_path = home / "auth.json"
+    assert auth_path.stat().st_mode & 0o777 == 0o600
+    auth = orjson.loads(auth_path.read_bytes())
+    id_token = auth["tokens"].pop("id_token")
+    assert auth == {
+        "auth_mode": "chatgpt",
+        "OPENAI_API_KEY": None,
+        "tokens": {
+            "access_token": "access-x",
+            "refresh_token": "refresh-x",
+            "account_id": "acct-1",
+        },
+        "last_refresh": "2026-01-02T03:04:05Z",
+    }
+    assert (
+        decode_jwt_payload(id_token)
+        == id_token_claims()
+        == {
+            "email": "user@example.com",
+            "https://api.openai.com/auth": {
+                "chatgpt_plan_type": "pro",
+                "chatgpt_user_id": "user-1",
+                "chatgpt_account_id": "acct-1",
+            },
+        }
+    )
+
+
+def test_api_key_mode_writes_no_auth_json_and_modes_are_validated(tmp_path: Path) -> None:
+    """API-key mode (the default) writes no auth.json; an unknown mode lists the valid ones."""
+    write_codex_home(tmp_path, "http://h", auth=AuthMode.API_KEY)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.toml"]
+    assert codex_config("http://h", responses_websocket=True)["model_providers"]["mock"][
+        "supports_websockets"
+    ]
+    with pytest.raises(
+        UsageError, match="invalid auth mode 'chatgtp'; valid values: apikey, chatgpt"
+    ):
+        codex_config("http://h", auth="chatgtp")
+    with pytest.raises(UsageError, match="valid values"):
+        AppServer("http://h", auth="api-key")
 
 
 def test_codex_config_extra_merges_nested_tables() -> None:
@@ -310,3 +408,128 @@ async def test_cancelled_task_leaves_no_process(backend: FakeBackend) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not process_group_alive(pids[0])
+
+
+# --- ChatGPT mode: attestation ----------------------------------------------------------
+
+
+def attestation_headers(backend: FakeBackend) -> list[tuple[str, str, str | None]]:
+    """(method, path, x-oai-attestation or None) of every backend record, in order."""
+    found = []
+    for record in backend.requests:
+        values = [v for k, v in record["headers"].items() if k.lower() == "x-oai-attestation"]
+        found.append((record["method"], record["path"], values[0] if values else None))
+    return found
+
+
+@pytest.mark.e2e
+async def test_chatgpt_turns_attestation_header_on_scoped_post_only(backend: FakeBackend) -> None:
+    """ChatGPT mode, two turns: one attestation/generate per POST, header only on the POST.
+
+    The login is stale, so the server also refreshes its tokens through the backend first.
+    """
+    options = ClientOptions(request_attestation=True, attestation_token="T", timeout=20)
+    async with (
+        AppServer(backend.url, auth="chatgpt", last_refresh=LONG_AGO) as server,
+        SessionClient(server.url, options) as client,
+    ):
+        await client.initialize()
+        thread_id = await client.start_thread()
+        for text in ("one", "two"):
+            completed = await client.run_turn(thread_id, text)
+            assert completed["params"]["turn"]["status"] == "completed"
+            assert completed["params"]["turn"]["items"][-1]["text"] == DEFAULT_REPLY
+    assert client.server_requests == [
+        {"method": "attestation/generate", "id": 0, "params": {}},
+        {"method": "attestation/generate", "id": 1, "params": {}},
+    ]
+    frames = [frame for _, frame in client.frames if isinstance(frame, str)]
+    first = frames.index(ATTESTATION_REQUEST)
+    assert frames[first + 1] == '{"id":0,"result":{"token":"T"}}'
+    # Asked after the turn has started (its turn/start result, id 3, came first).
+    assert any(f.startswith('{"id":3,"result":{"turn"') for f in frames[:first])
+    seen = attestation_headers(backend)
+    assert [header for *request, header in seen if tuple(request) == SCOPED_POST] == [
+        '{"v":1,"s":0,"t":"T"}',
+        '{"v":1,"s":0,"t":"T"}',
+    ]
+    others = [
+        (method, path, header) for method, path, header in seen if (method, path) != SCOPED_POST
+    ]
+    assert {header for _, _, header in others} == {None}
+    paths = {path for _, path, _ in others}
+    assert {
+        "/oauth/token",
+        "/backend-api/codex/models",
+        "/backend-api/wham/accounts/check",
+    } <= paths
+    assert any(path.startswith("/backend-api/ps/") for path in paths)
+    (post, _) = [r for r in backend.requests if (r["method"], r["path"]) == SCOPED_POST]
+    assert post["headers"]["Authorization"] == "<redacted>"
+    assert post["headers"]["chatgpt-account-id"] == "acct-1"
+    (refresh,) = [r for r in backend.requests if r["path"] == "/oauth/token"]
+    assert refresh["body"]["grant_type"] == "refresh_token"
+    assert refresh["body"]["refresh_token"] == "refresh-x"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("advertise", "answer", "header"),
+    [
+        (True, {"error": {"code": -32000, "message": "no attestation"}}, '{"v":1,"s":2}'),
+        (True, {"result": {}}, '{"v":1,"s":4}'),
+        (True, None, '{"v":1,"s":1}'),
+        (False, None, None),
+    ],
+    ids=["error-reply", "result-without-token", "no-answer", "not-advertised"],
+)
+async def test_chatgpt_attestation_outcomes(
+    backend: FakeBackend, advertise: bool, answer: dict[str, Any] | None, header: str | None
+) -> None:
+    """Each client behaviour gives its envelope on the POST, and the turn still completes."""
+    async with AppServer(backend.url, auth="chatgpt") as server, session(server) as client:
+        client.request_attestation = advertise
+        client.attestation_answer = answer
+        thread_id = await client.start_thread()
+        await client.run_turn(thread_id, "hi")
+    asked = [m for m in client.received if m.get("method") == "attestation/generate"]
+    assert asked == (
+        [{"method": "attestation/generate", "id": 0, "params": {}}] if advertise else []
+    )
+    (turn,) = client.notifications("turn/completed")
+    assert turn["turn"]["status"] == "completed"
+    seen = attestation_headers(backend)
+    assert [h for *request, h in seen if tuple(request) == SCOPED_POST] == [header]
+    assert {h for *request, h in seen if tuple(request) != SCOPED_POST} == {None}
+
+
+@pytest.mark.e2e
+async def test_chatgpt_websocket_responses_attestation_on_upgrade(backend: FakeBackend) -> None:
+    """Responses over a websocket: one attestation for the upgrade, none per request."""
+    options = ClientOptions(request_attestation=True, attestation_token="T", timeout=20)
+    async with (
+        AppServer(backend.url, auth="chatgpt", responses_websocket=True) as server,
+        SessionClient(server.url, options) as client,
+    ):
+        await client.initialize()
+        thread_id = await client.start_thread()
+        for text in ("one", "two"):
+            completed = await client.run_turn(thread_id, text)
+            assert completed["params"]["turn"]["items"][-1]["text"] == DEFAULT_REPLY
+    assert client.server_requests == [{"method": "attestation/generate", "id": 0, "params": {}}]
+    responses = [
+        (method, header)
+        for method, path, header in attestation_headers(backend)
+        if path == "/backend-api/codex/responses"
+    ]
+    # The upgrade carries the header; the frames sent over the websocket are logged as "WS".
+    assert responses == [("GET", '{"v":1,"s":0,"t":"T"}'), ("WS", None), ("WS", None), ("WS", None)]
+    (upgrade,) = [r for r in backend.requests if r["method"] == "GET" and "responses" in r["path"]]
+    assert upgrade["headers"]["Upgrade"] == "websocket"
+    assert upgrade["headers"]["openai-beta"] == "responses_websockets=2026-02-06"
+    bodies = [r["body"] for r in backend.requests if r["method"] == "WS"]
+    assert [body["type"] for body in bodies] == ["response.create"] * 3
+    assert [body.get("generate") for body in bodies] == [False, None, None]
+    assert [body.get("previous_response_id") for body in bodies] == [None, "resp-1", "resp-2"]
+    others = [h for m, p, h in attestation_headers(backend) if p != "/backend-api/codex/responses"]
+    assert set(others) == {None}

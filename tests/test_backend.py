@@ -1,9 +1,11 @@
-"""Tests of proxy.backend: the fake Responses API backend, driven by a plain HTTP client."""
+"""Tests of proxy.backend: the fake model backend, driven by plain HTTP and websocket clients."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +19,51 @@ from proxy.backend import (
     FakeBackend,
     Reply,
     ReplyKind,
+    WsRequestKind,
+    fake_id_token,
+    id_token_claims,
+    prewarm_events,
     response_events,
     serve_backend,
     split_text,
+    websocket_request_kind,
 )
 
 # Headers the client would add on its own; skipped so the logged headers are exactly known.
 SKIP_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
 EXEC_ARGS = {"cmd": "touch x", "sandbox_permissions": "require_escalated", "justification": "why"}
+
+CHATGPT_RESPONSES = "/backend-api/codex/responses"
+
+ATTESTATION = '{"v":1,"s":0,"t":"v1.some-token"}'
+"""An ``x-oai-attestation`` value as the app-server sends it (an envelope, not the token)."""
+
+# The exact SSE body answering Reply.text("one two three four") as the first response.
+ONE_TWO_THREE_FOUR_SSE = (
+    "event: response.created\n"
+    'data: {"type":"response.created","response":{"id":"resp-1"}}\n\n'
+    "event: response.output_item.added\n"
+    'data: {"type":"response.output_item.added","output_index":0,"item":'
+    '{"type":"message","role":"assistant","id":"msg-1","content":[]}}\n\n'
+    "event: response.output_text.delta\n"
+    'data: {"type":"response.output_text.delta","item_id":"msg-1","output_index":0,'
+    '"content_index":0,"delta":"one two "}\n\n'
+    "event: response.output_text.delta\n"
+    'data: {"type":"response.output_text.delta","item_id":"msg-1","output_index":0,'
+    '"content_index":0,"delta":"three "}\n\n'
+    "event: response.output_text.delta\n"
+    'data: {"type":"response.output_text.delta","item_id":"msg-1","output_index":0,'
+    '"content_index":0,"delta":"four"}\n\n'
+    "event: response.output_item.done\n"
+    'data: {"type":"response.output_item.done","output_index":0,"item":'
+    '{"type":"message","role":"assistant","id":"msg-1","content":'
+    '[{"type":"output_text","text":"one two three four"}]}}\n\n'
+    "event: response.completed\n"
+    'data: {"type":"response.completed","response":{"id":"resp-1","usage":'
+    '{"input_tokens":10,"input_tokens_details":null,"output_tokens":4,'
+    '"output_tokens_details":null,"total_tokens":14}}}\n\n'
+)
 
 
 @pytest.fixture
@@ -54,46 +92,25 @@ def parse_sse(text: str) -> list[tuple[str, Any]]:
     return events
 
 
-async def post_responses(client: aiohttp.ClientSession, backend: FakeBackend) -> str:
-    """POST /v1/responses like the app-server does and return the SSE body."""
+async def post_responses(
+    client: aiohttp.ClientSession, backend: FakeBackend, path: str = "/v1/responses"
+) -> str:
+    """POST a Responses request to ``path`` like the app-server does; return the SSE body."""
     async with client.post(
-        f"{backend.url}/v1/responses", json={"model": "mock-model", "stream": True}
+        f"{backend.url}{path}", json={"model": "mock-model", "stream": True}
     ) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream"
         return await response.text()
 
 
+@pytest.mark.parametrize("path", ["/v1/responses", CHATGPT_RESPONSES])
 async def test_text_reply_exact_sse_stream(
-    backend: FakeBackend, client: aiohttp.ClientSession
+    backend: FakeBackend, client: aiohttp.ClientSession, path: str
 ) -> None:
-    """A text reply streams created, item added, three deltas, item done, completed."""
+    """A text reply streams created, item added, three deltas, item done, completed (both modes)."""
     backend.script(Reply.text("one two three four"))
-    body = await post_responses(client, backend)
-    assert body == (
-        "event: response.created\n"
-        'data: {"type":"response.created","response":{"id":"resp-1"}}\n\n'
-        "event: response.output_item.added\n"
-        'data: {"type":"response.output_item.added","output_index":0,"item":'
-        '{"type":"message","role":"assistant","id":"msg-1","content":[]}}\n\n'
-        "event: response.output_text.delta\n"
-        'data: {"type":"response.output_text.delta","item_id":"msg-1","output_index":0,'
-        '"content_index":0,"delta":"one two "}\n\n'
-        "event: response.output_text.delta\n"
-        'data: {"type":"response.output_text.delta","item_id":"msg-1","output_index":0,'
-        '"content_index":0,"delta":"three "}\n\n'
-        "event: response.output_text.delta\n"
-        'data: {"type":"response.output_text.delta","item_id":"msg-1","output_index":0,'
-        '"content_index":0,"delta":"four"}\n\n'
-        "event: response.output_item.done\n"
-        'data: {"type":"response.output_item.done","output_index":0,"item":'
-        '{"type":"message","role":"assistant","id":"msg-1","content":'
-        '[{"type":"output_text","text":"one two three four"}]}}\n\n'
-        "event: response.completed\n"
-        'data: {"type":"response.completed","response":{"id":"resp-1","usage":'
-        '{"input_tokens":10,"input_tokens_details":null,"output_tokens":4,'
-        '"output_tokens_details":null,"total_tokens":14}}}\n\n'
-    )
+    assert await post_responses(client, backend, path) == ONE_TWO_THREE_FOUR_SSE
 
 
 async def test_function_call_reply_events(
@@ -202,7 +219,7 @@ async def test_request_log_in_memory_and_file(
 ) -> None:
     """Each request is logged in memory and as a JSON line; only Authorization is redacted."""
     log_path = tmp_path / "backend.jsonl"
-    attestation = '{"v":1,"s":0,"t":"v1.some-token"}'
+    attestation = ATTESTATION
     async with FakeBackend(log_path=log_path) as backend:
         async with client.post(
             f"{backend.url}/v1/responses?a=1&b=two",
@@ -258,16 +275,23 @@ async def test_log_file_is_appended(tmp_path: Path, client: aiohttp.ClientSessio
 async def test_unknown_path_is_404(backend: FakeBackend, client: aiohttp.ClientSession) -> None:
     """Unknown paths and wrong methods get 404 with a short text body and use no reply."""
     backend.script(Reply.text("kept"))
-    async with client.get(f"{backend.url}/backend-api/codex/models") as response:
+    async with client.get(f"{backend.url}/backend-api/ps/plugins/installed") as response:
         assert (response.status, await response.text()) == (
             404,
-            "not found: GET /backend-api/codex/models\n",
+            "not found: GET /backend-api/ps/plugins/installed\n",
         )
+    # A plain GET of a Responses path (no websocket upgrade) is not found either.
     async with client.get(f"{backend.url}/v1/responses") as response:
         assert (response.status, await response.text()) == (404, "not found: GET /v1/responses\n")
+    async with client.get(f"{backend.url}{CHATGPT_RESPONSES}") as response:
+        assert response.status == 404
+    async with client.post(f"{backend.url}/backend-api/codex/models") as response:
+        assert response.status == 404
     assert [(r["method"], r["path"]) for r in backend.requests] == [
-        ("GET", "/backend-api/codex/models"),
+        ("GET", "/backend-api/ps/plugins/installed"),
         ("GET", "/v1/responses"),
+        ("GET", CHATGPT_RESPONSES),
+        ("POST", "/backend-api/codex/models"),
     ]
     events = parse_sse(await post_responses(client, backend))
     assert events[-2][1]["item"]["content"] == [{"type": "output_text", "text": "kept"}]
@@ -312,6 +336,229 @@ async def test_serve_backend_prints_url_and_stops_on_cancel(
     with pytest.raises(aiohttp.ClientConnectionError):
         await client.get(f"{url}/v1/responses")
     assert len((tmp_path / "log.jsonl").read_bytes().splitlines()) == 1
+
+
+# --- ChatGPT mode -------------------------------------------------------------------------
+
+
+def decode_jwt_payload(token: str) -> Any:
+    """The payload of a JWT, checking it has three parts and an ``alg: none`` header."""
+    header, payload, signature = token.split(".")
+
+    def b64(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    assert orjson.loads(b64(header)) == {"alg": "none", "typ": "JWT"}
+    assert b64(signature) == b"sig"
+    return orjson.loads(b64(payload))
+
+
+async def test_chatgpt_models_and_accounts_check(
+    backend: FakeBackend, client: aiohttp.ClientSession
+) -> None:
+    """The model catalog is empty; the accounts check names the fake account, unconstrained."""
+    async with client.get(
+        f"{backend.url}/backend-api/codex/models?client_version=0.169.0"
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json"
+        assert await response.text() == '{"models":[]}'
+    async with client.get(f"{backend.url}/backend-api/wham/accounts/check") as response:
+        assert response.status == 200
+        assert await response.json() == {
+            "accounts": [
+                {
+                    "id": "acct-1",
+                    "plan_type": "pro",
+                    "structure": "personal",
+                    "workspace_backend_origin": "NO_CONSTRAINT",
+                    "account_routing_override": "NO_CONSTRAINT",
+                }
+            ],
+            "account_ordering": ["acct-1"],
+            "default_account_id": "acct-1",
+        }
+    assert [(r["method"], r["path"], r["query"]) for r in backend.requests] == [
+        ("GET", "/backend-api/codex/models", {"client_version": "0.169.0"}),
+        ("GET", "/backend-api/wham/accounts/check", {}),
+    ]
+
+
+async def test_token_refresh_endpoint(backend: FakeBackend, client: aiohttp.ClientSession) -> None:
+    """POST /oauth/token answers fresh tokens; the grant is logged, Authorization redacted."""
+    grant = {
+        "client_id": "app_test",
+        "grant_type": "refresh_token",
+        "refresh_token": "refresh-x",
+    }
+    assert backend.refresh_token_url == f"{backend.url}/oauth/token"
+    async with client.post(
+        backend.refresh_token_url, json=grant, headers={"Authorization": "Bearer old"}
+    ) as response:
+        assert response.status == 200
+        tokens = await response.json()
+    assert tokens == {
+        "id_token": tokens["id_token"],
+        "access_token": "access-x",
+        "refresh_token": "refresh-x",
+    }
+    assert decode_jwt_payload(tokens["id_token"]) == {
+        "email": "user@example.com",
+        "https://api.openai.com/auth": {
+            "chatgpt_plan_type": "pro",
+            "chatgpt_user_id": "user-1",
+            "chatgpt_account_id": "acct-1",
+        },
+    }
+    (record,) = backend.requests
+    assert (record["method"], record["path"], record["body"]) == ("POST", "/oauth/token", grant)
+    assert record["headers"]["Authorization"] == "<redacted>"
+
+
+async def test_chatgpt_post_logs_attestation_verbatim(
+    backend: FakeBackend, client: aiohttp.ClientSession
+) -> None:
+    """The scoped POST is logged with x-oai-attestation verbatim and Authorization redacted."""
+    headers = {
+        "Authorization": "Bearer access-x",
+        "chatgpt-account-id": "acct-1",
+        "x-oai-attestation": ATTESTATION,
+    }
+    async with client.post(
+        f"{backend.url}{CHATGPT_RESPONSES}", data=b'{"model":"mock-model"}', headers=headers
+    ) as response:
+        events = parse_sse(await response.text())
+    assert events[-1][1]["response"]["id"] == "resp-1"
+    (record,) = backend.requests
+    assert record["body"] == {"model": "mock-model"}
+    assert record["headers"] == {
+        "Host": f"127.0.0.1:{backend.port}",
+        "Authorization": "<redacted>",
+        "chatgpt-account-id": "acct-1",
+        "x-oai-attestation": ATTESTATION,
+        "Content-Length": "22",
+    }
+
+
+async def test_responses_websocket_prewarm_then_replies(
+    backend: FakeBackend, client: aiohttp.ClientSession
+) -> None:
+    """Over the websocket: prewarm gets an empty response, then each create a scripted reply."""
+    backend.script(Reply.text("one two three four"))
+    prewarm = {"type": "response.create", "model": "mock-model", "input": [], "generate": False}
+    create = {"type": "response.create", "model": "mock-model", "previous_response_id": "resp-1"}
+    async with client.ws_connect(
+        f"{backend.url}{CHATGPT_RESPONSES}",
+        headers={"Authorization": "Bearer access-x", "x-oai-attestation": ATTESTATION},
+    ) as ws:
+        await ws.send_str(orjson.dumps(prewarm).decode())
+        assert [await ws.receive_str() for _ in range(2)] == [
+            '{"type":"response.created","response":{"id":"resp-1"}}',
+            '{"type":"response.completed","response":{"id":"resp-1"}}',
+        ]
+        await ws.send_str(orjson.dumps(create).decode())
+        # One frame per event: exactly the data: line of the SSE stream, for resp-2.
+        expected = [
+            line.removeprefix("data: ").replace("-1", "-2")
+            for line in ONE_TWO_THREE_FOUR_SSE.splitlines()
+            if line.startswith("data: ")
+        ]
+        assert [await ws.receive_str() for _ in range(7)] == expected
+        # response.processed gets no answer: the next frame answers the following request.
+        await ws.send_str('{"type":"response.processed","response_id":"resp-2"}')
+        await ws.send_str(orjson.dumps(create).decode())
+        frames = [orjson.loads(await ws.receive_str()) for _ in range(7)]
+        assert frames[0] == {"type": "response.created", "response": {"id": "resp-3"}}
+        assert frames[-2]["item"]["content"][0]["text"] == DEFAULT_REPLY
+    upgrade, *messages = backend.requests
+    assert (upgrade["method"], upgrade["path"], upgrade["body"]) == ("GET", CHATGPT_RESPONSES, None)
+    assert upgrade["headers"]["Upgrade"] == "websocket"
+    assert upgrade["headers"]["x-oai-attestation"] == ATTESTATION
+    assert upgrade["headers"]["Authorization"] == "<redacted>"
+    assert [(m["method"], m["path"], m["query"], m["headers"]) for m in messages] == [
+        ("WS", CHATGPT_RESPONSES, {}, {})
+    ] * 4
+    assert [m["body"] for m in messages] == [
+        prewarm,
+        create,
+        {"type": "response.processed", "response_id": "resp-2"},
+        create,
+    ]
+
+
+async def test_responses_websocket_bad_frames_get_error_event(
+    backend: FakeBackend, client: aiohttp.ClientSession
+) -> None:
+    """Non-JSON, unknown types and binary frames get a 400 error event and use no reply."""
+    backend.script(Reply.text("kept"))
+    error = {
+        "type": "error",
+        "status": 400,
+        "error": {
+            "type": "invalid_request_error",
+            "message": "rpctape's fake backend expects a JSON text frame of type "
+            "response.create or response.processed",
+        },
+    }
+    async with client.ws_connect(f"{backend.url}/v1/responses") as ws:
+        for frame in ("not json", '{"type":"response.cancel"}', "[1]"):
+            await ws.send_str(frame)
+            assert orjson.loads(await ws.receive_str()) == error
+        await ws.send_bytes(b'{"type":"response.create"}')
+        assert orjson.loads(await ws.receive_str()) == error
+    assert [m["body"] for m in backend.requests[1:]] == [
+        "not json",
+        {"type": "response.cancel"},
+        [1],
+        {"type": "response.create"},
+    ]
+    events = parse_sse(await post_responses(client, backend))
+    assert events[0][1]["response"]["id"] == "resp-1"
+    assert events[-2][1]["item"]["content"][0]["text"] == "kept"
+
+
+async def test_close_with_open_websocket(client: aiohttp.ClientSession) -> None:
+    """close() ends an open Responses websocket at once (1001) instead of waiting for it."""
+    backend = FakeBackend()
+    await backend.start()
+    async with client.ws_connect(f"{backend.url}{CHATGPT_RESPONSES}") as ws:
+        started = time.monotonic()
+        await backend.close()
+        assert time.monotonic() - started < 2
+        message = await ws.receive()
+        assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+
+
+def test_websocket_request_kind() -> None:
+    """Frames are classified by type; generate false (only) makes a create a prewarm."""
+    assert websocket_request_kind({"type": "response.create"}) is WsRequestKind.CREATE
+    create_true = {"type": "response.create", "generate": True}
+    assert websocket_request_kind(create_true) is WsRequestKind.CREATE
+    prewarm = {"type": "response.create", "generate": False}
+    assert websocket_request_kind(prewarm) is WsRequestKind.PREWARM
+    processed = {"type": "response.processed", "response_id": "r"}
+    assert websocket_request_kind(processed) is WsRequestKind.PROCESSED
+    invalid_frames: list[Any] = [{"type": "other"}, {}, [], "text", None]
+    for invalid in invalid_frames:
+        assert websocket_request_kind(invalid) is WsRequestKind.INVALID
+
+
+def test_prewarm_events_and_id_token() -> None:
+    """A prewarm is created + completed without usage; the id_token carries the claims."""
+    assert prewarm_events(4) == [
+        ("response.created", {"type": "response.created", "response": {"id": "resp-4"}}),
+        ("response.completed", {"type": "response.completed", "response": {"id": "resp-4"}}),
+    ]
+    assert decode_jwt_payload(fake_id_token()) == id_token_claims()
+    claims = id_token_claims("acct-9", email="a@b.c", plan_type="plus", user_id="u-9")
+    assert decode_jwt_payload(fake_id_token(claims)) == {
+        "email": "a@b.c",
+        "https://api.openai.com/auth": {
+            "chatgpt_plan_type": "plus",
+            "chatgpt_user_id": "u-9",
+            "chatgpt_account_id": "acct-9",
+        },
+    }
 
 
 def test_split_text_joins_back() -> None:
