@@ -311,6 +311,15 @@ def replay(
     upstream: Annotated[
         str | None, typer.Option(help="The app-server to record from (record modes).")
     ] = None,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="TOML rules file (repeatable).")
+    ] = None,
+    attest: Annotated[
+        list[str] | None, typer.Option(help=f"attestation/generate behaviour: {ATTEST_USAGE}.")
+    ] = None,
+    advertise_attestation: Annotated[
+        bool, typer.Option(help="Set capabilities.requestAttestation in initialize.")
+    ] = False,
     verbose: Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")] = 0,
 ) -> None:
     """Serve a cassette to clients as if it were the app-server (docs/replay.md)."""
@@ -330,6 +339,7 @@ def replay(
             match=match,
             ignore=ignore or (),
             listen=address,
+            rules=build_rules(rules or (), attest or (), advertise_attestation),
         )
         report = asyncio.run(_replay(server))
     except (RpctapeError, OSError) as exc:

@@ -246,7 +246,9 @@ Matcher = Callable[[Frame, Frame, Rules], None]
 def kind(live: Frame, recorded: Frame, rules: Rules) -> None:
     """Both are text or both binary, and of the same JSON-RPC shape."""
     if live.text != recorded.text or live.type is not recorded.type:
-        raise Mismatch("kind", f"got a {live.describe()}, recorded a {recorded.describe()}")
+        raise Mismatch(
+            "kind", f"got {_article(live.describe())}, recorded {_article(recorded.describe())}"
+        )
 
 
 def method(live: Frame, recorded: Frame, rules: Rules) -> None:
@@ -348,3 +350,8 @@ def matches(live: Frame, recorded: Frame, rules: Rules) -> bool:
     except Mismatch:
         return False
     return True
+
+
+def _article(noun: str) -> str:
+    """``a request ...`` / ``an error ...``."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"

@@ -145,10 +145,14 @@ class RecordedConnection:
                 continue
             if kind not in ("text", "binary"):
                 continue
+            direction = Direction(event["dir"])
+            seen = _as_the_server_saw_it(event, direction)
+            if seen is None:
+                continue
+            event = seen
             t = float(event.get("t", 0.0))
             gap = 0.0 if last_t is None else max(0.0, t - last_t)
             last_t = t
-            direction = Direction(event["dir"])
             index = len(items)
             mtype = (
                 MessageType(event.get("type", "invalid")) if kind == "text" else MessageType.INVALID
@@ -180,6 +184,23 @@ class RecordedConnection:
     def first_client_frame(self) -> Frame | None:
         """The first recorded client frame (what ``new_episodes`` compares), if any."""
         return self.items[self.client[0]].frame if self.client else None
+
+
+def _as_the_server_saw_it(event: Event, direction: Direction) -> Event | None:
+    """A frame recorded under rewrite rules, as the upstream saw it (docs/replay.md).
+
+    Client frames the rules kept from the server are skipped and patched ones are matched as
+    delivered; server-bound frames rpctape sent itself stay (the server saw them). Frames
+    rpctape sent to the client are skipped: replayed with the same rules, they come again.
+    """
+    if direction is Direction.C2S:
+        if event.get("forwarded") is False:
+            return None
+        if "delivered" in event:
+            return {k: v for k, v in event.items() if k != "raw"} | {"msg": event["delivered"]}
+    elif event.get("origin") == "rpctape":
+        return None
+    return event
 
 
 def recorded_connections(cassette: Cassette) -> list[RecordedConnection]:

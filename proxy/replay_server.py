@@ -20,7 +20,7 @@ import os
 import secrets
 import sys
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from websockets.http11 import Request, Response
 
 from .cassette import Cassette, CassetteWriter, load, new_header
 from .errors import CassetteNotFound, UsageError
-from .jsonrpc import Direction
+from .jsonrpc import Direction, Pairing, parse
 from .modes import RecordMode, parse_mode
 from .recorder import Recorder
 from .redact import Redactor
@@ -51,14 +51,17 @@ from .relay import (
 )
 from .replay import (
     NO_MATCH_CLOSE_CODE,
+    Close,
     ConnectionReplay,
     Miss,
+    Outgoing,
     ReplayOptions,
     ReplayReport,
     ReplaySession,
     Step,
     close_reason,
 )
+from .rules import Decision, Engine, Rule
 
 log = logging.getLogger("rpctape.replay")
 
@@ -119,8 +122,10 @@ class ReplayServer:
         redact_keys: tuple[str, ...] = (),
         connect_timeout: float = 10.0,
         close_timeout: float = 1.0,
+        rules: Sequence[Rule] = (),
     ) -> None:
         self.path = Path(cassette)
+        self.rules = tuple(rules)
         self.record_mode = parse_mode(RecordMode, record_mode, "record mode")
         self.options = ReplayOptions.build(pace=pace, on_miss=on_miss, match=match, ignore=ignore)
         self.strict = strict
@@ -250,6 +255,7 @@ class ReplayServer:
             max_size=self.max_size,
             connect_timeout=self.connect_timeout,
             close_timeout=self.close_timeout,
+            rules=self.rules,
         )
         self._relay = RecordingRelay(options, self._recorder)
         try:
@@ -326,20 +332,27 @@ class ReplayServer:
             replay.live,
             replay.recorded.conn,
         )
+        rules = _ReplayRules(self.rules, replay, clog) if self.rules else None
         queue: asyncio.Queue[Step] = asyncio.Queue()
         writer = asyncio.create_task(
-            self._send_steps(ws, replay, queue, clog), name=f"replay-conn{replay.live}:send"
+            self._send_steps(ws, replay, queue, clog, rules), name=f"replay-conn{replay.live}:send"
         )
         try:
             queue.put_nowait(replay.connect())
-            if first is not None:
-                queue.put_nowait(self._receive(replay, first, clog))
+            pending = [] if first is None else [first]
             while True:
-                try:
-                    data = await ws.recv()
-                except ConnectionClosed:
-                    break
-                queue.put_nowait(self._receive(replay, data, clog))
+                if pending:
+                    data = pending.pop()
+                else:
+                    try:
+                        data = await ws.recv()
+                    except ConnectionClosed:
+                        break
+                if rules is None:
+                    queue.put_nowait(self._receive(replay, data, clog))
+                else:
+                    for step in await rules.from_client(data):
+                        queue.put_nowait(step)
         finally:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
@@ -369,20 +382,32 @@ class ReplayServer:
         replay: ConnectionReplay,
         queue: asyncio.Queue[Step],
         clog: logging.LoggerAdapter[logging.Logger],
+        rules: _ReplayRules | None,
     ) -> None:
         debug = clog.isEnabledFor(logging.DEBUG)
         try:
             while True:
                 step = await queue.get()
-                for out in step.send:
+                work = list(step.send)
+                while work:
+                    out = work.pop(0)
                     if out.delay > 0:
                         await asyncio.sleep(out.delay)
-                    await ws.send(out.data, text=out.text)
-                    replay.delivered(out)
-                    if debug:
-                        clog.debug("< %s", _shorten(out.data))
+                    data: bytes | None = out.data
+                    if rules is not None and out.text and out.index is not None:
+                        data, more = await rules.from_server(out)
+                        work[:0] = more
+                    if data is not None:
+                        await ws.send(data, text=out.text)
+                        if debug:
+                            clog.debug("< %s", _shorten(data))
+                    if out.index is not None:
+                        replay.delivered(out)
                 if step.close is not None:
                     await ws.close(step.close.code, step.close.reason)
+                    return
+                if rules is not None and rules.close is not None:
+                    await ws.close(*rules.close)
                     return
         except ConnectionClosed:
             return
@@ -496,6 +521,76 @@ async def _relay_episode(
             task.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
         await upstream.close()
+
+
+class _ReplayRules:
+    """Rewrite rules in replay: on live client frames before matching, on recorded server
+    frames before sending. Local replies to the (replayed) server are fed to the planner as
+    if the client had sent them; see docs/replay.md."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        replay: ConnectionReplay,
+        clog: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.engine = Engine(rules)
+        self.pairing = Pairing()
+        self.replay = replay
+        self.clog = clog
+        self.close: tuple[int, str] | None = None
+
+    def _decide(self, direction: Direction, raw: bytes) -> Decision:
+        parsed = parse(raw)
+        return self.engine.decide(direction, raw, parsed, self.pairing.observe(direction, parsed))
+
+    def _to_planner(self, frame: bytes) -> list[Outgoing]:
+        step = ReplayServer._receive(self.replay, frame.decode(), self.clog)
+        return list(step.send)
+
+    async def from_client(self, data: str | bytes) -> list[Step]:
+        """Steps for one live client frame (matched after the rules acted)."""
+        if not isinstance(data, str):
+            return [ReplayServer._receive(self.replay, data, self.clog)]
+        decision = self._decide(Direction.C2S, data.encode())
+        if decision.delay_ms:
+            await asyncio.sleep(decision.delay_ms / 1000)  # holds later client frames only
+        out: list[Outgoing] = []
+        steps: list[Step] = []
+        for _, towards, frame in decision.before:
+            out += self._to_planner(frame) if towards is Direction.C2S else [_own(frame)]
+        if decision.forward is not None:
+            step = ReplayServer._receive(self.replay, decision.forward.decode(), self.clog)
+            steps.append(Step(tuple(out) + step.send, step.close, step.miss))
+            out = []
+        out += [_own(frame) for _, frame in decision.to_sender]
+        for _, towards, frame in decision.after:
+            out += self._to_planner(frame) if towards is Direction.C2S else [_own(frame)]
+        if out:
+            steps.append(Step(tuple(out)))
+        if decision.close is not None:
+            self.close = decision.close
+            steps.append(Step(close=Close(*decision.close)))
+        return steps
+
+    async def from_server(self, out: Outgoing) -> tuple[bytes | None, list[Outgoing]]:
+        """What to send for one recorded server frame, and what the rules add after it."""
+        decision = self._decide(Direction.S2C, out.data)
+        if decision.delay_ms:
+            await asyncio.sleep(decision.delay_ms / 1000)  # holds later server frames only
+        more: list[Outgoing] = []
+        for _, towards, frame in decision.before + decision.after:
+            more += self._to_planner(frame) if towards is Direction.C2S else [_own(frame)]
+        for _, frame in decision.to_sender:  # answered "to the server": the planner
+            more += self._to_planner(frame)
+        if decision.close is not None:
+            self.close = decision.close
+        return decision.forward, more
+
+
+def _own(frame: bytes) -> Outgoing:
+    """A frame rpctape itself sends to the client (not a recorded one)."""
+    return Outgoing(frame, True)
 
 
 def replay_server(cassette: Path | str, **options: Any) -> ReplayServer:

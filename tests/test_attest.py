@@ -4,6 +4,7 @@ recording relay against a scripted upstream that asks attestation/generate."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from proxy.cli import build_rules
 from proxy.errors import UsageError
 from proxy.redact import marker
 from proxy.relay import recording_proxy
+from proxy.replay_server import replay_server
 from tests.scripted_upstream import ScriptedUpstream
 
 INIT = '{"id":1,"method":"initialize","params":{"clientInfo":{"name":"t","version":"0"}}}'
@@ -271,3 +273,108 @@ async def test_delay_gives_way_on_close(upstream: ScriptedUpstream, tmp_path: Pa
     errors = [e["message"] for e in load(cassette).events if e["kind"] == "error"]
     assert errors == ["1 delayed frame(s) not delivered: closed first"]
     assert upstream.answers == []
+
+
+# --- the same modes in replay ----------------------------------------------------------
+
+
+async def replay_session(
+    cassette: Path, attest: list[str], *, answer: str | None, **options: Any
+) -> tuple[list[str], Any, float]:
+    """The client script of :func:`session` against a replay of ``cassette``; returns the
+    frames received, the replay report, and the seconds from answering to the final echo."""
+    rules = build_rules([], attest, False)
+    server = replay_server(cassette, rules=rules, **options)
+    seen: list[str] = []
+    answered_at = 0.0
+    async with server as url, connect(url) as ws:
+        await ws.send(INIT)
+        seen.append(str(await ws.recv()))
+        await ws.send("!attest")
+        await ws.send('{"method":"sync"}')
+        while (frame := str(await ws.recv())) != '{"method":"sync"}':
+            seen.append(frame)
+            msg = orjson.loads(frame)
+            if msg.get("method") == "attestation/generate" and answer is not None:
+                await ws.send(orjson.dumps({"id": msg["id"], "result": {"token": answer}}).decode())
+                answered_at = time.monotonic()
+        await sync_with(ws)  # the echo of a frame sent after the answer
+        waited = time.monotonic() - answered_at
+    return seen, server.report, waited
+
+
+async def record_attestation(upstream: ScriptedUpstream, cassette: Path, attest: list[str]) -> None:
+    """A cassette of the session above: the client answers T unless rpctape does."""
+    await session(upstream, cassette, attest, answer={"result": {"token": "T"}})
+
+
+async def test_replay_without_rules_serves_the_request_to_the_client(
+    upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    """The recorded attestation/generate is replayed; the client's answer matches."""
+    cassette = tmp_path / "c.jsonl"
+    await record_attestation(upstream, cassette, [])
+    seen, report, _ = await replay_session(cassette, [], answer="T2")
+    assert seen == [INIT, '{"id":0,"method":"attestation/generate","params":{}}']
+    assert report.clean, report.render()
+
+
+async def test_replay_inject_as_recorded(upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    """A cassette recorded with inject:X replays with inject:X: same frames, clean report."""
+    cassette = tmp_path / "c.jsonl"
+    await record_attestation(upstream, cassette, ["inject:X"])
+    seen, report, _ = await replay_session(cassette, ["inject:X"], answer=None)
+    assert seen == [ADVERTISED]
+    assert report.clean, report.render()
+
+
+async def test_replay_rewrite(upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    """rewrite:U in replay: the client answers, rpctape rewrites, the planner matches."""
+    cassette = tmp_path / "c.jsonl"
+    await record_attestation(upstream, cassette, ["rewrite:U"])
+    seen, report, _ = await replay_session(cassette, ["rewrite:U"], answer="T")
+    assert seen == [INIT, '{"id":0,"method":"attestation/generate","params":{}}']
+    assert report.clean, report.render()
+
+
+async def test_replay_silent_leaves_the_recorded_answer_unused(
+    upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    """silent in replay: the client never sees the request; the recorded answer is unused."""
+    cassette = tmp_path / "c.jsonl"
+    await record_attestation(upstream, cassette, [])
+    seen, report, _ = await replay_session(
+        cassette, ["silent"], answer="T", ignore=["/params/capabilities"], match="any-order"
+    )
+    assert seen == [INIT]
+    assert [u.description for u in report.unused_client] == ["> response to attestation/generate"]
+
+
+async def test_replay_error_is_a_miss_against_a_recorded_token(
+    upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    """error in replay answers with an error where a token was recorded: the report says so."""
+    cassette = tmp_path / "c.jsonl"
+    await record_attestation(upstream, cassette, [])
+    seen, report, _ = await replay_session(
+        cassette, ["error"], answer=None, ignore=["/params/capabilities"], match="any-order"
+    )
+    assert seen == [INIT]
+    (miss,) = report.misses
+    assert miss.render().splitlines()[:3] == [
+        "rpctape: no recorded match for error to id 0 (live connection 1, recorded connection "
+        "1, client message 4)",
+        "closest recorded client messages:",
+        "- seq 8 response to attestation/generate: got an error to id 0, recorded a response to "
+        "id 0",
+    ]
+
+
+async def test_replay_delay_holds_the_answer(upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    """delay:300 in replay holds the client's answer, so what follows comes later."""
+    cassette = tmp_path / "c.jsonl"
+    await record_attestation(upstream, cassette, [])
+    seen, report, waited = await replay_session(cassette, ["delay:300"], answer="T")
+    assert seen == [INIT, '{"id":0,"method":"attestation/generate","params":{}}']
+    assert report.clean, report.render()
+    assert waited >= 0.3
