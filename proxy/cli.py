@@ -349,6 +349,40 @@ def replay(
         raise typer.Exit(1)
 
 
+@app.command("attest-check")
+def attest_check(
+    codex: Annotated[
+        Path | None, typer.Option(help="The codex binary to check (default: the pinned one).")
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for per-case cassettes and backend logs.")] = (
+        Path("out/attest-check")
+    ),
+) -> None:
+    """Check x-oai-attestation end to end against the real app-server, case by case."""
+    from .attest_check import render_table, run_all, to_json
+
+    def progress(line: str) -> None:
+        _warn(f"rpctape attest-check {line}")
+
+    try:
+        outcomes = asyncio.run(run_all(out, codex, progress=progress))
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+    if json:
+        sys.stdout.buffer.write(to_json(outcomes) + b"\n")
+        sys.stdout.flush()
+    else:
+        for line in render_table(outcomes):
+            _say(line)
+        failed = sum(not o.ok for o in outcomes)
+        _say(
+            f"{len(outcomes) - failed} passed, {failed} failed; cassettes and backend logs in {out}"
+        )
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
 @app.command()
 def version() -> None:
     """Print the rpctape version."""
