@@ -50,6 +50,9 @@ class Scenario:
     replies: tuple[Reply, ...] = ()
     approval_policy: str = "never"
     string_ids: bool = False
+    auth: str = "apikey"
+    attestation_token: str | None = None
+    """The client advertises requestAttestation and answers attestation/generate with it."""
 
 
 async def _metadata(client: SessionClient) -> None:
@@ -108,6 +111,15 @@ SCENARIOS = (
         approval_policy="on-request",
         string_ids=True,
     ),
+    Scenario(
+        "attestation",
+        "ChatGPT-auth mode: the client advertises requestAttestation and answers "
+        "attestation/generate with a token before the turn's model request (integer ids)",
+        _one_turn,
+        replies=(Reply.text("Attested answer."),),
+        auth="chatgpt",
+        attestation_token="v1.recorded-client-token",
+    ),
 )
 
 
@@ -124,12 +136,19 @@ async def record(scenario: Scenario, out: Path) -> Path:
     try:
         async with (
             FakeBackend() as backend,
-            AppServer(backend.url, approval_policy=scenario.approval_policy) as server,
+            AppServer(
+                backend.url, approval_policy=scenario.approval_policy, auth=scenario.auth
+            ) as server,
         ):
             backend.script(*scenario.replies)
+            options = ClientOptions(
+                string_ids=scenario.string_ids,
+                request_attestation=scenario.attestation_token is not None,
+                attestation_token=scenario.attestation_token,
+            )
             async with (
                 recording_proxy(server.url, temp, meta=meta) as url,
-                SessionClient(url, ClientOptions(string_ids=scenario.string_ids)) as client,
+                SessionClient(url, options) as client,
             ):
                 await scenario.drive(client)
         os.replace(temp, target)

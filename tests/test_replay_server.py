@@ -105,8 +105,9 @@ async def test_real_cassette_replays_exactly_to_other_ids(cassette: Path) -> Non
 
 
 def test_the_real_cassettes_are_there() -> None:
-    """The four real cassettes of cassettes/README.md exist (the attestation one is not made)."""
+    """The five real cassettes of cassettes/README.md exist."""
     assert [p.name for p in CASSETTES] == [
+        "attestation.jsonl",
         "command-approval.jsonl",
         "initialize-model-list-config.jsonl",
         "turn-streamed.jsonl",
