@@ -9,7 +9,10 @@ Two synthetic cassettes, written to a temporary directory by the real recorder:
 - stream: one request, then ``--frames`` ~300-byte notifications (a long streamed turn);
   the replay has to send, the client only reads;
 - pairs: ``--frames`` / 2 request/response pairs, answered one at a time with string ids for
-  an integer-id recording (every reply is matched and remapped).
+  an integer-id recording (every reply is matched and remapped);
+- real: the same client session (initialize, then ``--frames`` / 2 - 1 ``model/list`` round
+  trips) timed against the real app-server 0.169.0, and replayed from a cassette recorded from
+  it through rpctape (``--no-real`` skips it).
 
 The replay server runs as ``rpctape replay`` in its own process (started by this script and
 stopped with SIGTERM); the client is this process. The median of ``--repeat`` runs is
@@ -35,10 +38,14 @@ from websockets.asyncio.client import connect
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from proxy.cassette import CassetteWriter, new_header  # noqa: E402
+from proxy.appserver import AppServer  # noqa: E402
+from proxy.backend import FakeBackend  # noqa: E402
+from proxy.cassette import CassetteWriter, load, new_header  # noqa: E402
+from proxy.client import SessionClient  # noqa: E402
 from proxy.jsonrpc import Direction  # noqa: E402
 from proxy.recorder import Recorder  # noqa: E402
 from proxy.redact import Redactor  # noqa: E402
+from proxy.relay import recording_proxy  # noqa: E402
 
 
 def _notification(n: int) -> str:
@@ -111,10 +118,49 @@ async def run_pairs(url: str, n: int) -> float:
         return time.perf_counter() - start
 
 
+async def run_model_list(url: str, n: int) -> float:
+    """initialize, then ``n // 2 - 1`` model/list round trips one at a time; timed after
+    initialize."""
+    async with SessionClient(url) as client:
+        await client.initialize()
+        start = time.perf_counter()
+        for _ in range(n // 2 - 1):
+            await client.call("model/list", {})
+        return time.perf_counter() - start
+
+
+async def real_vs_replay(n: int, repeat: int, tmp: str) -> None:
+    """The same model/list session against the real app-server and replayed from a cassette
+    recorded from it."""
+    cassette = Path(tmp, "real.jsonl")
+    real: list[float] = []
+    async with FakeBackend() as backend, AppServer(backend.url) as server:
+        for _ in range(repeat):
+            real.append(await run_model_list(server.url, n))
+        async with recording_proxy(server.url, cassette) as url:
+            await run_model_list(url, n)
+    replayed: list[float] = []
+    for _ in range(repeat):
+        proc, url = await start_replay(cassette)
+        try:
+            replayed.append(await run_model_list(url, n))
+        finally:
+            await stop(proc)
+    frames = len(load(cassette).frames())
+    for name, times in (("app-server", real), ("replay", replayed)):
+        took = statistics.median(times)
+        print(
+            f"{name:10} model/list session, {frames} frames in cassette: {took:.3f}s, "
+            f"{(n - 2) / took:,.0f} frames/s"
+        )
+    print(f"replay is {statistics.median(real) / statistics.median(replayed):.1f}x faster")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-real", action="store_true", help="skip the real app-server")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rpctape-bench-") as tmp:
         cases = {
@@ -136,6 +182,8 @@ async def main() -> None:
                 f"{name:7} {frames:6} frames in cassette, {args.frames:6} {what}: "
                 f"{took:.3f}s, {args.frames / took:,.0f} frames/s"
             )
+        if not args.no_real:
+            await real_vs_replay(args.frames, args.repeat, tmp)
 
 
 if __name__ == "__main__":
