@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 from .cassette import Cassette, CassetteWriter, load, new_header
 from .errors import CassetteNotFound, UsageError
 from .jsonrpc import Direction, Pairing, parse
+from .legs import plan_close
 from .modes import RecordMode, parse_mode
 from .recorder import Recorder
 from .redact import Redactor
@@ -46,7 +47,6 @@ from .relay import (
     RelayOptions,
     client_headers,
     describe_connect_error,
-    plan_close,
     upstream_url,
 )
 from .replay import (
@@ -475,7 +475,7 @@ async def _relay_episode(
     conn: int, client: ServerConnection, upstream: ClientConnection, recorder: Recorder
 ) -> None:
     """Pump both ways, recording each frame before forwarding it, until one leg closes;
-    then close the other leg and record how, with the rules of :func:`proxy.relay.plan_close`.
+    then close the other leg and record how, with the rules of :func:`proxy.legs.plan_close`.
     """
 
     async def pump(

@@ -2,7 +2,7 @@
 
 It echoes every frame back, except control commands sent as text:
 ``!drop`` (cut TCP without a close frame, as the app-server does), ``!close CODE REASON``,
-``!burst N`` (send N numbered notifications), ``!attest`` (send a server request
+``!burst N [SIZE]`` (send N numbered notifications, padded with SIZE bytes), ``!attest`` (send a server request
 ``attestation/generate`` with the next server id, as the app-server does). JSON-RPC responses
 from the client (answers to such requests) are kept in ``answers`` with their arrival time
 and not echoed; ``config/read`` requests are answered with a result.
@@ -94,8 +94,10 @@ class ScriptedUpstream:
                         await ws.send(f'{{"id":{n},"method":"attestation/generate","params":{{}}}}')
                         continue
                     if command == "burst":
-                        for i in range(int(arg)):
-                            await ws.send(f'{{"method":"n","params":{{"i":{i}}}}}')
+                        count, _, size = arg.partition(" ")
+                        pad = f',"pad":"{"x" * int(size)}"' if size else ""
+                        for i in range(int(count)):
+                            await ws.send(f'{{"method":"n","params":{{"i":{i}{pad}}}}}')
                         continue
                 await ws.send(frame)
         except ConnectionClosed:

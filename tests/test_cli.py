@@ -85,7 +85,7 @@ async def test_sigkill_leaves_every_received_frame_in_the_cassette(tmp_path: Pat
         ) as (proc, url),
         connect(url) as ws,
     ):
-        await ws.send("!burst 20000")
+        await ws.send("!burst 20000 2000")  # 40 MB: more than the socket buffers hold
         for _ in range(300):
             received.append(await ws.recv())
         proc.send_signal(signal.SIGKILL)

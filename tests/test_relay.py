@@ -15,7 +15,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy.cassette import Cassette, frame_of, load
-from proxy.relay import ClosePlan, plan_close, recording_proxy
+from proxy.legs import ClosePlan, plan_close
+from proxy.relay import recording_proxy
 from proxy.rules import load_rules
 from tests.scripted_upstream import ScriptedUpstream
 

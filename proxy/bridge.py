@@ -1,0 +1,217 @@
+"""The bridge: joins a client leg and a server leg, records every message, applies rules.
+
+Transport-agnostic: legs (:mod:`proxy.legs`) move whole messages over websockets or JSON
+Lines; the bridge records what one read brought in with one write, then forwards it, so a
+frame's cassette line is always written before the frame is forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from websockets.frames import CloseCode
+
+from .jsonrpc import Direction
+from .legs import Leg, Message
+from .recorder import Recorder
+from .rules import Decision, Engine, Rule
+
+log = logging.getLogger("rpctape.bridge")
+
+
+class Bridge:
+    """One client connection and its upstream connection, once both are open."""
+
+    def __init__(
+        self,
+        conn: int,
+        client: Leg,
+        server: Leg,
+        recorder: Recorder,
+        rules: Sequence[Rule] = (),
+    ) -> None:
+        self.conn = conn
+        self.client = client
+        self.server = server
+        self.recorder = recorder
+        self.engine = Engine(rules) if rules else None
+        self.closed = False
+        self._held: dict[Leg, list[tuple[float, Message]]] = {client: [], server: []}
+        self._timers: dict[Leg, asyncio.TimerHandle] = {}
+        client.peer, server.peer = server, client
+        self.done = asyncio.gather(client.lost, server.lost)
+        """Resolved when both TCP connections are gone."""
+        for leg in (client, server):
+            leg.on_messages = self._relay
+            leg.on_closed = self._leg_closed
+
+    def start(self) -> None:
+        """Deliver what either leg received before the bridge existed."""
+        for leg in (self.server, self.client):
+            held, leg.held = leg.held, []
+            if held:
+                self._relay(leg, held)
+            leg.report_closed()
+
+    async def wait(self) -> None:
+        """Until both TCP connections are gone."""
+        await self.done
+
+    def _relay(self, leg: Leg, messages: list[Message]) -> None:
+        direction = Direction.C2S if leg is self.client else Direction.S2C
+        if log.isEnabledFor(logging.DEBUG):
+            for _, payload in messages:
+                log.debug("conn %d %s %s", self.conn, direction.arrow, _shorten(payload))
+        assert leg.peer is not None
+        if self.engine is None and not self._held[leg.peer]:
+            events = self.recorder.record_frames(self.conn, direction, messages)
+            if not leg.peer.send(messages):
+                self._undelivered(leg.peer, [e["seq"] for e in events])
+            return
+        self._relay_with_rules(leg, direction, messages)
+
+    def _relay_with_rules(self, leg: Leg, direction: Direction, messages: list[Message]) -> None:
+        """Decide every message with the rule engine, record it all, then carry it out."""
+        rec, conn, peer = self.recorder, self.conn, leg.peer
+        assert peer is not None
+        lines: list[bytes] = []
+        sends: list[tuple[Leg, Message, int, int]] = []  # leg, message, delay, seq
+        close: tuple[int, str] | None = None
+        for is_text, payload in messages:
+            if not is_text or self.engine is None:
+                event, line = (
+                    rec.text_line(conn, direction, payload, *rec.inspect(conn, direction, payload))
+                    if is_text
+                    else rec.binary_line(conn, direction, payload)
+                )
+                lines.append(line)
+                sends.append((peer, (is_text, payload), 0, event["seq"]))
+                continue
+            parsed, response_to = rec.inspect(conn, direction, payload)
+            decision = self.engine.decide(direction, payload, parsed, response_to)
+            delay = decision.delay_ms
+            for name, towards, frame in decision.before:
+                sends.append(self._synthesize(lines, name, towards, frame, delay))
+            event, line = rec.text_line(
+                conn, direction, payload, parsed, response_to, _annotations(decision)
+            )
+            lines.append(line)
+            if decision.forward is not None:
+                sends.append((peer, (True, decision.forward), delay, event["seq"]))
+            for name, frame in decision.to_sender:
+                sends.append(self._synthesize(lines, name, direction.reverse, frame, delay))
+            for name, towards, frame in decision.after:
+                sends.append(self._synthesize(lines, name, towards, frame, delay))
+            close = close or decision.close
+        rec.write(lines)
+        for target, message, delay, seq in sends:
+            self._send(target, message, delay, seq)
+        if close is not None:
+            self.client.close(*close)
+
+    def _synthesize(
+        self, lines: list[bytes], rule: str, towards: Direction, frame: bytes, delay: int
+    ) -> tuple[Leg, Message, int, int]:
+        """Record a message rpctape itself sends; return what :meth:`_send` needs."""
+        rec = self.recorder
+        parsed, response_to = rec.inspect(self.conn, towards, frame)
+        extra = {"origin": "rpctape", "rule": rule}
+        event, line = rec.text_line(self.conn, towards, frame, parsed, response_to, extra)
+        lines.append(line)
+        target = self.server if towards is Direction.C2S else self.client
+        return target, (True, frame), delay, event["seq"]
+
+    def _send(self, leg: Leg, message: Message, delay_ms: int, seq: int) -> None:
+        """Send now, or after ``delay_ms``; a held message holds later ones to the same leg."""
+        held = self._held[leg]
+        if not held and not delay_ms:
+            if not leg.send([message]):
+                self._undelivered(leg, [seq])
+            return
+        held.append((time.monotonic() + delay_ms / 1000, message))
+        if leg not in self._timers:
+            self._schedule(leg)
+
+    def _schedule(self, leg: Leg) -> None:
+        due = self._held[leg][0][0]
+        loop = asyncio.get_running_loop()
+        self._timers[leg] = loop.call_later(max(0.0, due - time.monotonic()), self._release, leg)
+
+    def _release(self, leg: Leg) -> None:
+        del self._timers[leg]
+        held, now, ready = self._held[leg], time.monotonic(), []
+        while held and held[0][0] <= now:
+            ready.append(held.pop(0)[1])
+        if ready and not leg.send(ready):
+            self.recorder.error(
+                self.conn, f"{len(ready)} delayed frame(s) not delivered: {leg.name} closed"
+            )
+        if held:
+            self._schedule(leg)
+
+    def _undelivered(self, leg: Leg, seqs: list[int]) -> None:
+        self.recorder.error(
+            self.conn,
+            f"frames seq {seqs[0]}..{seqs[-1]} were recorded but not delivered: "
+            f"the {leg.name} connection had closed",
+            undelivered_seq=seqs,
+        )
+
+    def _leg_closed(self, leg: Leg) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        plan = leg.close_plan()
+        for note in getattr(leg, "notes", ()):
+            self.recorder.error(self.conn, note, leg=leg.name)
+        extra = {} if plan.exit_code is None else {"exit_code": plan.exit_code}
+        self.recorder.close(
+            self.conn,
+            by=plan.by,
+            code=plan.code,
+            reason=plan.reason,
+            leg=leg.name,
+            forwarded={"code": plan.forward_code, "reason": plan.forward_reason},
+            **extra,
+        )
+        log.info("conn %d closed by %s (%s %s)", self.conn, plan.by, plan.code, plan.reason)
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        held = sum(len(queue) for queue in self._held.values())
+        if held:
+            self.recorder.error(self.conn, f"{held} delayed frame(s) not delivered: closed first")
+        assert leg.peer is not None
+        leg.peer.close(plan.forward_code, plan.forward_reason)
+
+    def shutdown(self) -> None:
+        """Close the client leg as going away; the server leg follows."""
+        self.client.close(CloseCode.GOING_AWAY, "rpctape shutting down")
+
+
+def _annotations(decision: Decision) -> dict[str, Any]:
+    """What the cassette says about a message the rules touched (docs/rules.md)."""
+    if decision.untouched and not decision.hidden:
+        return {}
+    extra: dict[str, Any] = {}
+    if decision.applied:
+        extra["rules"] = [{"rule": name, "action": action} for name, action in decision.applied]
+    if decision.hidden:
+        extra["hidden"] = True
+    if decision.forward is None:
+        extra["forwarded"] = False
+    elif decision.changed:
+        extra["delivered"] = orjson.loads(decision.forward)
+    if decision.delay_ms:
+        extra["delay_ms"] = decision.delay_ms
+    return extra
+
+
+def _shorten(data: bytes, limit: int = 200) -> str:
+    text = data[:limit].decode(errors="replace")
+    return text if len(data) <= limit else f"{text}... ({len(data)} bytes)"
