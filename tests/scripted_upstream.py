@@ -2,8 +2,9 @@
 
 It echoes every frame back, except control commands sent as text:
 ``!drop`` (cut TCP without a close frame, as the app-server does), ``!close CODE REASON``,
-``!burst N [SIZE]`` (send N numbered notifications, padded with SIZE bytes), ``!attest`` (send a server request
-``attestation/generate`` with the next server id, as the app-server does). JSON-RPC responses
+``!burst N [SIZE]`` (send N numbered notifications, padded with SIZE bytes), ``!attest``
+(send a server request ``attestation/generate`` with the next server id, as the app-server
+does). JSON-RPC responses
 from the client (answers to such requests) are kept in ``answers`` with their arrival time
 and not echoed; ``config/read`` requests are answered with a result.
 """
