@@ -8,6 +8,7 @@ frame's cassette line is always written before the frame is forwarded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import orjson
 from websockets.frames import CloseCode
 
 from .jsonrpc import Direction
-from .legs import Leg, Message
+from .legs import ChildLeg, Leg, Message
 from .recorder import Recorder
 from .rules import Decision, Engine, Rule
 
@@ -49,6 +50,9 @@ class Bridge:
         for leg in (client, server):
             leg.on_messages = self._relay
             leg.on_closed = self._leg_closed
+            if isinstance(leg, ChildLeg):
+                leg.exited.add_done_callback(functools.partial(self._child_exited, leg))
+        self._closed_leg: Leg | None = None
 
     def start(self) -> None:
         """Deliver what either leg received before the bridge existed."""
@@ -166,6 +170,24 @@ class Bridge:
         if self.closed:
             return
         self.closed = True
+        self._closed_leg = leg
+        self._record_close(leg)
+        plan = leg.close_plan()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        held = sum(len(queue) for queue in self._held.values())
+        if held:
+            self.recorder.error(self.conn, f"{held} delayed frame(s) not delivered: closed first")
+        assert leg.peer is not None
+        leg.peer.close(plan.forward_code, plan.forward_reason)
+
+    def _child_exited(self, child: ChildLeg, _: object = None) -> None:
+        """A child that exits after the other leg closed: its exit is recorded too."""
+        if self.closed and self._closed_leg is not child:
+            self._record_close(child)
+
+    def _record_close(self, leg: Leg) -> None:
         plan = leg.close_plan()
         for note in getattr(leg, "notes", ()):
             self.recorder.error(self.conn, note, leg=leg.name)
@@ -180,14 +202,6 @@ class Bridge:
             **extra,
         )
         log.info("conn %d closed by %s (%s %s)", self.conn, plan.by, plan.code, plan.reason)
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        held = sum(len(queue) for queue in self._held.values())
-        if held:
-            self.recorder.error(self.conn, f"{held} delayed frame(s) not delivered: closed first")
-        assert leg.peer is not None
-        leg.peer.close(plan.forward_code, plan.forward_reason)
 
     def shutdown(self) -> None:
         """Close the client leg as going away; the server leg follows."""

@@ -16,6 +16,7 @@ import ctypes
 import logging
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -460,6 +461,8 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
             self.feed_eof()
             if self._killer is not None:
                 self._killer.cancel()
+            if self.transport is not None:
+                self.transport.close()
             self._set_lost()
 
     def pause_reading(self) -> None:
@@ -531,16 +534,22 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
 
 
 class StdioLeg(LineLeg):
-    """This process's own stdin (read) and stdout (written), as the client leg of ``wrap``."""
+    """This process's own stdin (read) and stdout (written), as the client leg of ``wrap``.
+
+    Pipes, sockets and terminals go through asyncio's pipe transports; a regular file (shell
+    redirection) is read in a worker thread and written directly.
+    """
 
     def __init__(self, max_size: int) -> None:
         super().__init__("client", max_size)
         self._reader: asyncio.ReadTransport | None = None
         self._writer: asyncio.WriteTransport | None = None
+        self._file_out: int | None = None
+        self._file_reader: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, max_size: int) -> StdioLeg:
-        """Attach to file descriptors 0 and 1 (pipes, sockets or terminals)."""
+        """Attach to file descriptors 0 and 1."""
         leg = cls(max_size)
         loop = asyncio.get_running_loop()
         owner = leg
@@ -561,11 +570,27 @@ class StdioLeg(LineLeg):
                 owner.output_closed = True
                 owner.report_closed()
 
-        stdin = os.fdopen(os.dup(0), "rb", buffering=0)
-        stdout = os.fdopen(os.dup(1), "wb", buffering=0)
-        leg._reader, _ = await loop.connect_read_pipe(_Read, stdin)
-        leg._writer, _ = await loop.connect_write_pipe(_Write, stdout)
+        stdin_fd, stdout_fd = os.dup(0), os.dup(1)
+        if stat.S_ISREG(os.fstat(stdin_fd).st_mode):
+            leg._file_reader = loop.create_task(leg._read_file(stdin_fd), name="wrap stdin")
+        else:
+            pipe = os.fdopen(stdin_fd, "rb", buffering=0)
+            leg._reader, _ = await loop.connect_read_pipe(_Read, pipe)
+        if stat.S_ISREG(os.fstat(stdout_fd).st_mode):
+            leg._file_out = stdout_fd
+        else:
+            pipe = os.fdopen(stdout_fd, "wb", buffering=0)
+            leg._writer, _ = await loop.connect_write_pipe(_Write, pipe)
         return leg
+
+    async def _read_file(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while data := await loop.run_in_executor(None, os.read, fd, 1 << 16):
+                self.feed(data)
+        finally:
+            os.close(fd)
+            self.feed_eof()
 
     def pause_reading(self) -> None:
         if self._reader is not None and not self._reader.is_closing():
@@ -576,7 +601,11 @@ class StdioLeg(LineLeg):
             self._reader.resume_reading()
 
     def write(self, data: bytes) -> None:
-        if self._writer is not None and not self._writer.is_closing():
+        if self._file_out is not None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._file_out, view) :]
+        elif self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
 
     def end_output(self) -> None:
@@ -585,6 +614,11 @@ class StdioLeg(LineLeg):
         self.output_closed = True
         if self._writer is not None:
             self._writer.close()
+        if self._file_out is not None:
+            os.close(self._file_out)
+            self._file_out = None
         if self._reader is not None:
             self._reader.close()
+        if self._file_reader is not None:
+            self._file_reader.cancel()
         self._set_lost()

@@ -81,6 +81,7 @@ class Recorder:
         subprotocol: str | None,
         upstream: str,
         transport: str = "websocket",
+        client_transport: str = "websocket",
     ) -> Event:
         """Record an accepted connection (after the upstream connection succeeded)."""
         self._pairing[conn] = Pairing()
@@ -94,6 +95,7 @@ class Recorder:
                 "subprotocol": subprotocol,
                 "upstream": upstream,
                 "transport": transport,
+                "client_transport": client_transport,
             },
         )
         self._write([event])

@@ -16,8 +16,10 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import os
+import shlex
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from websockets.uri import parse_uri
 from .bridge import Bridge
 from .cassette import CassetteWriter, new_header
 from .errors import UsageError
-from .legs import WebSocketLeg
+from .legs import ChildLeg, Leg, WebSocketLeg
 from .recorder import Recorder
 from .redact import Redactor
 from .rules import Rule
@@ -105,11 +107,49 @@ class ListenAddress:
             return False
 
 
+def default_control_socket() -> Path:
+    """The app-server's default control socket: ``$CODEX_HOME/app-server-control/...sock``."""
+    home = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+    return home / "app-server-control" / "app-server-control.sock"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where the relay connects: a websocket URL, a unix socket, or a command over stdio."""
+
+    kind: str
+    """``websocket``, ``unix`` or ``stdio`` (also the cassette's ``transport``)."""
+    url: str
+    """As recorded in the cassette: ``ws://...``, ``unix:///path``, ``stdio:codex app-server``."""
+    socket: str | None = None
+    command: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | None, command: Sequence[str] = ()) -> Upstream:
+        """``ws://HOST:PORT``, ``unix:///PATH``, ``unix://`` (the default control socket), or
+        a command (``-- codex app-server ARGS``) spoken to over its stdin and stdout."""
+        if command:
+            if text:
+                raise UsageError("give either --upstream or a command after --, not both")
+            return cls("stdio", "stdio:" + shlex.join(command), command=tuple(command))
+        if not text:
+            raise UsageError("give --upstream ws://HOST:PORT or unix://PATH, or -- COMMAND")
+        parts = urlsplit(text)
+        if parts.scheme == "unix" and not parts.netloc:
+            path = parts.path or str(default_control_socket())
+            return cls("unix", f"unix://{path}", socket=path)
+        if parts.scheme in ("ws", "wss") and parts.hostname:
+            return cls("websocket", text)
+        raise UsageError(
+            f"--upstream must be a ws:// URL or unix://PATH (or a command after --), not {text!r}"
+        )
+
+
 @dataclass(frozen=True)
 class RelayOptions:
     """Settings of one recording relay; passed in, never read from globals."""
 
-    upstream: str
+    upstream: str | None
     listen: ListenAddress = field(default_factory=lambda: ListenAddress("127.0.0.1", 0))
     max_size: int = DEFAULT_MAX_SIZE
     allow_origins: frozenset[str] = frozenset()
@@ -117,14 +157,15 @@ class RelayOptions:
     """When set, clients must send ``Authorization: Bearer <token>``; it is not passed on."""
     rules: tuple[Rule, ...] = ()
     """Rewrite rules applied in order to every message (see docs/rules.md)."""
+    command: tuple[str, ...] = ()
+    """Instead of ``upstream``: start this command per client and speak JSON Lines to it."""
     connect_timeout: float = 10.0
     close_timeout: float = 1.0
     """How long to wait for a peer to finish closing (the app-server never sends a close)."""
+    target: Upstream = field(init=False)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.upstream)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise UsageError(f"--upstream must be a ws:// URL, not {self.upstream!r}")
+        object.__setattr__(self, "target", Upstream.parse(self.upstream, self.command))
 
 
 def client_headers(request: Request, *, strip_auth: bool) -> list[tuple[str, str]]:
@@ -169,6 +210,10 @@ class RecordingRelay:
         """Bind the listener and return its ``ws://HOST:PORT`` URL."""
         loop = asyncio.get_running_loop()
         listen = self.options.listen
+        if listen.path is not None:
+            self._server = await loop.create_unix_server(self._new_client, listen.path)
+            self.url = f"unix://{listen.path}"
+            return self.url
         self._server = await loop.create_server(self._new_client, listen.host, listen.port)
         host, port = self._server.sockets[0].getsockname()[:2]
         self.url = f"ws://{host}:{port}"
@@ -180,6 +225,9 @@ class RecordingRelay:
         if server is None:
             return
         server.close()
+        if self.options.listen.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.options.listen.path)
         for task in list(self._handshakes):
             task.cancel()
         await asyncio.gather(*self._handshakes, return_exceptions=True)
@@ -227,9 +275,10 @@ class RecordingRelay:
             _respond(client, ws, ws.reject(*refusal))
             return
         conn = self.recorder.new_connection()
-        url = upstream_url(self.options.upstream, request.path)
+        target = self.options.target
+        url = upstream_url(target.url, request.path) if target.kind == "websocket" else target.url
         try:
-            server = await self._connect_upstream(url, request)
+            server = await self._connect_upstream(target, request)
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             reason = describe_connect_error(exc)
             message = f"cannot reach upstream {url}: {reason}"
@@ -245,7 +294,7 @@ class RecordingRelay:
             log.warning("conn %d: %s", conn, message)
             _respond(client, ws, ws.reject(502, f"rpctape: {message}\n"))
             return
-        chosen = server.ws.subprotocol if isinstance(server.ws, ClientProtocol) else None
+        chosen = server.ws.subprotocol if isinstance(server, WebSocketLeg) else None
         ws.select_subprotocol = lambda offered: chosen  # type: ignore[method-assign,assignment]
         response = ws.accept(request)
         gone = client.transport is None or client.transport.is_closing()
@@ -267,6 +316,7 @@ class RecordingRelay:
             headers=request.headers.raw_items(),
             subprotocol=chosen,
             upstream=url,
+            transport=target.kind,
         )
         bridge = Bridge(conn, client, server, self.recorder, self.options.rules)
         self._bridges.add(bridge)
@@ -277,10 +327,16 @@ class RecordingRelay:
         assert client.transport is not None
         client.transport.resume_reading()
 
-    async def _connect_upstream(self, url: str, request: Request) -> WebSocketLeg:
-        """Open the upstream websocket with the client's headers and subprotocols."""
+    async def _connect_upstream(self, target: Upstream, request: Request) -> Leg:
+        """Open the upstream: a websocket (TCP or unix socket) with the client's headers and
+        subprotocols, or a child process speaking JSON Lines."""
         opts = self.options
-        uri = parse_uri(url)
+        if target.kind == "stdio":
+            return await ChildLeg.spawn(target.command, opts.max_size)
+        if target.kind == "unix":
+            uri = parse_uri(f"ws://localhost{request.path}")
+        else:
+            uri = parse_uri(upstream_url(target.url, request.path))
         offered = [
             Subprotocol(p.strip())
             for value in request.headers.get_all("Sec-WebSocket-Protocol")
@@ -299,12 +355,15 @@ class RecordingRelay:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(opts.connect_timeout):
-                await loop.create_connection(
-                    lambda: leg,
-                    uri.host,
-                    uri.port,
-                    ssl=ssl.create_default_context() if uri.secure else None,
-                )
+                if target.socket is not None:
+                    await loop.create_unix_connection(lambda: leg, target.socket)
+                else:
+                    await loop.create_connection(
+                        lambda: leg,
+                        uri.host,
+                        uri.port,
+                        ssl=ssl.create_default_context() if uri.secure else None,
+                    )
                 upgrade = ws.connect()
                 for name, value in client_headers(request, strip_auth=opts.token is not None):
                     upgrade.headers[name] = value
@@ -343,7 +402,7 @@ def describe_connect_error(exc: BaseException) -> str:
 
 @contextlib.asynccontextmanager
 async def recording_proxy(
-    upstream: str,
+    upstream: str | None,
     cassette: Path | str,
     *,
     overwrite: bool = False,
@@ -354,12 +413,16 @@ async def recording_proxy(
 ) -> AsyncIterator[str]:
     """Run a recording relay in-process on 127.0.0.1 (a free port); yield its ws URL.
 
-    ``options`` are :class:`RelayOptions` fields. The cassette is closed on exit.
+    ``options`` are :class:`RelayOptions` fields (``command=(...)`` instead of an upstream
+    URL starts that command per client). The cassette is closed on exit.
     """
-    writer = CassetteWriter(Path(cassette), new_header(upstream, meta=meta), overwrite=overwrite)
+    relay_options = RelayOptions(upstream, **options)
+    target = relay_options.target
+    header = new_header(target.url, transport=target.kind, meta=meta)
+    writer = CassetteWriter(Path(cassette), header, overwrite=overwrite)
     recorder = Recorder(writer, Redactor.build(redact_keys, enabled=redact))
     try:
-        async with RecordingRelay(RelayOptions(upstream, **options), recorder) as relay:
+        async with RecordingRelay(relay_options, recorder) as relay:
             yield relay.url
     finally:
         writer.close()

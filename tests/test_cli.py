@@ -129,7 +129,10 @@ def test_record_refuses_non_loopback_without_token(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--listen", "http://127.0.0.1:0"], "--listen must look like ws://127.0.0.1:4223"),
-        (["--upstream", "http://x"], "--upstream must be a ws:// URL, not 'http://x'"),
+        (
+            ["--upstream", "http://x"],
+            "--upstream must be a ws:// URL or unix://PATH (or a command after --), not 'http://x'",
+        ),
     ],
 )
 def test_record_bad_urls(tmp_path: Path, args: list[str], message: str) -> None:

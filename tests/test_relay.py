@@ -15,7 +15,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy.cassette import Cassette, frame_of, load
-from proxy.legs import ClosePlan, plan_close
 from proxy.relay import recording_proxy
 from proxy.rules import load_rules
 from tests.scripted_upstream import ScriptedUpstream
@@ -323,17 +322,6 @@ async def test_shutdown_closes_connections_cleanly(
     assert upstream.closes == [(1001, "rpctape shutting down")]
     (close,) = events(load(cassette_path), "close")
     assert (close["by"], close["code"], close["reason"]) == ("proxy", 1001, "rpctape shutting down")
-
-
-def test_plan_close_without_any_close_frame_from_client() -> None:
-    """A client that vanishes: recorded as 1006 by the client, server leg gets 1011."""
-    assert plan_close("client", None, None, None) == ClosePlan(
-        "client",
-        1006,
-        "client connection dropped without a close frame",
-        1011,
-        "client connection dropped without a close frame",
-    )
 
 
 async def test_fragmented_message_is_relayed_whole(

@@ -1,0 +1,83 @@
+"""``rpctape wrap -- codex app-server ARGS``: a recording shim for clients that spawn the server.
+
+The VS Code extension and the desktop app start ``codex app-server`` and speak JSON Lines
+over its stdin and stdout. ``wrap`` stands in its place: it starts the real command, relays
+its own stdin to the child's stdin and the child's stdout to its own stdout, line by line as
+each line completes, and records both directions. Its stdout carries nothing but the child's
+output; its own logs go to stderr (or ``--log``). Signals it receives are passed to the child;
+it exits with the child's exit code (128 + N when the child died of signal N).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from .bridge import Bridge
+from .cassette import CassetteWriter, new_header
+from .legs import ChildLeg, StdioLeg
+from .recorder import Recorder
+from .redact import Redactor
+from .relay import DEFAULT_MAX_SIZE
+from .rules import Rule
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)  # fmt: skip
+
+
+def exit_status(code: int) -> int:
+    """A shell's view of a child's status: its code, or 128 + N for death by signal N."""
+    return code if code >= 0 else 128 - code
+
+
+async def run_wrap(
+    command: Sequence[str],
+    cassette: Path,
+    *,
+    rules: Sequence[Rule] = (),
+    redactor: Redactor | None = None,
+    overwrite: bool = False,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> int:
+    """Run ``command`` behind this process's stdio, recording; return the exit status."""
+    upstream = "stdio:" + shlex.join(command)
+    header = new_header(upstream, transport="stdio", meta={"client_transport": "stdio"})
+    writer = CassetteWriter(cassette, header, overwrite=overwrite)
+    try:
+        recorder = Recorder(writer, redactor)
+        conn = recorder.new_connection()
+        try:
+            child = await ChildLeg.spawn(command, max_size)
+        except OSError as exc:
+            recorder.error(conn, f"cannot start {upstream}: {exc}", stage="connect")
+            raise
+        client = await StdioLeg.open(max_size)
+        recorder.open(
+            conn,
+            path="",
+            headers=(),
+            subprotocol=None,
+            upstream=upstream,
+            transport="stdio",
+            client_transport="stdio",
+        )
+        bridge = Bridge(conn, client, child, recorder, rules)
+        bridge.start()
+        loop = asyncio.get_running_loop()
+        for sig in FORWARDED_SIGNALS:
+            loop.add_signal_handler(sig, child.signal, sig)
+        try:
+            code = await child.exited
+            # Let the child's last output through, and the client leg close after it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bridge.wait(), 5)
+        finally:
+            for sig in FORWARDED_SIGNALS:
+                loop.remove_signal_handler(sig)
+        return exit_status(code)
+    finally:
+        writer.close()
