@@ -44,6 +44,8 @@ from typing import Any, Self
 import aiohttp
 import orjson
 import tomli_w
+from websockets.asyncio.client import unix_connect
+from websockets.exceptions import InvalidHandshake
 
 from proxy.backend import (
     ACCOUNT_ID,
@@ -305,8 +307,11 @@ class AppServer:
         extra_config: Mapping[str, Any] | None = None,
         ready_timeout: float = 30.0,
         grace: float = 3.0,
+        unix_socket: bool = False,
     ) -> None:
         self.backend_url = backend_url
+        self.unix_socket = unix_socket
+        """Listen on ``unix://<tmp>/app-server.sock`` (websocket over a unix socket)."""
         self.codex = find_codex(codex)
         self.approval_policy = approval_policy
         self.auth = parse_auth_mode(auth)
@@ -320,8 +325,23 @@ class AppServer:
         self._url: str | None = None
 
     @property
+    def socket_path(self) -> Path:
+        """The unix socket the server listens on (with ``unix_socket=True``)."""
+        return self._root / "app-server.sock"
+
+    def environment(self) -> dict[str, str]:
+        """The environment the server runs with (to start more servers on the same home)."""
+        env = {**os.environ, "CODEX_HOME": str(self.codex_home), FAKE_API_KEY_ENV: FAKE_API_KEY}
+        if self.auth is AuthMode.CHATGPT:
+            env[REFRESH_URL_ENV_VAR] = self.backend_url.rstrip("/") + REFRESH_TOKEN_PATH
+            # Only the fake ChatGPT login of auth.json may authenticate.
+            for name in ("OPENAI_API_KEY", "CODEX_API_KEY"):
+                env.pop(name, None)
+        return env
+
+    @property
     def url(self) -> str:
-        """The websocket URL, ``ws://127.0.0.1:PORT``; valid once started."""
+        """``ws://127.0.0.1:PORT`` (or ``unix:///path``); valid once started."""
         if self._url is None:
             raise RuntimeError("AppServer is not started")
         return self._url
@@ -390,19 +410,14 @@ class AppServer:
 
     async def _spawn(self) -> None:
         """Start ``codex app-server`` in its own session, output to the log file."""
-        env = {**os.environ, "CODEX_HOME": str(self.codex_home), FAKE_API_KEY_ENV: FAKE_API_KEY}
-        if self.auth is AuthMode.CHATGPT:
-            env[REFRESH_URL_ENV_VAR] = self.backend_url.rstrip("/") + REFRESH_TOKEN_PATH
-            # Only the fake ChatGPT login of auth.json may authenticate.
-            for name in ("OPENAI_API_KEY", "CODEX_API_KEY"):
-                env.pop(name, None)
+        env = self.environment()
         with self.log_path.open("wb") as log:
             try:
                 self._process = await asyncio.create_subprocess_exec(
                     str(self.codex),
                     "app-server",
                     "--listen",
-                    "ws://127.0.0.1:0",
+                    f"unix://{self.socket_path}" if self.unix_socket else "ws://127.0.0.1:0",
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
@@ -430,11 +445,27 @@ class AppServer:
                         f"codex app-server was not ready after {self.ready_timeout:g}s. "
                         f"Log tail ({self.log_path}):\n{self.log_tail()}"
                     )
-                if self._url is None and (match := _LISTENING.search(self.log_tail(1 << 20))):
-                    self._url = match.group(1)
-                if self._url is not None and await self._is_ready(session):
-                    return
+                if self.unix_socket:
+                    if await self._unix_ready():
+                        self._url = f"unix://{self.socket_path}"
+                        return
+                else:
+                    if self._url is None and (match := _LISTENING.search(self.log_tail(1 << 20))):
+                        self._url = match.group(1)
+                    if self._url is not None and await self._is_ready(session):
+                        return
                 await asyncio.sleep(0.05)
+
+    async def _unix_ready(self) -> bool:
+        """Whether a websocket opens over the unix socket (0.169.0 serves no /readyz there:
+        a plain GET gets an empty reply)."""
+        if not self.socket_path.exists():
+            return False
+        try:
+            async with unix_connect(str(self.socket_path), uri="ws://localhost/", open_timeout=2):
+                return True
+        except (OSError, InvalidHandshake, TimeoutError):
+            return False
 
     async def _is_ready(self, session: aiohttp.ClientSession) -> bool:
         """Whether ``GET /readyz`` answers 200."""

@@ -71,8 +71,9 @@ async def run_wrap(
         for sig in FORWARDED_SIGNALS:
             loop.add_signal_handler(sig, child.signal, sig)
         try:
-            code = await child.exited
-            # Let the child's last output through, and the client leg close after it.
+            await child.lost  # exited, and its last output delivered
+            code = child.exited.result()
+            client.close(1000, "app-server exited")  # no-op if the bridge closed it already
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(bridge.wait(), 5)
         finally:

@@ -140,6 +140,7 @@ def test_open_redacts_headers_and_close_and_error() -> None:
         "subprotocol": "p1",
         "upstream": "ws://127.0.0.1:9/?x=1",
         "transport": "websocket",
+        "client_transport": "websocket",
     }
     assert rec.open_connections == 1
     closed = rec.close(conn, by="client", code=1000, reason="bye", leg="client")
