@@ -1,0 +1,121 @@
+"""Benchmark `rpctape wrap`: added latency per message against spawning the app-server directly.
+
+Run from the repository root with the project's venv::
+
+    .venv/bin/python bench/bench_wrap.py [--requests 2000] [--repeat 3]
+
+For each path (``direct``: the client spawns ``codex app-server``; ``wrap``: the client spawns
+``rpctape wrap --cassette ... -- codex app-server``) the client sends ``initialize``, then
+small requests one at a time over stdio and times each round trip. The request is
+``config/read`` (answered by the real server from its config, no model involved). The same
+is done against a minimal Python echo child to show rpctape's own share without codex.
+Medians of ``--repeat`` runs; the cassette is checked to hold every frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from proxy.appserver import (  # noqa: E402
+    FAKE_API_KEY,
+    FAKE_API_KEY_ENV,
+    find_codex,
+    write_codex_home,
+)
+from proxy.cassette import load  # noqa: E402
+
+ECHO = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line); sys.stdout.flush()\n"
+
+
+async def session(command: list[str], env: dict[str, str], requests: int) -> list[float]:
+    """Round-trip times (seconds) of ``requests`` small requests, one at a time."""
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+        limit=1 << 24,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    async def call(n: int, method: str, params: object) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(orjson.dumps({"id": n, "method": method, "params": params}) + b"\n")
+        await proc.stdin.drain()
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the server closed its output")
+            if orjson.loads(line).get("id") == n:
+                return
+
+    times: list[float] = []
+    try:
+        await call(0, "initialize", {"clientInfo": {"name": "bench", "version": "1"}})
+        for n in range(1, requests + 1):
+            start = time.perf_counter()
+            await call(n, "config/read", {})
+            times.append(time.perf_counter() - start)
+    finally:
+        proc.stdin.close()
+        await proc.wait()
+    return times
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rpctape = str(Path(sys.executable).parent / "rpctape")
+    with tempfile.TemporaryDirectory(prefix="rpctape-bench-wrap-") as tmp:
+        write_codex_home(Path(tmp, "home"), "http://127.0.0.1:9")
+        env = {**os.environ, "CODEX_HOME": str(Path(tmp, "home")), FAKE_API_KEY_ENV: FAKE_API_KEY}
+        codex = [str(find_codex()), "app-server"]
+        echo = [sys.executable, "-c", ECHO]
+        print(f"{args.requests} round trips per run, {args.repeat} run(s), medians (us)")
+        print(f"{'child':12} {'path':7} {'median':>8} {'p99':>8} {'added median':>13}")
+        for name, child in (("codex", codex), ("python echo", echo)):
+            results: dict[str, tuple[float, float]] = {}
+            for path in ("direct", "wrap"):
+                medians, p99s = [], []
+                for run in range(args.repeat):
+                    cassette = Path(tmp, f"{name}-{run}.jsonl".replace(" ", "-"))
+                    command = (
+                        child
+                        if path == "direct"
+                        else [rpctape, "wrap", "--cassette", str(cassette), "--", *child]
+                    )
+                    times = await session(command, env, args.requests)
+                    medians.append(statistics.median(times))
+                    p99s.append(pct(times, 0.99))
+                    if path == "wrap":
+                        frames = len(load(cassette).frames())
+                        assert frames >= 2 * (args.requests + 1), frames
+                results[path] = (statistics.median(medians), statistics.median(p99s))
+            for path, (median, p99) in results.items():
+                added = median - results["direct"][0]
+                extra = f"{added * 1e6:13.0f}" if path == "wrap" else ""
+                print(f"{name:12} {path:7} {median * 1e6:8.0f} {p99 * 1e6:8.0f} {extra}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
