@@ -21,6 +21,7 @@ from .attest import AttestKind, AttestMode, attestation_rules
 from .cassette import CassetteWriter, load, new_header
 from .errors import RpctapeError, UsageError
 from .jsonrpc import Direction
+from .modes import RecordMode, parse_mode
 from .recorder import Recorder
 from .redact import Redactor
 from .relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
@@ -49,9 +50,13 @@ def _warn(line: str) -> None:
     sys.stderr.flush()
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, path: Path | None = None) -> None:
+    """Logs go to stderr (never stdout), or to ``path``."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="rpctape %(levelname)s %(name)s: %(message)s")
+    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    logging.basicConfig(
+        level=level, format="rpctape %(levelname)s %(name)s: %(message)s", handlers=[handler]
+    )
 
 
 @contextlib.contextmanager
@@ -128,8 +133,15 @@ def _fail(exc: BaseException) -> typer.Exit:
 
 @app.command()
 def record(
-    upstream: Annotated[str, typer.Option(help="The app-server to relay to (ws://HOST:PORT).")],
     cassette: Annotated[Path, typer.Option(help="Cassette file to write (JSON Lines).")],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="After --: start this app-server per client, over stdio."),
+    ] = None,
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="The app-server: ws://HOST:PORT, unix://PATH, or unix:// (default)."),
+    ] = None,
     listen: Annotated[str, typer.Option(help="Where clients connect; port 0 picks one.")] = (
         "ws://127.0.0.1:4223"
     ),
@@ -179,13 +191,16 @@ def record(
                 raise UsageError(f"--token-file {token_file} is empty")
         options = RelayOptions(
             upstream,
+            command=tuple(command or ()),
             listen=address,
             max_size=max_size,
             allow_origins=frozenset(allow_origin or ()),
             token=token,
             rules=tuple(build_rules(rules or (), attest or (), advertise_attestation)),
         )
-        writer = CassetteWriter(cassette, new_header(upstream), overwrite=overwrite)
+        target = options.target
+        header = new_header(target.url, transport=target.kind)
+        writer = CassetteWriter(cassette, header, overwrite=overwrite)
     except (RpctapeError, OSError) as exc:
         raise _fail(exc) from None
     recorder = Recorder(writer, Redactor.build(redact_key or (), enabled=not no_redact))
@@ -288,9 +303,20 @@ async def _replay(server: ReplayServer) -> ReplayReport:
 @app.command()
 def replay(
     cassette: Annotated[Path, typer.Argument(help="Cassette file to serve.")],
-    listen: Annotated[str, typer.Option(help="Where clients connect; port 0 picks one.")] = (
-        "ws://127.0.0.1:4223"
-    ),
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="ws://HOST:PORT (port 0 picks one) or unix:///PATH; default ws://127.0.0.1:4223."
+        ),
+    ] = None,
+    stdio: Annotated[
+        bool,
+        typer.Option(
+            "--stdio",
+            help="Serve one client on stdin/stdout (newline-delimited JSON) instead of "
+            "listening; exit when stdin ends.",
+        ),
+    ] = False,
     pace: Annotated[
         str, typer.Option(help="fast, recorded, or a speed-up factor such as 10.")
     ] = "fast",
@@ -324,7 +350,31 @@ def replay(
 ) -> None:
     """Serve a cassette to clients as if it were the app-server (docs/replay.md)."""
     _setup_logging(verbose)
+
+    async def serve_stdio(server: ReplayServer) -> ReplayReport:
+        """Until stdin ends, or SIGINT/SIGTERM."""
+        with _stop_on_signals() as stop:
+            serving = asyncio.create_task(server.serve_stdio(), name="replay-stdio")
+            stopping = asyncio.create_task(stop.wait(), name="replay-stdio:signals")
+            try:
+                await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not serving.done():
+                    await server.close()
+                return await serving
+            finally:
+                for task in (serving, stopping):
+                    task.cancel()
+                await asyncio.gather(serving, stopping, return_exceptions=True)
+
     try:
+        if stdio and listen is not None:
+            raise UsageError("--stdio and --listen exclude each other: stdio does not listen")
+        if stdio and parse_mode(RecordMode, record_mode, "record mode") is not RecordMode.NONE:
+            raise UsageError(
+                f"--stdio only replays: record mode {record_mode!r} is not supported over stdio "
+                "(record the session with rpctape record or wrap, then replay it)"
+            )
+        listen = listen or "ws://127.0.0.1:4223"
         address = ListenAddress.parse(listen)
         if not address.is_loopback:
             raise UsageError(
@@ -341,12 +391,55 @@ def replay(
             listen=address,
             rules=build_rules(rules or (), attest or (), advertise_attestation),
         )
-        report = asyncio.run(_replay(server))
+        report = asyncio.run(serve_stdio(server) if stdio else _replay(server))
     except (RpctapeError, OSError) as exc:
         raise _fail(exc) from None
-    _say(report.render())
+    if stdio:
+        _warn(report.render())  # stdout carries the protocol only
+    else:
+        _say(report.render())
     if strict and not report.clean:
         raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def wrap(
+    cassette: Annotated[Path, typer.Option(help="Cassette file to write (JSON Lines).")],
+    command: Annotated[list[str], typer.Argument(help="After --: the app-server command.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing cassette.")] = False,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="TOML rules file (repeatable).")
+    ] = None,
+    attest: Annotated[
+        list[str] | None, typer.Option(help=f"attestation/generate behaviour: {ATTEST_USAGE}.")
+    ] = None,
+    advertise_attestation: Annotated[
+        bool, typer.Option(help="Set capabilities.requestAttestation in initialize.")
+    ] = False,
+    redact_key: Annotated[
+        list[str] | None, typer.Option(help="Also redact JSON members with this key.")
+    ] = None,
+    no_redact: Annotated[
+        bool, typer.Option("--no-redact", help="Record secrets as they are (careful).")
+    ] = False,
+    log: Annotated[
+        Path | None, typer.Option(help="Write rpctape's own log here instead of stderr.")
+    ] = None,
+    verbose: Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")] = 0,
+) -> None:
+    """Stand in for `codex app-server` on stdio: run it, relay stdin/stdout, record both."""
+    from .wrap import run_wrap
+
+    _setup_logging(verbose, log)
+    try:
+        rule_list = build_rules(rules or (), attest or (), advertise_attestation)
+        redactor = Redactor.build(redact_key or (), enabled=not no_redact)
+        status = asyncio.run(
+            run_wrap(command, cassette, rules=rule_list, redactor=redactor, overwrite=overwrite)
+        )
+    except (RpctapeError, OSError) as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(status)
 
 
 @app.command("attest-check")

@@ -1,9 +1,12 @@
-"""The replay server: the websocket I/O shell around :mod:`proxy.replay`.
+"""The replay server: the I/O shell around :mod:`proxy.replay`.
 
-It listens on ``ws://HOST:PORT``, serves ``GET /readyz`` and ``/healthz``, and per client
+It listens on ``ws://HOST:PORT`` or a unix socket (websocket over it, as the app-server's
+``--listen unix://PATH``), serves ``GET /readyz`` and ``/healthz``, and per client
 connection carries out the :class:`~proxy.replay.Step` values the planner returns: a reader
 task feeds client frames to the planner, a writer task sends the planned frames in order
-(sleeping for the pacing delays) and closes when told. Depending on the record mode it also
+(sleeping for the pacing delays) and closes when told. :meth:`ReplayServer.serve_stdio`
+runs the same loop for one client on stdin/stdout (newline-delimited JSON, the app-server's
+``stdio://`` transport) through :class:`StdioPeer`. Depending on the record mode it also
 records: ``once`` (missing cassette) and ``all`` run the recording relay of
 :mod:`proxy.relay` into a temporary file renamed over the cassette when recording completes;
 ``new_episodes`` relays a connection whose first client frame matches no unused recorded
@@ -18,17 +21,19 @@ import enum
 import logging
 import os
 import secrets
+import stat
 import sys
 import types
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.frames import Close as CloseFrame
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
@@ -74,6 +79,217 @@ def _shorten(data: str | bytes, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
+class Peer(Protocol):
+    """The live client as the replay loop sees it: a websocket connection or a :class:`StdioPeer`.
+
+    ``recv`` returns the next message (``str`` text, ``bytes`` binary) and raises
+    :class:`~websockets.exceptions.ConnectionClosed` when there is none left (its ``sent`` is
+    set when this side closed); ``send`` writes one whole message; ``close`` ends the
+    connection, after which ``recv`` raises.
+    """
+
+    async def recv(self) -> str | bytes: ...
+
+    async def send(self, message: bytes, *, text: bool | None = None) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+def _watchable(fd: int) -> bool:
+    """Whether the event loop can watch ``fd``: pipes, sockets and terminals can; regular
+    files and ``/dev/null`` cannot (epoll refuses them), but reading them never blocks."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _PipeOutput(asyncio.Protocol):
+    """Flow control of the write pipe: :meth:`StdioPeer.send` waits while it is paused."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.lost = asyncio.Event()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
+        self.writable.set()
+
+
+class StdioPeer:
+    """One client speaking newline-delimited messages on two file descriptors (by default
+    this process's stdin and stdout), behind the surface of :class:`Peer`.
+
+    Open it with :meth:`open` in the running loop. :meth:`recv` returns each line without its
+    ``\\n`` as text (``bytes`` when it is not UTF-8, which then matches only a recorded binary
+    frame), empty lines and non-JSON included; a last line without newline is returned too;
+    then it raises ``ConnectionClosed`` (``sent`` unset: the client ended its input). A line
+    over ``max_size`` bytes ends the input as well (the websocket transport closes with 1009).
+    :meth:`send` writes a message and ``\\n`` (a binary frame's bytes too: a line has no
+    type). :meth:`close` stops reading, flushes, and points the output descriptor at
+    ``/dev/null`` so that the client sees end of file at once while a stray write to it stays
+    harmless; :meth:`abort` does the same without flushing. Pipes, sockets and terminals go
+    through the event loop; regular files and ``/dev/null`` (``< requests.jsonl``) through a
+    worker thread, as reading or writing them never blocks. :attr:`notes` says what a person
+    should know (torn last line, overlong line) for the report.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int, max_size: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.max_size = max_size
+        self.notes: list[str] = []
+        self._blocking = (os.get_blocking(read_fd), os.get_blocking(write_fd))
+        self._reader = asyncio.StreamReader(limit=max_size)
+        self._in: asyncio.ReadTransport | None = None
+        self._in_file: BinaryIO | None = None
+        self._out: asyncio.WriteTransport | None = None
+        self._output = _PipeOutput()
+        self._ended = False
+        self._closed: CloseFrame | None = None
+        self._released = False
+
+    @classmethod
+    async def open(
+        cls, read_fd: int = 0, write_fd: int = 1, *, max_size: int = DEFAULT_MAX_SIZE
+    ) -> StdioPeer:
+        """Start reading ``read_fd`` and writing ``write_fd`` (neither is closed by the peer)."""
+        loop = asyncio.get_running_loop()
+        peer = cls(read_fd, write_fd, max_size)
+        try:
+            if _watchable(read_fd):
+                protocol = asyncio.StreamReaderProtocol(peer._reader)
+                pipe = open(read_fd, "rb", buffering=0, closefd=False)  # noqa: SIM115
+                peer._in, _ = await loop.connect_read_pipe(lambda: protocol, pipe)
+            else:
+                peer._in_file = open(read_fd, "rb", closefd=False)  # noqa: SIM115
+            if _watchable(write_fd):
+                pipe = open(write_fd, "wb", buffering=0, closefd=False)  # noqa: SIM115
+                peer._out, _ = await loop.connect_write_pipe(lambda: peer._output, pipe)
+        except BaseException:
+            peer.abort()
+            raise
+        return peer
+
+    async def _read_line(self) -> bytes:
+        """The next line with its ``\\n`` (none on a last line); ``b""`` at end of input.
+
+        Raises :class:`ValueError` for a line over :attr:`max_size` bytes.
+        """
+        if self._in_file is not None:
+            line: bytes = await asyncio.to_thread(self._in_file.readline, self.max_size + 1)
+        else:
+            try:
+                line = await self._reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                line = exc.partial
+            except asyncio.LimitOverrunError as exc:
+                raise ValueError("line too long") from exc
+        if len(line.removesuffix(b"\n")) > self.max_size:
+            raise ValueError("line too long")
+        return line
+
+    async def recv(self) -> str | bytes:
+        """The next line (without ``\\n``); ``ConnectionClosed`` once input ended or closed."""
+        line = b""
+        if not self._ended and self._closed is None:
+            try:
+                line = await self._read_line()
+            except ValueError:
+                note = (
+                    f"a line from the client exceeded {self.max_size} bytes: the replay "
+                    "stopped reading (the websocket transport closes with 1009)"
+                )
+                log.error("%s", note)
+                self.notes.append(note)
+        if self._closed is not None or not line:
+            self._ended = True
+            raise ConnectionClosed(None, self._closed)
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        else:
+            self._ended = True
+            self.notes.append(
+                f"the client's last line ({len(line)} bytes) had no newline; "
+                "it was replayed as a message"
+            )
+        try:
+            return line.decode()
+        except UnicodeDecodeError:
+            return line
+
+    async def send(self, message: str | bytes, *, text: bool | None = None) -> None:
+        """Write ``message`` and ``\\n``; ``ConnectionClosed`` once closed or the pipe broke."""
+        if self._closed is not None or self._output.lost.is_set():
+            raise ConnectionClosed(None, self._closed)
+        data = message.encode() if isinstance(message, str) else message
+        if self._out is None:
+            await asyncio.to_thread(_write_all, self.write_fd, data + b"\n")
+            return
+        self._out.write(data)
+        self._out.write(b"\n")
+        await self._output.writable.wait()  # backpressure: the client reads slowly
+        if self._output.lost.is_set():
+            raise ConnectionClosed(None, self._closed)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Stop reading, write out what is buffered, end the output (safe twice).
+
+        ``code`` and ``reason`` (a websocket close) are only logged: a pipe just ends.
+        Waits for the client to read what is buffered; see :meth:`abort`.
+        """
+        if self._closed is None:
+            self._closed = CloseFrame(code, reason)
+            if code != CloseCode.NORMAL_CLOSURE:
+                log.info("closing stdio (%d %s)", code, reason)
+            self._stop_reading()
+        if self._out is not None and not self._output.lost.is_set():
+            self._out.close()  # flushes first
+            await self._output.lost.wait()
+        self._release()
+
+    def abort(self) -> None:
+        """Like :meth:`close`, dropping what the client has not read yet."""
+        if self._closed is None:
+            self._closed = CloseFrame(CloseCode.GOING_AWAY, "")
+            self._stop_reading()
+        if self._out is not None and not self._output.lost.is_set():
+            self._out.abort()
+        self._release()
+
+    def _stop_reading(self) -> None:
+        if self._in is not None:
+            self._in.close()
+        self._reader.feed_eof()  # wakes a pending recv
+
+    def _release(self) -> None:
+        """Restore the descriptors' blocking mode; replace the output by /dev/null."""
+        if self._released:
+            return
+        self._released = True
+        if self._in_file is not None:
+            self._in_file.close()  # not the descriptor
+        for fd, blocking in zip((self.read_fd, self.write_fd), self._blocking, strict=True):
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, blocking)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self.write_fd)
+        finally:
+            os.close(devnull)
+
+
 class Plan(enum.Enum):
     """What the server does, decided from the record mode and whether the cassette exists."""
 
@@ -98,7 +314,9 @@ class ReplayServer:
     """Serve a cassette to live clients (and record, depending on ``record_mode``).
 
     Use as ``async with ReplayServer(path) as url:`` (or :func:`replay_server`); ``url`` is
-    ``ws://127.0.0.1:PORT``. :attr:`report` says what was not replayed and every miss, at any
+    ``ws://127.0.0.1:PORT``, or ``unix:///PATH`` with ``listen="unix:///PATH"`` (the socket
+    file is removed on close). ``await server.serve_stdio()`` instead serves one client on
+    stdin/stdout. :attr:`report` says what was not replayed and every miss, at any
     time and finally after the block. With ``strict=True`` leaving the block raises
     :class:`~proxy.replay.ReplayMismatch` when the report is not clean (unless the block
     itself raised). A recording made by ``once`` or ``all`` replaces the cassette only when
@@ -140,6 +358,8 @@ class ReplayServer:
         self.plan: Plan | None = None
         """What the server does; decided by :meth:`start`."""
         self.url = ""
+        self.transport = "unix" if self.listen.path is not None else "websocket"
+        """``websocket``, ``unix`` (websocket over a unix socket) or ``stdio``."""
         self._cassette: Cassette | None = None
         self._session: ReplaySession | None = None
         self._server: Server | None = None
@@ -148,6 +368,11 @@ class ReplayServer:
         self._writer: CassetteWriter | None = None
         self._temp: Path | None = None
         self._final: ReplayReport | None = None
+        self._socket: tuple[str, int] | None = None
+        """The unix socket file bound (path, inode), removed on close."""
+        self._stdio: StdioPeer | None = None
+        self._stdio_ended = asyncio.Event()
+        self._stdio_notes: list[str] = []
 
     # -- lifecycle --
 
@@ -161,6 +386,16 @@ class ReplayServer:
 
     async def start(self) -> str:
         """Decide the plan, load the cassette, bind; return the ``ws://HOST:PORT`` URL."""
+        plan = self._prepare()
+        if plan is Plan.RECORD:
+            self.url = await self._start_recording()
+        else:
+            self.url = await self._serve()
+        log.info("%s %s on %s", plan.value, self.path, self.url)
+        return self.url
+
+    def _prepare(self) -> Plan:
+        """Decide the plan from the record mode and load the cassette (once)."""
         if self.plan is not None:
             raise RuntimeError("ReplayServer is already started")
         exists = self.path.is_file()
@@ -181,12 +416,66 @@ class ReplayServer:
                 log.warning("%s", warning)
         self._session = ReplaySession(self._cassette, self.options, str(self.path))
         self.plan = plan
-        if plan is Plan.RECORD:
-            self.url = await self._start_recording()
-        else:
-            self.url = await self._serve()
-        log.info("%s %s on %s", plan.value, self.path, self.url)
-        return self.url
+        return plan
+
+    async def serve_stdio(self, stdin: int = 0, stdout: int = 1) -> ReplayReport:
+        """Replay the cassette's first recorded connection to one client speaking
+        newline-delimited JSON on ``stdin``/``stdout`` (the app-server's ``stdio://``
+        transport) until the client ends its input; return the final report.
+
+        Call it instead of :meth:`start`. Replies already planned when the input ends are
+        still written (a client may close its output and keep reading); then the output is
+        ended. A close the replay plans (``on_miss="close"``, a recording whose server
+        closed) ends it at once. :meth:`close` from another task stops it. Only record mode
+        ``none`` is served (there is no upstream to record from). With ``strict=True`` an
+        unclean report raises :class:`~proxy.replay.ReplayMismatch`.
+        """
+        if self.record_mode is not RecordMode.NONE:
+            raise UsageError(
+                f"record mode {self.record_mode.value!r} cannot be used with stdio: replay over "
+                "stdio only replays (record mode 'none'); record with rpctape record first"
+            )
+        self._prepare()
+        self.transport = "stdio"
+        self.url = "stdio://"
+        session = self._session
+        assert session is not None
+        peer = self._stdio = await StdioPeer.open(stdin, stdout, max_size=self.max_size)
+        self._stdio_notes = peer.notes
+        log.info("replay %s over stdio", self.path)
+        flush = True
+        try:
+            live = session.open()
+            claim = session.claim_next(live)
+            if isinstance(claim, Miss):
+                log.warning("%s", claim.render())
+            else:
+                await self._replay(peer, claim, None, drain=True)
+        except BaseException:
+            flush = False  # cancelled or failed: do not wait for the client to read
+            raise
+        finally:
+            await self._close_stdio(peer, flush=flush)
+            self._stdio_ended.set()
+        await self.close()
+        if self.strict:
+            self.report.check()
+        return self.report
+
+    async def _close_stdio(self, peer: StdioPeer, *, flush: bool) -> None:
+        """End the output: flushed (waiting for the client to read), or within
+        ``close_timeout`` (shutting down) and then dropped."""
+        try:
+            if flush:
+                await peer.close()
+            else:
+                await asyncio.wait_for(
+                    peer.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON), self.close_timeout
+                )
+        except TimeoutError:
+            log.warning("the stdio client did not read the last replies; dropped")
+        finally:
+            peer.abort()
 
     async def close(self, *, commit: bool = True) -> None:
         """Close every connection (1001), stop listening, finish the cassette; safe twice.
@@ -196,9 +485,14 @@ class ReplayServer:
         """
         server, self._server = self._server, None
         relay, self._relay = self._relay, None
+        stdio, self._stdio = self._stdio, None
         if server is not None:
             server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason=SHUTDOWN_REASON)
             await server.wait_closed()
+            self._remove_socket()
+        if stdio is not None:
+            await self._close_stdio(stdio, flush=False)
+            await self._stdio_ended.wait()
         if relay is not None:
             await relay.close()
         self._finish_cassette(commit)
@@ -214,6 +508,14 @@ class ReplayServer:
 
     def _build_report(self) -> ReplayReport:
         notes: list[str] = []
+        if self.transport == "stdio":
+            notes.append(
+                "transport: stdio (newline-delimited JSON on stdin/stdout; only the first "
+                "recorded connection is replayed)"
+            )
+            notes += [f"stdio: {note}" for note in self._stdio_notes]
+        elif self.transport == "unix":
+            notes.append(f"transport: websocket over the unix socket {self.listen.path}")
         if self.plan is Plan.RECORD and self._recorder is not None:
             rec = self._recorder
             notes.append(
@@ -267,20 +569,35 @@ class ReplayServer:
     # -- replaying (none, once, new_episodes) --
 
     async def _serve(self) -> str:
-        self._server = await serve(
-            self._handle,
-            self.listen.host,
-            self.listen.port,
-            process_request=self._process_request,
-            select_subprotocol=self._select_subprotocol,
-            max_size=self.max_size,
-            compression=None,
-            ping_interval=None,
-            close_timeout=self.close_timeout,
-            server_header=None,
-        )
+        settings: dict[str, Any] = {
+            "process_request": self._process_request,
+            "select_subprotocol": self._select_subprotocol,
+            "max_size": self.max_size,
+            "compression": None,
+            "ping_interval": None,
+            "close_timeout": self.close_timeout,
+            "server_header": None,
+        }
+        path = self.listen.path
+        if path is not None:
+            await _refuse_a_live_socket(path)
+            self._server = await unix_serve(self._handle, path, **settings)
+            self._socket = (path, os.stat(path).st_ino)
+            return f"unix://{os.path.abspath(path)}"
+        self._server = await serve(self._handle, self.listen.host, self.listen.port, **settings)
         host, port = self._server.sockets[0].getsockname()[:2]
         return f"ws://{host}:{port}"
+
+    def _remove_socket(self) -> None:
+        """Remove the unix socket file bound, unless another server has replaced it since."""
+        bound, self._socket = self._socket, None
+        if bound is None:
+            return
+        path, inode = bound
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(path)
+            if stat.S_ISSOCK(st.st_mode) and st.st_ino == inode:
+                os.unlink(path)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -323,9 +640,18 @@ class ReplayServer:
             log.exception("live connection %d: replay error", live)
 
     async def _replay(
-        self, ws: ServerConnection, replay: ConnectionReplay, first: str | bytes | None
+        self,
+        ws: Peer,
+        replay: ConnectionReplay,
+        first: str | bytes | None,
+        *,
+        drain: bool = False,
     ) -> None:
-        """Feed client frames to the planner; a writer task sends what it plans."""
+        """Feed client frames to the planner; a writer task sends what it plans.
+
+        When the client goes away the writer is stopped, unless ``drain``: then, if only the
+        client's input ended (stdio), what is already planned is still sent first.
+        """
         clog = logging.LoggerAdapter(log, {"conn": replay.live})
         clog.info(
             "live connection %d replays recorded connection %d",
@@ -333,7 +659,7 @@ class ReplayServer:
             replay.recorded.conn,
         )
         rules = _ReplayRules(self.rules, replay, clog) if self.rules else None
-        queue: asyncio.Queue[Step] = asyncio.Queue()
+        queue: asyncio.Queue[Step | None] = asyncio.Queue()
         writer = asyncio.create_task(
             self._send_steps(ws, replay, queue, clog, rules), name=f"replay-conn{replay.live}:send"
         )
@@ -346,7 +672,10 @@ class ReplayServer:
                 else:
                     try:
                         data = await ws.recv()
-                    except ConnectionClosed:
+                    except ConnectionClosed as exc:
+                        if drain and exc.sent is None:
+                            queue.put_nowait(None)  # the writer ends after what is planned
+                            await writer
                         break
                 if rules is None:
                     queue.put_nowait(self._receive(replay, data, clog))
@@ -378,9 +707,9 @@ class ReplayServer:
 
     @staticmethod
     async def _send_steps(
-        ws: ServerConnection,
+        ws: Peer,
         replay: ConnectionReplay,
-        queue: asyncio.Queue[Step],
+        queue: asyncio.Queue[Step | None],
         clog: logging.LoggerAdapter[logging.Logger],
         rules: _ReplayRules | None,
     ) -> None:
@@ -388,6 +717,8 @@ class ReplayServer:
         try:
             while True:
                 step = await queue.get()
+                if step is None:
+                    return
                 work = list(step.send)
                 while work:
                     out = work.pop(0)
@@ -469,6 +800,27 @@ class ReplayServer:
         with contextlib.suppress(ConnectionClosed):
             await upstream.send(first)
         await _relay_episode(conn, ws, upstream, recorder)
+
+
+async def _refuse_a_live_socket(path: str) -> None:
+    """Refuse to listen where a server is listening; a stale socket file (nobody accepts)
+    is left for the event loop to replace, a file of another kind makes binding fail."""
+    try:
+        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if not is_socket:
+        raise UsageError(f"--listen unix://{path}: the path exists and is not a socket")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 1.0)
+    except (OSError, TimeoutError):
+        return
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    raise UsageError(
+        f"--listen unix://{path}: a server is already listening there; stop it or pick another path"
+    )
 
 
 async def _relay_episode(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 
 from proxy.appserver import AppServer
@@ -34,9 +36,9 @@ CASSETTES = sorted((REPO / "cassettes").glob("*.jsonl"))
 DEAD_UPSTREAM = "ws://127.0.0.1:9"
 
 
-def write_tape(path: Path, *conns: Script, gap: float = 0.01) -> Path:
+def write_tape(path: Path, *conns: Script, gap: float = 0.01, server_closes: bool = False) -> Path:
     """Write a cassette made by the real Recorder (see tests.test_replay.make_tape)."""
-    tape = make_tape(*conns, gap=gap)
+    tape = make_tape(*conns, gap=gap, server_closes=server_closes)
     lines = [tape.header, *tape.events]
     path.write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in lines))
     return path
@@ -56,34 +58,54 @@ def other_id(recorded: Any, n: int) -> Any:
     return f"live-{n}" if isinstance(recorded, int) else 1000 + n
 
 
+Exchange = list[tuple[list[bytes], bytes | None]]
+
+
+def live_exchange(tape: Cassette, conn: int) -> Exchange:
+    """A recorded connection as a live client holds it: for each recorded client message the
+    server frames expected before it, then the message to send with another id type and a
+    trace; the last entry holds the frames after the last client message (and ``None``)."""
+    live_ids: dict[str, Any] = {}
+    expected: list[bytes] = []
+    exchange: Exchange = []
+    for n, event in enumerate(tape.frames(conn)):
+        msg: Any = event.get("msg")
+        if event["dir"] == Direction.S2C.value:
+            if event.get("type") in ("response", "error") and id_key(msg["id"]) in live_ids:
+                expected.append(orjson.dumps({**msg, "id": live_ids[id_key(msg["id"])]}))
+            else:
+                expected.append(frame_of(event))
+            continue
+        if event.get("type") == "request":
+            live_ids[id_key(msg["id"])] = other_id(msg["id"], n)
+            msg = {**msg, "id": live_ids[id_key(msg["id"])]}
+        if event.get("type") in ("request", "notification"):
+            msg = {**msg, "trace": {"traceparent": f"00-{n:032x}-{n:016x}-01"}}
+        exchange.append((expected, orjson.dumps(msg)))
+        expected = []
+    exchange.append((expected, None))
+    return exchange
+
+
+def client_for(url: str) -> connect:
+    """A websockets client for ``ws://HOST:PORT`` or ``unix:///PATH``."""
+    if url.startswith("unix://"):
+        return unix_connect(url.removeprefix("unix://"), max_size=None)
+    return connect(url, max_size=None)
+
+
 async def drive_like_the_recording(url: str, tape: Cassette, conn: int) -> int:
     """Send the recorded client frames with other ids and traces; check every reply exactly.
 
     Returns how many server frames were checked.
     """
-    live_ids: dict[str, Any] = {}
-    expected: list[bytes] = []
     checked = 0
-    async with connect(url, max_size=None) as ws:
-        for n, event in enumerate(tape.frames(conn)):
-            msg: Any = event.get("msg")
-            if event["dir"] == Direction.S2C.value:
-                if event.get("type") in ("response", "error") and id_key(msg["id"]) in live_ids:
-                    expected.append(orjson.dumps({**msg, "id": live_ids[id_key(msg["id"])]}))
-                else:
-                    expected.append(frame_of(event))
-                continue
+    async with client_for(url) as ws:
+        for expected, message in live_exchange(tape, conn):
             assert await recv_all(ws, len(expected)) == expected
             checked += len(expected)
-            expected = []
-            if event.get("type") == "request":
-                live_ids[id_key(msg["id"])] = other_id(msg["id"], n)
-                msg = {**msg, "id": live_ids[id_key(msg["id"])]}
-            if event.get("type") in ("request", "notification"):
-                msg = {**msg, "trace": {"traceparent": f"00-{n:032x}-{n:016x}-01"}}
-            await ws.send(orjson.dumps(msg).decode())
-        assert await recv_all(ws, len(expected)) == expected
-        checked += len(expected)
+            if message is not None:
+                await ws.send(message.decode())
     return checked
 
 
@@ -237,6 +259,68 @@ async def test_health_endpoints(tmp_path: Path) -> None:
                 assert (response.status, await response.read()) == (200, b"")
 
 
+# --- unix sockets ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A short temporary folder for unix sockets (paths are limited to about 100 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="rpctape-") as folder:
+        yield Path(folder)
+
+
+async def test_unix_socket_replays_exactly_and_answers_health_checks(sock_dir: Path) -> None:
+    """listen=unix:///PATH: a websocket client over the socket gets exactly the recorded results
+    with its own ids; /readyz and /healthz answer 200 over it; the socket file goes on close."""
+    cassette = REPO / "cassettes" / "command-approval.jsonl"
+    tape = load(cassette)
+    path = sock_dir / "replay.sock"
+    server = replay_server(cassette, listen=f"unix://{path}", strict=True)
+    async with server as url:
+        assert url == f"unix://{path}"
+        assert path.is_socket()
+        checked = await drive_like_the_recording(url, tape, 1)
+        connector = aiohttp.UnixConnector(path=str(path))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for health in ("/readyz", "/healthz"):
+                async with http.get(f"http://localhost{health}") as response:
+                    assert (response.status, await response.read()) == (200, b"")
+    assert checked == len([e for e in tape.frames(1) if e["dir"] == "s2c"])
+    assert not path.exists()
+    assert server.report.render().splitlines()[:2] == [
+        f"rpctape replay report for {cassette}: 1 live connection(s), 0 miss(es), "
+        "0 recorded client message(s) not replayed, 0 recorded server message(s) not sent",
+        f"transport: websocket over the unix socket {path}",
+    ]
+
+
+async def test_unix_socket_in_use_is_refused_and_a_stale_one_replaced(sock_dir: Path) -> None:
+    """A second server on a listening socket fails and leaves it alone; a stale file is reused."""
+    script: Script = [(C, '{"id":1,"method":"a"}'), (S, '{"id":1,"result":{}}')]
+    cassette = write_tape(sock_dir / "t.jsonl", script)
+    path = sock_dir / "s.sock"
+    async with replay_server(cassette, listen=f"unix://{path}") as url:
+        with pytest.raises(UsageError) as info:
+            await replay_server(cassette, listen=f"unix://{path}").start()
+        assert str(info.value) == (
+            f"--listen unix://{path}: a server is already listening there; stop it or pick "
+            "another path"
+        )
+        async with client_for(url) as ws:
+            await ws.send('{"id":"a","method":"a"}')
+            assert await recv_all(ws, 1) == [b'{"id":"a","result":{}}']
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody accepts
+    async with replay_server(cassette, listen=f"unix://{path}") as url, client_for(url) as ws:
+        await ws.send('{"id":"b","method":"a"}')
+        assert await recv_all(ws, 1) == [b'{"id":"b","result":{}}']
+    assert not path.exists()
+    (sock_dir / "file").write_text("")
+    with pytest.raises(UsageError, match="the path exists and is not a socket"):
+        await replay_server(cassette, listen=f"unix://{sock_dir / 'file'}").start()
+
+
 async def test_shutdown_closes_live_connections_with_1001(tmp_path: Path) -> None:
     """Leaving the block closes open clients (1001) and the report counts what was unused."""
     cassette = write_tape(tmp_path / "t.jsonl", [(C, '{"method":"x"}')])
@@ -373,7 +457,9 @@ async def test_mode_needing_an_upstream_says_so(tmp_path: Path) -> None:
 
 
 @asynccontextmanager
-async def replay_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+async def replay_process(
+    *args: str, listen: str = "ws://127.0.0.1:0"
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """Start `rpctape replay ARGS` and yield it with the URL from its `listening on` line."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -382,14 +468,14 @@ async def replay_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.P
         "replay",
         *args,
         "--listen",
-        "ws://127.0.0.1:0",
+        listen,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-        assert line.startswith("listening on ws://127.0.0.1:"), line
+        assert line.startswith(f"listening on {listen.removesuffix(':0')}"), line
         yield proc, line.removeprefix("listening on ").strip()
     finally:
         if proc.returncode is None:
@@ -426,6 +512,20 @@ async def test_cli_strict_exit_code_on_sigterm(flags: tuple[str, ...], code: int
         f"matched, {first_reply} of {servers} server message(s) sent",
     ]
     assert "live connection 1 ended:" in err.decode()
+
+
+async def test_cli_listens_on_a_unix_socket(sock_dir: Path) -> None:
+    """`--listen unix:///PATH` prints that URL, replays over it, and removes the socket at exit."""
+    cassette = REPO / "cassettes" / "turn-streamed.jsonl"
+    path = sock_dir / "cli.sock"
+    async with replay_process(str(cassette), "--strict", listen=f"unix://{path}") as (proc, url):
+        assert url == f"unix://{path}"
+        await drive_like_the_recording(url, load(cassette), 1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err
+    assert out.decode().splitlines()[1] == f"transport: websocket over the unix socket {path}"
+    assert not path.exists()
 
 
 async def test_cli_logs_a_miss_and_exits_0_without_strict() -> None:
