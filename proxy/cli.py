@@ -234,7 +234,11 @@ def show(
             out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
         out.flush()
         return
-    _say(f"{cassette}: rpctape cassette v{tape.original_version}, {summary(tape)}")
+    _say(
+        f"{cassette}: rpctape cassette v{tape.original_version}, "
+        f"{tape.header.get('transport', 'websocket')} upstream {tape.header.get('upstream')}, "
+        f"{summary(tape)}"
+    )
     for line in render(events, width or shutil.get_terminal_size((160, 24)).columns):
         _say(line)
 

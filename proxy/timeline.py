@@ -53,7 +53,8 @@ def describe(event: Event, width: int = 80) -> Row:
         size = len(base64.b64decode(event["b64"]))
         what, payload = f"{size} bytes", event["b64"]
     elif kind == "open":
-        what = f"{event.get('path', '')} -> {event.get('upstream', '')}"
+        client, upstream = event.get("client_transport", "websocket"), event.get("transport")
+        what = f"{client} {event.get('path', '')} -> {upstream} {event.get('upstream', '')}"
         payload = orjson.dumps(event.get("headers", {})).decode()
     elif kind == "close":
         what = f"by {event.get('by')} {event.get('code')}"

@@ -167,9 +167,9 @@ def test_show_timeline(tmp_path: Path) -> None:
     result = runner.invoke(app, ["show", str(path), "--width", "120"])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [
-        f"{path}: rpctape cassette v1, 1 connection(s), 1 frame(s) client>server, "
-        "1 frame(s) server>client",
-        f"    0.000   1   open         {'/ -> ws://u/':<40} {{}}",
+        f"{path}: rpctape cassette v1, websocket upstream ws://u, 1 connection(s), "
+        "1 frame(s) client>server, 1 frame(s) server>client",
+        f"    0.000   1   open         {'websocket / -> websocket ws://u/':<40} {{}}",
         f'    0.001   1 > request      {"model/list":<40} {{"id":1,"method":"model/list"}}',
         f"    0.013   1 < response     {'response to model/list':<40} "
         '{"id":1,"result":{"data":[]}}',

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import connect, unix_connect
+from websockets.asyncio.server import ServerConnection, unix_serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy.cassette import Cassette, frame_of, load
-from proxy.relay import recording_proxy
+from proxy.errors import UsageError
+from proxy.relay import ListenAddress, Upstream, recording_proxy
 from proxy.rules import load_rules
 from tests.scripted_upstream import ScriptedUpstream
 
@@ -427,3 +430,53 @@ async def test_rules_file_through_the_relay(
     )
     (close,) = [e for e in tape.events if e["kind"] == "close"]
     assert (close["by"], close["code"], close["reason"]) == ("proxy", 4000, "rule says bye")
+
+
+def test_upstream_forms(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """ws://, unix://PATH, unix:// (the default control socket) and a command."""
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path))
+    assert Upstream.parse("ws://127.0.0.1:4222") == Upstream("websocket", "ws://127.0.0.1:4222")
+    assert Upstream.parse("unix:///run/a.sock") == Upstream(
+        "unix", "unix:///run/a.sock", socket="/run/a.sock"
+    )
+    default = f"{tmp_path}/app-server-control/app-server-control.sock"
+    assert Upstream.parse("unix://") == Upstream("unix", f"unix://{default}", socket=default)
+    assert Upstream.parse(None, ["codex", "app-server", "--x", "a b"]) == Upstream(
+        "stdio",
+        "stdio:codex app-server --x 'a b'",
+        command=("codex", "app-server", "--x", "a b"),
+    )
+    for bad, message in [
+        ("http://x", "--upstream must be a ws:// URL or unix://PATH"),
+        (None, "give --upstream ws://HOST:PORT or unix://PATH, or -- COMMAND"),
+    ]:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            Upstream.parse(bad)
+    with pytest.raises(UsageError, match="either --upstream or a command"):
+        Upstream.parse("ws://x:1", ["codex"])
+
+
+async def test_listen_and_upstream_on_unix_sockets(tmp_path: Path) -> None:
+    """The relay listens on a unix socket and relays to a websocket server on another."""
+    upstream_sock, listen_sock = str(tmp_path / "up.sock"), str(tmp_path / "rpctape.sock")
+
+    async def echo(ws: ServerConnection) -> None:
+        async for frame in ws:
+            await ws.send(frame)
+
+    async with unix_serve(echo, upstream_sock):
+        cassette = tmp_path / "c.jsonl"
+        async with recording_proxy(
+            f"unix://{upstream_sock}", cassette, listen=ListenAddress.parse(f"unix://{listen_sock}")
+        ) as url:
+            assert url == f"unix://{listen_sock}"
+            async with unix_connect(listen_sock, uri="ws://localhost/x") as ws:
+                await ws.send('{"method":"hi"}')
+                assert await ws.recv() == '{"method":"hi"}'
+    assert not Path(listen_sock).exists()
+    tape = load(cassette)
+    assert (tape.header["transport"], tape.header["upstream"]) == (
+        "unix",
+        f"unix://{upstream_sock}",
+    )
+    assert [frame_of(e) for e in tape.frames()] == [b'{"method":"hi"}'] * 2
