@@ -54,7 +54,8 @@ from proxy.backend import (
     REFRESH_TOKEN_PATH,
     fake_id_token,
 )
-from proxy.errors import AppServerError, UsageError
+from proxy.errors import AppServerError
+from proxy.modes import parse_mode
 
 __all__ = [
     "FAKE_API_KEY",
@@ -103,13 +104,7 @@ class AuthMode(enum.StrEnum):
 
 def parse_auth_mode(value: str | AuthMode) -> AuthMode:
     """``value`` as an :class:`AuthMode`; a typo raises :class:`UsageError` listing the modes."""
-    if isinstance(value, AuthMode):
-        return value
-    try:
-        return AuthMode(value)
-    except ValueError:
-        valid = ", ".join(mode.value for mode in AuthMode)
-        raise UsageError(f"invalid auth mode {value!r}; valid values: {valid}") from None
+    return parse_mode(AuthMode, value, "auth mode")
 
 
 _LISTENING = re.compile(r"listening on: (ws://[\w.:\[\]-]+)")

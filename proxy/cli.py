@@ -39,6 +39,26 @@ app = typer.Typer(
 )
 
 
+# Options shared by several commands, declared once.
+RulesOption = Annotated[
+    list[Path] | None, typer.Option("--rules", help="TOML rules file (repeatable).")
+]
+AttestOption = Annotated[
+    list[str] | None, typer.Option(help=f"attestation/generate behaviour: {ATTEST_USAGE}.")
+]
+AdvertiseOption = Annotated[
+    bool, typer.Option(help="Set capabilities.requestAttestation in initialize.")
+]
+RedactKeyOption = Annotated[
+    list[str] | None, typer.Option(help="Also redact JSON members with this key.")
+]
+NoRedactOption = Annotated[
+    bool, typer.Option("--no-redact", help="Record secrets as they are (careful).")
+]
+OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing cassette.")]
+VerboseOption = Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")]
+
+
 def _say(line: str) -> None:
     """One line to stdout, flushed (scripts wait for `listening on ...`)."""
     sys.stdout.write(line + "\n")
@@ -157,23 +177,13 @@ def record(
     token_file: Annotated[
         Path | None, typer.Option(help="Clients must send 'Authorization: Bearer <token>'.")
     ] = None,
-    redact_key: Annotated[
-        list[str] | None, typer.Option(help="Also redact JSON members with this key.")
-    ] = None,
-    no_redact: Annotated[
-        bool, typer.Option("--no-redact", help="Record secrets as they are (careful).")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing cassette.")] = False,
-    rules: Annotated[
-        list[Path] | None, typer.Option("--rules", help="TOML rules file (repeatable).")
-    ] = None,
-    attest: Annotated[
-        list[str] | None, typer.Option(help=f"attestation/generate behaviour: {ATTEST_USAGE}.")
-    ] = None,
-    advertise_attestation: Annotated[
-        bool, typer.Option(help="Set capabilities.requestAttestation in initialize.")
-    ] = False,
-    verbose: Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")] = 0,
+    redact_key: RedactKeyOption = None,
+    no_redact: NoRedactOption = False,
+    overwrite: OverwriteOption = False,
+    rules: RulesOption = None,
+    attest: AttestOption = None,
+    advertise_attestation: AdvertiseOption = False,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Relay clients to an app-server and record every frame to a cassette."""
     _setup_logging(verbose)
@@ -341,16 +351,10 @@ def replay(
     upstream: Annotated[
         str | None, typer.Option(help="The app-server to record from (record modes).")
     ] = None,
-    rules: Annotated[
-        list[Path] | None, typer.Option("--rules", help="TOML rules file (repeatable).")
-    ] = None,
-    attest: Annotated[
-        list[str] | None, typer.Option(help=f"attestation/generate behaviour: {ATTEST_USAGE}.")
-    ] = None,
-    advertise_attestation: Annotated[
-        bool, typer.Option(help="Set capabilities.requestAttestation in initialize.")
-    ] = False,
-    verbose: Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")] = 0,
+    rules: RulesOption = None,
+    attest: AttestOption = None,
+    advertise_attestation: AdvertiseOption = False,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Serve a cassette to clients as if it were the app-server (docs/replay.md)."""
     _setup_logging(verbose)
@@ -410,26 +414,16 @@ def replay(
 def wrap(
     cassette: Annotated[Path, typer.Option(help="Cassette file to write (JSON Lines).")],
     command: Annotated[list[str], typer.Argument(help="After --: the app-server command.")],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing cassette.")] = False,
-    rules: Annotated[
-        list[Path] | None, typer.Option("--rules", help="TOML rules file (repeatable).")
-    ] = None,
-    attest: Annotated[
-        list[str] | None, typer.Option(help=f"attestation/generate behaviour: {ATTEST_USAGE}.")
-    ] = None,
-    advertise_attestation: Annotated[
-        bool, typer.Option(help="Set capabilities.requestAttestation in initialize.")
-    ] = False,
-    redact_key: Annotated[
-        list[str] | None, typer.Option(help="Also redact JSON members with this key.")
-    ] = None,
-    no_redact: Annotated[
-        bool, typer.Option("--no-redact", help="Record secrets as they are (careful).")
-    ] = False,
+    overwrite: OverwriteOption = False,
+    rules: RulesOption = None,
+    attest: AttestOption = None,
+    advertise_attestation: AdvertiseOption = False,
+    redact_key: RedactKeyOption = None,
+    no_redact: NoRedactOption = False,
     log: Annotated[
         Path | None, typer.Option(help="Write rpctape's own log here instead of stderr.")
     ] = None,
-    verbose: Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")] = 0,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Stand in for `codex app-server` on stdio: run it, relay stdin/stdout, record both."""
     from .wrap import run_wrap
