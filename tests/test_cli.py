@@ -47,8 +47,9 @@ async def record_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.P
             await proc.wait()
 
 
-async def test_record_process_sigterm_summary(tmp_path: Path) -> None:
-    """`listening on` first, then on SIGTERM a one-line summary and exit 0."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_record_process_signal_summary(tmp_path: Path, sig: signal.Signals) -> None:
+    """`listening on` first, then on SIGTERM or SIGINT a one-line summary and exit 0."""
     cassette = tmp_path / "c.jsonl"
     async with (
         ScriptedUpstream() as upstream,
@@ -59,7 +60,7 @@ async def test_record_process_sigterm_summary(tmp_path: Path) -> None:
         async with connect(url) as ws:
             await ws.send('{"id":1,"method":"ping"}')
             assert await ws.recv() == '{"id":1,"method":"ping"}'
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             with pytest.raises(ConnectionClosed) as info:
                 await ws.recv()
             assert info.value.rcvd is not None and info.value.rcvd.code == 1001
