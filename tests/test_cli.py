@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -285,3 +287,40 @@ def test_demo_records_a_real_session(tmp_path: Path) -> None:
     assert methods == ["initialize", "initialized", "model/list", "thread/start", "turn/start"]
     assert tape.frames()[-1]["method"] == "turn/completed"
     assert tape.header["meta"] == {"made_by": "rpctape demo"}
+
+
+async def test_live_status_on_a_terminal(tmp_path: Path) -> None:
+    """With stderr on a terminal, record redraws a status line with connections and frames."""
+    import pty
+
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
+    async with ScriptedUpstream() as upstream:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "record", "--upstream", upstream.url,
+            "--listen", "ws://127.0.0.1:0", "--cassette", str(tmp_path / "c.jsonl"),
+            stdout=asyncio.subprocess.PIPE, stderr=slave,
+        )  # fmt: skip
+        os.close(slave)
+        try:
+            assert proc.stdout is not None
+            url = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().split()[-1]
+            async with connect(url) as ws:
+                await ws.send("{}")
+                await ws.recv()
+                expected = "\r\x1b[Krpctape: 1 open / 1 connection(s), 1 > 1 < frames"
+                screen = ""
+                for _ in range(100):  # redrawn every 0.5 s; give it up to 10 s
+                    await asyncio.sleep(0.1)
+                    with contextlib.suppress(BlockingIOError):
+                        screen += os.read(master, 65536).decode()
+                    if expected in screen:
+                        break
+            assert expected in screen
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 20)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            os.close(master)
