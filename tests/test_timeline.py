@@ -1,0 +1,55 @@
+"""Unit tests of proxy.timeline: one row per event kind, filters, summary."""
+
+from __future__ import annotations
+
+import base64
+
+from proxy.cassette import Cassette
+from proxy.timeline import Row, describe, format_row, select, shorten, summary
+
+OPEN = {"seq": 1, "t": 0.0, "conn": 1, "kind": "open", "path": "/", "headers": {"A": "b"},
+        "upstream": "ws://u/", "transport": "websocket", "client_transport": "stdio"}  # fmt: skip
+REQ = {"seq": 2, "t": 0.25, "conn": 1, "kind": "text", "dir": "c2s", "type": "request",
+       "method": "thread/start", "msg": {"id": 1, "method": "thread/start"}}  # fmt: skip
+RESP = {"seq": 3, "t": 0.5, "conn": 2, "kind": "text", "dir": "s2c", "type": "response",
+        "response_to": "thread/start", "msg": {"id": 1, "result": {}},
+        "redacted": ["/x"]}  # fmt: skip
+BIN = {"seq": 4, "t": 0.75, "conn": 1, "kind": "binary", "dir": "s2c",
+       "b64": base64.b64encode(b"\x00\x01\x02").decode()}  # fmt: skip
+CLOSE = {"seq": 5, "t": 1.0, "conn": 1, "kind": "close", "by": "server", "code": 1006,
+         "reason": "dropped"}  # fmt: skip
+ERR = {"seq": 6, "t": 1.5, "conn": 3, "kind": "error", "stage": "connect", "message": "no"}
+
+
+def test_rows_per_kind() -> None:
+    """Each kind gets its arrow, kind, what and payload."""
+    assert describe(OPEN) == Row(0.0, 1, " ", "open", "stdio / -> websocket ws://u/", '{"A":"b"}')
+    assert describe(REQ) == Row(
+        0.25, 1, ">", "request", "thread/start", '{"id":1,"method":"thread/start"}'
+    )
+    assert describe(RESP) == Row(
+        0.5, 2, "<", "response", "response to thread/start (redacted)", '{"id":1,"result":{}}'
+    )
+    assert describe(BIN) == Row(0.75, 1, "<", "binary", "3 bytes", "AAEC")
+    assert describe(CLOSE) == Row(1.0, 1, " ", "close", "by server 1006", "dropped")
+    assert describe(ERR) == Row(1.5, 3, " ", "error", "connect", "no")
+
+
+def test_format_and_shorten() -> None:
+    """A row is one fixed-width line; long payloads are cut with an ellipsis."""
+    assert shorten("a\nb" * 10, 8) == "a\\nba\\n…"
+    line = format_row(describe(REQ))
+    assert line == f"    0.250   1 > request      {'thread/start':<40} " + (
+        '{"id":1,"method":"thread/start"}'
+    )
+
+
+def test_select_and_summary() -> None:
+    """--conn and --method filter (responses count for their method); summary counts."""
+    events = [OPEN, REQ, RESP, BIN, CLOSE, ERR]
+    assert [e["seq"] for e in select(events, method="thread/start")] == [2, 3]
+    assert [e["seq"] for e in select(events, conn=1)] == [1, 2, 4, 5]
+    tape = Cassette(None, {"rpctape": 1}, events, warnings=["torn"])
+    assert summary(tape) == (
+        "3 connection(s), 1 frame(s) client>server, 2 frame(s) server>client, 1 warning(s)"
+    )
