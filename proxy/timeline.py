@@ -58,6 +58,8 @@ def describe(event: Event, width: int = 80) -> Row:
         payload = orjson.dumps(event.get("headers", {})).decode()
     elif kind == "close":
         what = f"by {event.get('by')} {event.get('code')}"
+        if "exit_code" in event:
+            what += f", exit code {event['exit_code']}"
         payload = event.get("reason", "")
     elif kind == "error":
         what = event.get("stage", "")

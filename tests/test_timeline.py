@@ -32,6 +32,8 @@ def test_rows_per_kind() -> None:
     )
     assert describe(BIN) == Row(0.75, 1, "<", "binary", "3 bytes", "AAEC")
     assert describe(CLOSE) == Row(1.0, 1, " ", "close", "by server 1006", "dropped")
+    exited = {**CLOSE, "by": "proxy", "code": 1000, "exit_code": 0}
+    assert describe(exited).what == "by proxy 1000, exit code 0"
     assert describe(ERR) == Row(1.5, 3, " ", "error", "connect", "no")
 
 
