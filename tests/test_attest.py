@@ -109,19 +109,29 @@ async def session(
     """Initialize, let the upstream ask attestation/generate, answer it if the client sees it
     (with ``answer``), then sync with an echo; return the frames the client received."""
     rules = tuple(build_rules([], attest, advertise))
-    seen: list[str] = []
     async with recording_proxy(upstream.url, cassette, rules=rules) as url, connect(url) as ws:
-        await ws.send(INIT)
-        seen.append(str(await ws.recv()))
-        await ws.send("!attest")
-        await ws.send('{"method":"sync"}')
-        while (frame := str(await ws.recv())) != '{"method":"sync"}':
-            seen.append(frame)
-            msg = orjson.loads(frame)
-            if msg.get("method") == "attestation/generate" and answer is not None:
-                await ws.send(orjson.dumps({"id": msg["id"], **answer}).decode())
+        seen, _ = await drive(ws, answer)
         await sync_with(ws)
     return seen
+
+
+async def drive(ws: ClientConnection, answer: Any) -> tuple[list[str], float]:
+    """The client script: initialize, have the upstream ask attestation/generate, answer it
+    with ``answer`` (a result or error member) if it arrives, sync with an echo. Returns the
+    frames received before the sync and when the answer was sent."""
+    seen: list[str] = []
+    answered_at = 0.0
+    await ws.send(INIT)
+    seen.append(str(await ws.recv()))
+    await ws.send("!attest")
+    await ws.send('{"method":"sync"}')
+    while (frame := str(await ws.recv())) != '{"method":"sync"}':
+        seen.append(frame)
+        msg = orjson.loads(frame)
+        if msg.get("method") == "attestation/generate" and answer is not None:
+            await ws.send(orjson.dumps({"id": msg["id"], **answer}).decode())
+            answered_at = time.monotonic()
+    return seen, answered_at
 
 
 async def sync_with(ws: ClientConnection) -> None:
@@ -285,19 +295,9 @@ async def replay_session(
     frames received, the replay report, and the seconds from answering to the final echo."""
     rules = build_rules([], attest, False)
     server = replay_server(cassette, rules=rules, **options)
-    seen: list[str] = []
-    answered_at = 0.0
+    token = None if answer is None else {"result": {"token": answer}}
     async with server as url, connect(url) as ws:
-        await ws.send(INIT)
-        seen.append(str(await ws.recv()))
-        await ws.send("!attest")
-        await ws.send('{"method":"sync"}')
-        while (frame := str(await ws.recv())) != '{"method":"sync"}':
-            seen.append(frame)
-            msg = orjson.loads(frame)
-            if msg.get("method") == "attestation/generate" and answer is not None:
-                await ws.send(orjson.dumps({"id": msg["id"], "result": {"token": answer}}).decode())
-                answered_at = time.monotonic()
+        seen, answered_at = await drive(ws, token)
         await sync_with(ws)  # the echo of a frame sent after the answer
         waited = time.monotonic() - answered_at
     return seen, server.report, waited
