@@ -69,7 +69,7 @@ class Redactor:
     keys: frozenset[str] = DEFAULT_KEYS
     enabled: bool = True
     _probe: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
-    _quick: tuple[bytes, ...] | None = field(init=False, repr=False, compare=False)
+    _quick: re.Pattern[bytes] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         sep = "[-_]*"
@@ -80,11 +80,14 @@ class Redactor:
         # "<letters with - or _ between>" followed by a colon. Escapes force the full walk.
         pattern = rf'"{sep}(?:{alternatives}){sep}"\s*:|\\u' if alternatives else r"(?!x)x"
         object.__setattr__(self, "_probe", re.compile(pattern.encode(), re.IGNORECASE))
-        # A cheaper first pass: fold ASCII case, drop "-" and "_", look for any key at all
-        # with plain substring searches (fast even on a 16 MiB frame, unlike an alternation).
+        # A cheaper first pass: fold ASCII case, drop "-" and "_", and look for any key at
+        # all. A key that contains another key ("accesstoken" holds "token") adds nothing.
         quick = None
         if all(key.isascii() for key in self.keys):
-            quick = (*(key.encode() for key in sorted(self.keys) if key), b"\\u")
+            anchors = sorted(
+                k for k in self.keys if k and not any(o != k and o in k for o in self.keys)
+            )
+            quick = re.compile(b"|".join([*(re.escape(a.encode()) for a in anchors), rb"\\u"]))
         object.__setattr__(self, "_quick", quick)
 
     @classmethod
@@ -100,10 +103,8 @@ class Redactor:
         """Fast pre-check on a raw frame: ``False`` means :meth:`redact_json` changes nothing."""
         if not self.enabled:
             return False
-        if self._quick is not None:
-            folded = raw.translate(_FOLD, b"-_")
-            if not any(word in folded for word in self._quick):
-                return False
+        if self._quick is not None and self._quick.search(raw.translate(_FOLD, b"-_")) is None:
+            return False
         return self._probe.search(raw) is not None
 
     def redact_json(self, msg: Any) -> tuple[Any, list[str]]:
