@@ -5,7 +5,8 @@ first time it stops being open through ``on_closed``, and says how it closed
 (:meth:`Leg.close_plan`). :class:`WebSocketLeg` drives websockets' Sans-I/O protocol over a
 TCP or unix connection. :class:`LineLeg` speaks newline-delimited JSON (the app-server's
 stdio transport): :class:`ChildLeg` to a child process's stdin and stdout, :class:`StdioLeg`
-on this process's own. The bridge (:mod:`proxy.bridge`) joins two legs of any kinds.
+on this process's own. :class:`ConnectionLeg` adapts a websockets asyncio connection. The
+bridge (:mod:`proxy.bridge`) joins two legs of any kinds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from websockets.asyncio.connection import Connection as AsyncConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN, Protocol
@@ -622,3 +625,67 @@ class StdioLeg(LineLeg):
         if self._file_reader is not None:
             self._file_reader.cancel()
         self._set_lost()
+
+
+class ConnectionLeg(Leg):
+    """A websockets asyncio connection (e.g. one accepted by the replay server), as a leg.
+
+    A reader task delivers each message; a writer task sends in order. Used where a server
+    built on websockets' asyncio API hands a live connection to the bridge (``new_episodes``).
+    """
+
+    def __init__(self, name: str, connection: AsyncConnection) -> None:
+        super().__init__(name)
+        self.connection = connection
+        self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
+        """Messages to send in order; ``None``: close with ``_close_with``."""
+        self._close_with: tuple[int, str] = (CloseCode.NORMAL_CLOSURE, "")
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start reading and writing (after the bridge is attached)."""
+        self._reader = asyncio.create_task(self._read(), name=f"{self.name} reader")
+        self._writer = asyncio.create_task(self._write(), name=f"{self.name} writer")
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                data = await self.connection.recv()
+                text = isinstance(data, str)
+                self.deliver([(text, data.encode() if isinstance(data, str) else data)])
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.connection.wait_closed()
+            self.report_closed()
+            if self._writer is not None:
+                self._writer.cancel()
+            self._set_lost()
+
+    async def _write(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while (item := await self._outbox.get()) is not None:
+                await self.connection.send(item[1], text=item[0])
+            await self.connection.close(*self._close_with)
+
+    @property
+    def is_open(self) -> bool:
+        return self.connection.state is OPEN
+
+    def send(self, messages: Sequence[Message]) -> bool:
+        if not self.is_open:
+            return False
+        for message in messages:
+            self._outbox.put_nowait(message)
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        self._close_with = (code, reason)
+        self._outbox.put_nowait(None)
+
+    def close_plan(self) -> ClosePlan:
+        protocol = self.connection.protocol
+        return plan_close(
+            self.name, protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent
+        )

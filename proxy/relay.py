@@ -278,7 +278,7 @@ class RecordingRelay:
         target = self.options.target
         url = upstream_url(target.url, request.path) if target.kind == "websocket" else target.url
         try:
-            server = await self._connect_upstream(target, request)
+            server = await open_upstream(self.options, request)
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             reason = describe_connect_error(exc)
             message = f"cannot reach upstream {url}: {reason}"
@@ -327,56 +327,57 @@ class RecordingRelay:
         assert client.transport is not None
         client.transport.resume_reading()
 
-    async def _connect_upstream(self, target: Upstream, request: Request) -> Leg:
-        """Open the upstream: a websocket (TCP or unix socket) with the client's headers and
-        subprotocols, or a child process speaking JSON Lines."""
-        opts = self.options
-        if target.kind == "stdio":
-            return await ChildLeg.spawn(target.command, opts.max_size)
-        if target.kind == "unix":
-            uri = parse_uri(f"ws://localhost{request.path}")
-        else:
-            uri = parse_uri(upstream_url(target.url, request.path))
-        offered = [
-            Subprotocol(p.strip())
-            for value in request.headers.get_all("Sec-WebSocket-Protocol")
-            for p in value.split(",")
-            if p.strip()
-        ]
-        ws = ClientProtocol(uri, subprotocols=offered or None, max_size=opts.max_size)
-        leg = WebSocketLeg("server", ws, opts.close_timeout)
-        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def on_response(event: Request | Response) -> None:
-            if not answered.done():
-                answered.set_result(None)
+async def open_upstream(opts: RelayOptions, request: Request) -> Leg:
+    """Open the upstream of ``opts`` for a client's upgrade ``request``: a websocket (TCP or
+    unix socket) with the client's headers and subprotocols, or a child speaking JSON Lines."""
+    target = opts.target
+    if target.kind == "stdio":
+        return await ChildLeg.spawn(target.command, opts.max_size)
+    if target.kind == "unix":
+        uri = parse_uri(f"ws://localhost{request.path}")
+    else:
+        uri = parse_uri(upstream_url(target.url, request.path))
+    offered = [
+        Subprotocol(p.strip())
+        for value in request.headers.get_all("Sec-WebSocket-Protocol")
+        for p in value.split(",")
+        if p.strip()
+    ]
+    ws = ClientProtocol(uri, subprotocols=offered or None, max_size=opts.max_size)
+    leg = WebSocketLeg("server", ws, opts.close_timeout)
+    answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        leg.on_handshake = on_response
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(opts.connect_timeout):
-                if target.socket is not None:
-                    await loop.create_unix_connection(lambda: leg, target.socket)
-                else:
-                    await loop.create_connection(
-                        lambda: leg,
-                        uri.host,
-                        uri.port,
-                        ssl=ssl.create_default_context() if uri.secure else None,
-                    )
-                upgrade = ws.connect()
-                for name, value in client_headers(request, strip_auth=opts.token is not None):
-                    upgrade.headers[name] = value
-                ws.send_request(upgrade)
-                leg.flush()
-                await asyncio.wait({answered, leg.lost}, return_when=asyncio.FIRST_COMPLETED)
-            if ws.handshake_exc is not None or ws.state is not OPEN:
-                raise ws.handshake_exc or InvalidHandshake("upstream closed during the handshake")
-        except BaseException:
-            if leg.transport is not None:
-                leg.transport.abort()
-            raise
-        return leg
+    def on_response(event: Request | Response) -> None:
+        if not answered.done():
+            answered.set_result(None)
+
+    leg.on_handshake = on_response
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(opts.connect_timeout):
+            if target.socket is not None:
+                await loop.create_unix_connection(lambda: leg, target.socket)
+            else:
+                await loop.create_connection(
+                    lambda: leg,
+                    uri.host,
+                    uri.port,
+                    ssl=ssl.create_default_context() if uri.secure else None,
+                )
+            upgrade = ws.connect()
+            for name, value in client_headers(request, strip_auth=opts.token is not None):
+                upgrade.headers[name] = value
+            ws.send_request(upgrade)
+            leg.flush()
+            await asyncio.wait({answered, leg.lost}, return_when=asyncio.FIRST_COMPLETED)
+        if ws.handshake_exc is not None or ws.state is not OPEN:
+            raise ws.handshake_exc or InvalidHandshake("upstream closed during the handshake")
+    except BaseException:
+        if leg.transport is not None:
+            leg.transport.abort()
+        raise
+    return leg
 
 
 def _respond(leg: WebSocketLeg, ws: ServerProtocol, response: Response) -> None:

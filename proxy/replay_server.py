@@ -28,19 +28,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Close as CloseFrame
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from .bridge import Bridge
 from .cassette import Cassette, CassetteWriter, load, new_header
 from .errors import CassetteNotFound, UsageError
 from .jsonrpc import Direction, Pairing, parse
-from .legs import plan_close
+from .legs import ConnectionLeg
 from .modes import RecordMode, parse_mode
 from .recorder import Recorder
 from .redact import Redactor
@@ -50,8 +48,8 @@ from .relay import (
     ListenAddress,
     RecordingRelay,
     RelayOptions,
-    client_headers,
     describe_connect_error,
+    open_upstream,
     upstream_url,
 )
 from .replay import (
@@ -758,27 +756,26 @@ class ReplayServer:
         return self._recorder
 
     async def _record_episode(self, ws: ServerConnection, live: int, first: str | bytes) -> None:
-        """Relay a connection no recording matches to the upstream and append it."""
+        """Relay a connection no recording matches to the upstream and append it, through the
+        same bridge as ``rpctape record`` (rules included)."""
         assert self.upstream is not None and self._session is not None
         request = ws.request
         assert request is not None
         recorder = self._episode_recorder()
         conn = recorder.new_connection()
-        url = upstream_url(self.upstream, request.path)
+        options = RelayOptions(
+            self.upstream,
+            max_size=self.max_size,
+            rules=self.rules,
+            connect_timeout=self.connect_timeout,
+            close_timeout=self.close_timeout,
+        )
+        target = options.target
+        url = upstream_url(target.url, request.path) if target.kind == "websocket" else target.url
         try:
-            upstream = await connect(
-                url,
-                additional_headers=Headers(client_headers(request, strip_auth=False)),
-                user_agent_header=None,  # the client's, if any, is among its headers
-                max_size=self.max_size,
-                compression=None,
-                ping_interval=None,
-                open_timeout=self.connect_timeout,
-                close_timeout=self.close_timeout,
-            )
+            server = await open_upstream(options, request)
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            reason = describe_connect_error(exc)
-            message = f"cannot reach upstream {url}: {reason}"
+            message = f"cannot reach upstream {url}: {describe_connect_error(exc)}"
             recorder.error(conn, message, stage="connect", upstream=url)
             self._session.episode_failed(live, message)
             log.warning("live connection %d: %s", live, message)
@@ -791,15 +788,17 @@ class ReplayServer:
             headers=request.headers.raw_items(),
             subprotocol=ws.subprotocol,
             upstream=url,
+            transport=target.kind,
         )
         self._session.recorded_live(live, conn)
-        if isinstance(first, str):
-            recorder.text(conn, Direction.C2S, first)
-        else:
-            recorder.binary(conn, Direction.C2S, first)
-        with contextlib.suppress(ConnectionClosed):
-            await upstream.send(first)
-        await _relay_episode(conn, ws, upstream, recorder)
+        client = ConnectionLeg("client", ws)
+        client.held = [
+            (isinstance(first, str), first.encode() if isinstance(first, str) else first)
+        ]
+        bridge = Bridge(conn, client, server, recorder, self.rules)
+        bridge.start()
+        client.start()
+        await bridge.wait()
 
 
 async def _refuse_a_live_socket(path: str) -> None:
@@ -821,58 +820,6 @@ async def _refuse_a_live_socket(path: str) -> None:
     raise UsageError(
         f"--listen unix://{path}: a server is already listening there; stop it or pick another path"
     )
-
-
-async def _relay_episode(
-    conn: int, client: ServerConnection, upstream: ClientConnection, recorder: Recorder
-) -> None:
-    """Pump both ways, recording each frame before forwarding it, until one leg closes;
-    then close the other leg and record how, with the rules of :func:`proxy.legs.plan_close`.
-    """
-
-    async def pump(
-        src: Connection, dst: Connection, direction: Direction
-    ) -> tuple[str, ConnectionClosed]:
-        src_leg, dst_leg = (
-            ("client", "server") if direction is Direction.C2S else ("server", "client")
-        )
-        while True:
-            try:
-                data = await src.recv()
-            except ConnectionClosed as exc:
-                return src_leg, exc
-            if isinstance(data, str):
-                recorder.text(conn, direction, data)
-            else:
-                recorder.binary(conn, direction, data)
-            try:
-                await dst.send(data)
-            except ConnectionClosed as exc:
-                return dst_leg, exc
-
-    pumps = {
-        asyncio.create_task(pump(client, upstream, Direction.C2S), name=f"episode{conn}:c2s"),
-        asyncio.create_task(pump(upstream, client, Direction.S2C), name=f"episode{conn}:s2c"),
-    }
-    try:
-        done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        leg, exc = next(iter(done)).result()
-        plan = plan_close(leg, exc.rcvd, exc.sent, exc.rcvd_then_sent)
-        recorder.close(
-            conn,
-            by=plan.by,
-            code=plan.code,
-            reason=plan.reason,
-            leg=leg,
-            forwarded={"code": plan.forward_code, "reason": plan.forward_reason},
-        )
-        other: Connection = upstream if leg == "client" else client
-        await other.close(plan.forward_code, plan.forward_reason)
-    finally:
-        for task in pumps:
-            task.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
-        await upstream.close()
 
 
 class _ReplayRules:
