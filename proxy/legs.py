@@ -5,7 +5,7 @@ first time it stops being open through ``on_closed``, and says how it closed
 (:meth:`Leg.close_plan`). :class:`WebSocketLeg` drives websockets' Sans-I/O protocol over a
 TCP or unix connection. :class:`LineLeg` speaks newline-delimited JSON (the app-server's
 stdio transport): :class:`ChildLeg` to a child process's stdin and stdout, :class:`StdioLeg`
-on this process's own. :class:`ConnectionLeg` adapts a websockets asyncio connection. The
+on this process's own; :class:`~proxy.playback.RecordedLeg` plays a recorded server. The
 bridge (:mod:`proxy.bridge`) joins two legs of any kinds.
 """
 
@@ -22,11 +22,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from websockets.asyncio.connection import Connection as AsyncConnection
-from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import OPEN, Protocol
+from websockets.protocol import CONNECTING, OPEN, Protocol
 
 log = logging.getLogger("rpctape.legs")
 
@@ -88,11 +86,24 @@ class Leg:
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolved when the leg's I/O is completely finished."""
         self._closed_reported = False
+        self._arrived = asyncio.Event()
+
+    async def first_message(self) -> None:
+        """Until a message is held (no handler attached yet) or the leg stopped being open."""
+        while not self.held and self.is_open:
+            self._arrived.clear()
+            await self._arrived.wait()
 
     @property
     def is_open(self) -> bool:
         """Whether messages can still be sent."""
         raise NotImplementedError
+
+    @property
+    def can_receive(self) -> bool:
+        """Whether messages sent now still reach the peer (a line peer that ended its input
+        may still read its output)."""
+        return self.is_open
 
     def send(self, messages: Sequence[Message]) -> bool:
         """Write whole messages; ``False`` if this leg is no longer open."""
@@ -118,16 +129,20 @@ class Leg:
             return
         if self.on_messages is None:
             self.held.extend(messages)
+            self._arrived.set()
         else:
             self.on_messages(self, messages)
 
     def report_closed(self) -> None:
         """Tell the handler, once, that this leg is no longer open."""
+        if not self.is_open:
+            self._arrived.set()
         if not self.is_open and self.on_closed is not None and not self._closed_reported:
             self._closed_reported = True
             self.on_closed(self)
 
     def _set_lost(self) -> None:
+        self._arrived.set()
         if not self.lost.done():
             self.lost.set_result(None)
         if self.peer is not None:
@@ -146,6 +161,14 @@ class WebSocketLeg(Leg, asyncio.Protocol):
         self._fragments: list[bytes] = []
         self._fragment_is_text = False
         self._abort_handle: asyncio.TimerHandle | None = None
+        self.handshake_timer: asyncio.TimerHandle | None = None
+        """Drops the connection if the opening handshake is not done in time (listener)."""
+
+    def handshake_done(self) -> None:
+        """The opening handshake is answered: stop its timer."""
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+            self.handshake_timer = None
 
     # asyncio.Protocol callbacks
 
@@ -166,6 +189,7 @@ class WebSocketLeg(Leg, asyncio.Protocol):
         self._process()
         if self._abort_handle is not None:
             self._abort_handle.cancel()
+        self.handshake_done()
         self._set_lost()
 
     def pause_writing(self) -> None:
@@ -203,6 +227,16 @@ class WebSocketLeg(Leg, asyncio.Protocol):
         if messages and self.ws.state is OPEN:
             messages = self._check_utf8(messages)
         self.flush()
+        # An upgrade request websockets could not parse (too long, too many headers): it
+        # answered (414/431) or gave up; nothing more will come on this connection.
+        transport = self.transport
+        if (
+            self.ws.handshake_exc is not None
+            and self.ws.state is CONNECTING
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            transport.close()
         self.deliver(messages)
         self._check_closed()
 
@@ -303,6 +337,10 @@ class LineLeg(Leg):
     def is_open(self) -> bool:
         return not self.input_done and not self.output_closed
 
+    @property
+    def can_receive(self) -> bool:
+        return not self.output_closed
+
     def feed(self, data: bytes) -> None:
         """Split received bytes into lines and deliver the complete ones."""
         if self.input_done:
@@ -318,10 +356,11 @@ class LineLeg(Leg):
         lines = bytes(buffer).split(b"\n")
         tail = lines.pop()
         buffer[:] = tail
-        if any(len(line) > self.max_size for line in lines) or len(tail) > self.max_size:
+        limit = self.max_size
+        whole = next((i for i, line in enumerate(lines) if len(line) > limit), len(lines))
+        self.deliver([(True, line) for line in lines[:whole]])
+        if whole < len(lines) or len(tail) > limit:
             self._overlong()
-            return
-        self.deliver([(True, line) for line in lines])
 
     def feed_eof(self) -> None:
         """The input ended: deliver a last line without newline, then report the close."""
@@ -331,18 +370,21 @@ class LineLeg(Leg):
             tail, self._buffer = bytes(self._buffer), bytearray()
             self.notes.append(
                 f"the {self.name}'s last line ({len(tail)} bytes) had no newline; "
-                "it was recorded and forwarded as a message"
+                "it was taken as a message"
             )
             self.deliver([(True, tail)])
         self.input_done = True
         self.report_closed()
 
     def _overlong(self) -> None:
-        self.notes.append(f"a line from the {self.name} exceeded {self.max_size} bytes")
+        """A line over ``max_size``: stop reading (what is sent to the peer still goes out;
+        a websocket would close with 1009)."""
+        self.notes.append(
+            f"a line from the {self.name} exceeded {self.max_size} bytes: reading stopped"
+        )
         self._buffer = bytearray()
         self.closed_by_proxy = (CloseCode.MESSAGE_TOO_BIG, "line too long")
         self.input_done = True
-        self.end_output()
         self.report_closed()
 
     def send(self, messages: Sequence[Message]) -> bool:
@@ -468,6 +510,19 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
                 self.transport.close()
             self._set_lost()
 
+    def _overlong(self) -> None:
+        super()._overlong()
+        self.end_output()  # the child is stopped: its output can no longer be relayed
+
+    def pause_writing(self) -> None:
+        # The child's stdin pipe is full: stop reading the other leg until it drains.
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.resume_reading()
+
     def pause_reading(self) -> None:
         if self._stdout is not None and not self._stdout.is_closing():
             self._stdout.pause_reading()
@@ -549,11 +604,18 @@ class StdioLeg(LineLeg):
         self._writer: asyncio.WriteTransport | None = None
         self._file_out: int | None = None
         self._file_reader: asyncio.Task[None] | None = None
+        self._file_readable = asyncio.Event()
+        self._file_readable.set()
+        self._originals: tuple[int, int] | None = None
+        self._blocking = (True, True)
 
     @classmethod
-    async def open(cls, max_size: int) -> StdioLeg:
-        """Attach to file descriptors 0 and 1."""
+    async def open(cls, max_size: int, read_fd: int = 0, write_fd: int = 1) -> StdioLeg:
+        """Attach to ``read_fd`` and ``write_fd`` (this process's stdin and stdout by
+        default); the leg works on duplicates, so the originals stay open."""
         leg = cls(max_size)
+        leg._originals = (read_fd, write_fd)
+        leg._blocking = (os.get_blocking(read_fd), os.get_blocking(write_fd))
         loop = asyncio.get_running_loop()
         owner = leg
 
@@ -569,11 +631,21 @@ class StdioLeg(LineLeg):
                 owner.feed_eof()
 
         class _Write(asyncio.Protocol):
+            def pause_writing(self) -> None:
+                # Our stdout is full (the client reads slowly): stop reading the other leg.
+                if owner.peer is not None:
+                    owner.peer.pause_reading()
+
+            def resume_writing(self) -> None:
+                if owner.peer is not None:
+                    owner.peer.resume_reading()
+
             def connection_lost(self, exc: Exception | None) -> None:
                 owner.output_closed = True
                 owner.report_closed()
+                owner._set_lost()
 
-        stdin_fd, stdout_fd = os.dup(0), os.dup(1)
+        stdin_fd, stdout_fd = os.dup(read_fd), os.dup(write_fd)
         if stat.S_ISREG(os.fstat(stdin_fd).st_mode):
             leg._file_reader = loop.create_task(leg._read_file(stdin_fd), name="wrap stdin")
         else:
@@ -591,15 +663,18 @@ class StdioLeg(LineLeg):
         try:
             while data := await loop.run_in_executor(None, os.read, fd, 1 << 16):
                 self.feed(data)
+                await self._file_readable.wait()  # paused by backpressure
         finally:
             os.close(fd)
             self.feed_eof()
 
     def pause_reading(self) -> None:
+        self._file_readable.clear()
         if self._reader is not None and not self._reader.is_closing():
             self._reader.pause_reading()
 
     def resume_reading(self) -> None:
+        self._file_readable.set()
         if self._reader is not None and not self._reader.is_closing():
             self._reader.resume_reading()
 
@@ -624,68 +699,32 @@ class StdioLeg(LineLeg):
             self._reader.close()
         if self._file_reader is not None:
             self._file_reader.cancel()
-        self._set_lost()
+        if self._writer is None:
+            self._set_lost()  # else once the pipe has taken what is buffered
 
+    def _set_lost(self) -> None:
+        super()._set_lost()
+        self._release()
 
-class ConnectionLeg(Leg):
-    """A websockets asyncio connection (e.g. one accepted by the replay server), as a leg.
-
-    A reader task delivers each message; a writer task sends in order. Used where a server
-    built on websockets' asyncio API hands a live connection to the bridge (``new_episodes``).
-    """
-
-    def __init__(self, name: str, connection: AsyncConnection) -> None:
-        super().__init__(name)
-        self.connection = connection
-        self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
-        """Messages to send in order; ``None``: close with ``_close_with``."""
-        self._close_with: tuple[int, str] = (CloseCode.NORMAL_CLOSURE, "")
-        self._reader: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start reading and writing (after the bridge is attached)."""
-        self._reader = asyncio.create_task(self._read(), name=f"{self.name} reader")
-        self._writer = asyncio.create_task(self._write(), name=f"{self.name} writer")
-
-    async def _read(self) -> None:
+    def _release(self) -> None:
+        """Restore the descriptors' blocking mode (shared with our duplicates) and point the
+        output descriptor at /dev/null, so the client sees end of file even though this
+        process still holds the descriptor, and a stray write to it stays harmless."""
+        originals, self._originals = self._originals, None
+        if originals is None:
+            return
+        for fd, blocking in zip(originals, self._blocking, strict=True):
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, blocking)
+        devnull = os.open(os.devnull, os.O_WRONLY)
         try:
-            while True:
-                data = await self.connection.recv()
-                text = isinstance(data, str)
-                self.deliver([(text, data.encode() if isinstance(data, str) else data)])
-        except ConnectionClosed:
-            pass
+            os.dup2(devnull, originals[1])
         finally:
-            await self.connection.wait_closed()
-            self.report_closed()
-            if self._writer is not None:
-                self._writer.cancel()
-            self._set_lost()
+            os.close(devnull)
 
-    async def _write(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while (item := await self._outbox.get()) is not None:
-                await self.connection.send(item[1], text=item[0])
-            await self.connection.close(*self._close_with)
-
-    @property
-    def is_open(self) -> bool:
-        return self.connection.state is OPEN
-
-    def send(self, messages: Sequence[Message]) -> bool:
-        if not self.is_open:
-            return False
-        for message in messages:
-            self._outbox.put_nowait(message)
-        return True
-
-    def close(self, code: int, reason: str) -> None:
-        self._close_with = (code, reason)
-        self._outbox.put_nowait(None)
-
-    def close_plan(self) -> ClosePlan:
-        protocol = self.connection.protocol
-        return plan_close(
-            self.name, protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent
-        )
+    def abort(self) -> None:
+        """End the output at once, dropping what the client has not read."""
+        self.end_output()
+        if self._writer is not None and not self.lost.done():
+            self._writer.abort()
+        self._set_lost()

@@ -58,22 +58,22 @@ async def test_last_line_without_newline_at_eof() -> None:
     leg.feed_eof()
     assert leg.got == [(True, b'{"a":1}'), (True, b'{"b":')]
     assert leg.notes == [
-        "the client's last line (5 bytes) had no newline; it was recorded and forwarded "
-        "as a message"
+        "the client's last line (5 bytes) had no newline; it was taken as a message"
     ]
     assert leg.closes == [ClosePlan("client", None, "the client closed its input", 1000,
                                     "the client closed its input")]  # fmt: skip
 
 
 async def test_overlong_line_ends_the_leg() -> None:
-    """A line over max_size closes the leg as the proxy, 1009, with a note."""
+    """A line over max_size ends the leg's input as the proxy, 1009, with a note; lines
+    before it are delivered, and what is sent to the peer still goes out."""
     leg = Lines(max_size=10)
-    leg.feed(b"0123456789ABC")
-    assert leg.got == [] and leg.output_closed
-    assert leg.notes == ["a line from the client exceeded 10 bytes"]
+    leg.feed(b"ok\n0123456789ABC\nlater\n")
+    assert leg.got == [(True, b"ok")] and not leg.output_closed
+    assert leg.notes == ["a line from the client exceeded 10 bytes: reading stopped"]
     assert leg.closes == [ClosePlan("proxy", 1009, "line too long", 1009, "line too long")]
     leg.feed(b"\n")
-    assert leg.got == []
+    assert leg.got == [(True, b"ok")]
 
 
 async def test_send_writes_lines() -> None:

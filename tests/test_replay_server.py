@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy.appserver import AppServer
 from proxy.backend import FakeBackend
@@ -182,8 +182,9 @@ async def test_on_miss_close_closes_with_4404(tmp_path: Path) -> None:
     assert [m.description for m in server.report.misses] == ["request b"]
 
 
-async def test_connections_served_in_turn_then_4404(tmp_path: Path) -> None:
-    """Two recorded connections serve two live ones in order; a third is closed with 4404."""
+async def test_connections_served_in_turn_then_404(tmp_path: Path) -> None:
+    """Two recorded connections serve two live ones in order; a third is refused at the
+    handshake with HTTP 404 and a body saying why."""
     cassette = write_tape(
         tmp_path / "t.jsonl",
         [(S, '{"method":"hello","params":{"n":1}}')],
@@ -196,13 +197,12 @@ async def test_connections_served_in_turn_then_4404(tmp_path: Path) -> None:
                 assert await recv_all(ws, 1) == [
                     f'{{"method":"hello","params":{{"n":{n}}}}}'.encode()
                 ]
-        async with connect(url) as ws:
-            with pytest.raises(ConnectionClosed) as info:
-                await asyncio.wait_for(ws.recv(), 5)
-    assert info.value.rcvd is not None
-    assert (info.value.rcvd.code, info.value.rcvd.reason) == (
-        4404,
-        "rpctape: no unused recorded connection left",
+        with pytest.raises(InvalidStatus) as info:
+            await connect(url)
+    assert info.value.response.status_code == 404
+    assert info.value.response.body.decode() == (
+        "rpctape: no recorded match for a new connection (live connection 3)\n"
+        f"all 2 recorded connection(s) of {cassette} were already replayed\n"
     )
     assert server.report.render().endswith(
         "live connection 3: no recorded connection: 0 of 0 client message(s) matched, "

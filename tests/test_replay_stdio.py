@@ -162,7 +162,7 @@ async def test_bad_lines_are_misses_and_the_last_line_needs_no_newline(tmp_path:
     assert report[:4] == [
         summary(cassette, misses=3),
         STDIO_NOTE,
-        "stdio: the client's last line (17 bytes) had no newline; it was replayed as a message",
+        "stdio: the client's last line (17 bytes) had no newline; it was taken as a message",
         "live connection 1 = recorded connection 1: 3 of 3 client message(s) matched, "
         "3 of 3 server message(s) sent",
     ]
@@ -346,8 +346,7 @@ async def test_serve_stdio_in_process_overlong_line(tmp_path: Path) -> None:
         assert report.render().splitlines()[:4] == [
             summary(cassette, client=1),
             STDIO_NOTE,
-            "stdio: a line from the client exceeded 64 bytes: the replay stopped reading (the "
-            "websocket transport closes with 1009)",
+            "stdio: a line from the client exceeded 64 bytes: reading stopped",
             "live connection 1 = recorded connection 1: 1 of 2 client message(s) matched, "
             "1 of 1 server message(s) sent",
         ]

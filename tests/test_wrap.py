@@ -79,8 +79,7 @@ async def test_relays_and_records_bad_input_faithfully(tmp_path: Path) -> None:
     )
     errors = [e["message"] for e in tape.events if e["kind"] == "error"]
     assert errors == [
-        "the client's last line (13 bytes) had no newline; it was recorded and forwarded as a "
-        "message"
+        "the client's last line (13 bytes) had no newline; it was taken as a message"
     ]
     closes = [(e["by"], e["leg"], e.get("exit_code")) for e in tape.events if e["kind"] == "close"]
     assert closes == [("client", "client", None), ("proxy", "server", 0)]
