@@ -91,25 +91,52 @@ def test_invalid_and_batch_types() -> None:
 
 
 def test_redacted_frame_keeps_no_raw_with_the_secret() -> None:
-    """A secret is replaced in msg, listed in redacted, and never kept in raw."""
+    """A secret is replaced in msg and in raw (kept as sent otherwise), listed in redacted."""
     rec = make_recorder()
     conn = rec.new_connection()
     event = rec.text(conn, C2S, '{"id": 0, "result": {"token": "v1.secret", "tokenUsage": 3}}')
     assert event["msg"] == {"id": 0, "result": {"token": marker("v1.secret"), "tokenUsage": 3}}
     assert event["redacted"] == ["/result/token"]
-    assert "raw" not in event
+    m = marker("v1.secret")
+    assert event["raw"] == '{"id": 0, "result": {"token": "' + m + '", "tokenUsage": 3}}'
     assert b"v1.secret" not in orjson.dumps(event)
 
 
-def test_redaction_of_frames_orjson_cannot_hold() -> None:
-    """A lone-surrogate frame is redacted via the lenient parse; non-JSON is replaced whole."""
+def test_escaped_secret_drops_raw() -> None:
+    """A secret the text pass cannot see (an escaped credential) leaves only the msg."""
     rec = make_recorder()
     conn = rec.new_connection()
-    event = rec.text(conn, C2S, '{"token":"s","x":"\\ud800"}')
-    assert event["redacted"] == ["/token"]
-    assert event["raw"] == '{"token":"' + marker("s") + '","x":"\\ud800"}'
-    broken = rec.text(conn, C2S, '{"token":"s",')
-    assert broken["redacted"] == [""] and broken["raw"] == marker('{"token":"s",')
+    key = "sk-abcdefghij0123456789xyz"
+    event = rec.text(conn, C2S, '{"id": 0, "text": "k \\u0073' + key[1:] + '"}')
+    assert event["msg"] == {"id": 0, "text": "k " + marker(key)}
+    assert event["redacted"] == ["/text"] and "raw" not in event
+    escaped_key = rec.text(conn, C2S, '{"id": 0, "result": {"\\u0074oken": "v1.s"}}')
+    assert escaped_key["raw"] == '{"id": 0, "result": {"\\u0074oken": "' + marker("v1.s") + '"}}'
+
+
+def test_redaction_of_frames_orjson_cannot_hold() -> None:
+    """Frames without msg lose their secrets in place: the rest of the text is kept."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    event = rec.text(conn, C2S, '{"token": "s", "x":"\\ud800"}')
+    assert event["redacted"] == [""] and "msg" not in event
+    assert event["raw"] == '{"token": "' + marker("s") + '", "x":"\\ud800"}'
+    broken = rec.text(conn, C2S, '{"token":"s", "a": "\\u00e9')
+    assert broken["redacted"] == [""]
+    assert broken["raw"] == '{"token":"' + marker("s") + '", "a": "\\u00e9'
+    cut = rec.text(conn, C2S, '{"x": 1, "password": "hunt')
+    assert cut["raw"] == '{"x": 1, "password": "' + marker("hunt") + '"'
+    garbage = rec.text(conn, C2S, '\ufeff{"text": "\\u00e9 no secret"}')
+    assert "redacted" not in garbage
+    assert garbage["raw"] == '\ufeff{"text": "\\u00e9 no secret"}'
+
+
+def test_object_secret_in_lenient_json_is_reserialised() -> None:
+    """A secret object in JSON orjson cannot hold: the stdlib writes it with the marker."""
+    rec = make_recorder()
+    event = rec.text(rec.new_connection(), C2S, '{"x":"\\ud800","env":{"A":1}}')
+    assert event["redacted"] == [""]
+    assert event["raw"] == '{"x":"\\ud800","env":"' + marker({"A": 1}) + '"}'
 
 
 def test_no_redact_records_secrets() -> None:
