@@ -183,35 +183,54 @@ def member_spans(text: str) -> dict[str, tuple[int, int]] | None:
     (or nests too deep for the standard library). Only the top level is walked in Python; each
     value is skipped by the standard library's C scanner.
     """
+    found = members(text)
+    return None if found is None else {key: (start, end) for key, start, end in found}
+
+
+def members(text: str, pos: int = 0) -> list[tuple[str, int, int]] | None:
+    """The members of the JSON object at ``pos`` (after optional whitespace) in file order:
+    ``(key, start, end)`` of each value; ``None`` unless an object starts there and, when
+    ``pos`` is 0, fills the text."""
     try:
-        return _member_spans(text)
+        found, end = _members(text, pos)
+    except (ValueError, RecursionError, IndexError):
+        return None
+    if pos == 0 and text[end:].strip(" \t\n\r"):
+        return None
+    return found
+
+
+def object_end(text: str, pos: int) -> int | None:
+    """The end of the JSON object starting at ``pos``, or ``None``."""
+    try:
+        return _members(text, pos)[1]
     except (ValueError, RecursionError, IndexError):
         return None
 
 
-def _member_spans(text: str) -> dict[str, tuple[int, int]] | None:
-    pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
+def _members(text: str, pos: int) -> tuple[list[tuple[str, int, int]], int]:
+    pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
     if text[pos] != "{":
-        return None
-    spans: dict[str, tuple[int, int]] = {}
+        raise ValueError("not an object")
+    found: list[tuple[str, int, int]] = []
     pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
     if text[pos] == "}":
-        return spans if not text[pos + 1 :].strip(" \t\n\r") else None
+        return found, pos + 1
     while True:
         if text[pos] != '"':
-            return None
+            raise ValueError("expected a key")
         key, pos = _DECODER.raw_decode(text, pos)
         pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
         if text[pos] != ":":
-            return None
+            raise ValueError("expected ':'")
         start = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
         _, end = _DECODER.raw_decode(text, start)
-        spans[key] = (start, end)
+        found.append((key, start, end))
         pos = _WS.match(text, end).end()  # type: ignore[union-attr]
         if text[pos] == "}":
-            return spans if not text[pos + 1 :].strip(" \t\n\r") else None
+            return found, pos + 1
         if text[pos] != ",":
-            return None
+            raise ValueError("expected ',' or '}'")
         pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
 
 

@@ -30,6 +30,7 @@ from urllib.parse import unquote
 import orjson
 
 from .errors import UsageError
+from .jsonrpc import members, object_end
 
 DEFAULT_KEYS: frozenset[str] = frozenset(
     {
@@ -347,13 +348,36 @@ class Redactor:
             end, value = _value_at(text, start)
             if end == start or value is None or is_marker(value):
                 continue
-            if name in ENV_KEYS and not text.startswith(("{", "["), start):
-                continue
+            if name in ENV_KEYS:
+                if not text.startswith(("{", "["), start):
+                    continue
+                env = self._env_text(text, start)
+                if env is not None:
+                    pieces += [text[done:start], env]
+                    done = object_end(text, start) or end
+                    continue
             pieces += [text[done:start], f'"{marker(value)}"']
             done = end
         pieces.append(text[done:])
         new = self.redact_values("".join(pieces))
         return new, new != text
+
+    @staticmethod
+    def _env_text(text: str, start: int) -> str | None:
+        """A well-formed env object's text with each value replaced (keys and layout kept)."""
+        found = members(text, start)
+        end = object_end(text, start)
+        if found is None or end is None:
+            return None
+        pieces, done = [], start
+        for _, value_start, value_end in found:
+            value = json.loads(text[value_start:value_end])
+            if value is None or is_marker(value):
+                continue
+            pieces += [text[done:value_start], f'"{marker(value)}"']
+            done = value_end
+        pieces.append(text[done:end])
+        return "".join(pieces)
 
     # -- headers --
 

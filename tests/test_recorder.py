@@ -131,12 +131,18 @@ def test_redaction_of_frames_orjson_cannot_hold() -> None:
     assert garbage["raw"] == '\ufeff{"text": "\\u00e9 no secret"}'
 
 
-def test_object_secret_in_lenient_json_is_reserialised() -> None:
-    """A secret object in JSON orjson cannot hold: the stdlib writes it with the marker."""
+def test_lenient_json_env_and_escaped_secret() -> None:
+    """JSON orjson cannot hold: env values go in place; a secret the text pass cannot see
+    (escaped) makes the standard library write the frame again, markers in place."""
     rec = make_recorder()
-    event = rec.text(rec.new_connection(), C2S, '{"x":"\\ud800","env":{"A":1}}')
-    assert event["redacted"] == [""]
-    assert event["raw"] == '{"x":"\\ud800","env":"' + marker({"A": 1}) + '"}'
+    conn = rec.new_connection()
+    env = rec.text(conn, C2S, '{"x":"\\ud800", "env": {"A": 1, "B": null}}')
+    assert env["redacted"] == [""]
+    assert env["raw"] == '{"x":"\\ud800", "env": {"A": "' + marker(1) + '", "B": null}}'
+    key = "sk-abcdefghij0123456789xyz"
+    escaped = rec.text(conn, C2S, '{"x":"\\ud800", "t": "\\u0073' + key[1:] + '"}')
+    assert escaped["raw"] == '{"x":"\\ud800","t":"' + marker(key) + '"}'
+
 
 
 def test_no_redact_records_secrets() -> None:
