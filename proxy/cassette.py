@@ -405,6 +405,9 @@ def _check_event(
         event["t"] = last_t
     if kind in ("text", "binary"):
         _check_frame(event, where, warnings)
+    elif "dir" in event:  # only frames have a direction
+        warnings.append(f"{where}: {kind} event has an invalid 'dir' (ignored)")
+        del event["dir"]
     for name, (valid, default) in _FIELDS[kind].items():
         if name in event and not valid(event[name]):
             warnings.append(f"{where}: {kind} event has an invalid {name!r} (ignored)")
@@ -418,7 +421,7 @@ def _check_event(
 def _check_frame(event: Event, where: str, warnings: list[str]) -> None:
     """A frame event must say its direction and rebuild exactly; else the cassette is corrupt."""
     kind = event["kind"]
-    if event.get("dir") not in DIRECTIONS:
+    if not isinstance(event.get("dir"), str) or event["dir"] not in DIRECTIONS:
         raise CassetteError(f'{where}: {kind} event needs \'dir\' "c2s" or "s2c"')
     if kind == "binary":
         b64 = event.get("b64")
