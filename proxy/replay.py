@@ -9,6 +9,7 @@ The semantics are written down in docs/replay.md.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -432,7 +433,8 @@ class LiveId:
             if spliced is not None:
                 return spliced
         if isinstance(msg, dict) and id_key(msg.get("id")) != id_key(self.value):
-            return orjson.dumps({**msg, "id": self.value})  # key order kept
+            with contextlib.suppress(TypeError):  # a value orjson cannot write: keep data
+                return orjson.dumps({**msg, "id": self.value})  # key order kept
         return data
 
 
@@ -581,7 +583,8 @@ class ConnectionReplay:
         if self.options.on_miss is OnMiss.CLOSE:
             reason = close_reason(f"rpctape: no recorded match for {frame.describe()}")
             return Step(close=Close(NO_MATCH_CLOSE_CODE, reason), miss=miss)
-        reply = Outgoing(LiveId.of(frame).put_into(error_reply(frame.parsed.id, miss)), True)
+        data = error_reply(None, miss)
+        reply = Outgoing(LiveId.of(frame).put_into(data, orjson.loads(data)), True)
         return Step(send=(reply,), miss=miss)
 
     def _closest(self, frame: Frame) -> tuple[Candidate, ...]:

@@ -89,9 +89,10 @@ def special_texts(draw: st.DrawFn) -> str:
     kind = draw(st.sampled_from(["surrogate", "number", "dup", "deep", "bom", "cut", "rpc"]))
     if kind == "surrogate":
         unit = draw(st.integers(0xD800, 0xDFFF))
-        return '{"id":1,"method":"m","params":{"x":"\\u%04x"}}' % unit
+        return '{"id":1,"method":"m","params":{"x":"\\u' + f"{unit:04x}" + '"}}'
     if kind == "number":
-        return '{"id":%s,"result":%s}' % tuple(draw(st.sampled_from(NUMBER_FORMS)) for _ in "ab")
+        number, result = (draw(st.sampled_from(NUMBER_FORMS)) for _ in "ab")
+        return f'{{"id":{number},"result":{result}}}'
     if kind == "dup":
         return '{"id":1,"id":2,"method":"a","method":"b"}'
     if kind == "deep":

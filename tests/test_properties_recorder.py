@@ -204,5 +204,5 @@ def test_precheck_passes_big_frames_without_secrets(size: int) -> None:
     """A frame without secrets, however big, is not walked (the pre-check says no)."""
     chunk = b'{"type":"agentMessage","text":"hello world, tokens used: 12","tokenUsage":{}},'
     frame = b'{"method":"item/completed","params":{"items":[' + chunk * (size // len(chunk))
-    frame += b'{}]}}'
+    frame += b"{}]}}"
     assert not Redactor().might_redact(frame)

@@ -144,7 +144,6 @@ def test_lenient_json_env_and_escaped_secret() -> None:
     assert escaped["raw"] == '{"x":"\\ud800","t":"' + marker(key) + '"}'
 
 
-
 def test_no_redact_records_secrets() -> None:
     """--no-redact keeps the frame as sent."""
     rec = make_recorder(redactor=Redactor.build(enabled=False))
