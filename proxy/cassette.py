@@ -77,8 +77,11 @@ class CassetteWriter:
     def __init__(self, path: Path, header: Event, *, overwrite: bool = False) -> None:
         self.path = path
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if overwrite else os.O_EXCL)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._failed: CassetteWriteError | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CassetteWriteError(path, exc) from exc
         try:
             self._fd: int | None = os.open(path, flags, 0o600)
         except FileExistsError:
