@@ -116,7 +116,11 @@ _STRING_AT = re.compile(_STRING, re.DOTALL)
 _OPEN_STRING_AT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*\\?\Z', re.DOTALL)
 _SCALAR_AT = re.compile(r"[^,}\]\s]+")
 _SKIP_TO_BRACKET = re.compile(r'[^"\[\]{}]*')
-_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s\"'<>]*)=([^&;#\s\"'<>]*)")
+# A query parameter; trailing punctuation of a sentence ("...?token=x: refused") is not
+# part of the value.
+_QUERY_PARAM = re.compile(
+    r"([?&;])([^=&;#\s\"'<>]*)=([^&;#\s\"'<>]*?)(?=[:.,)]*(?:[&;#\s\"'<>]|\Z))"
+)
 _USERINFO = re.compile(r"(//[^/?#@\s:\"']*:)([^/?#@\s\"']+)@")
 
 

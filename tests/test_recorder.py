@@ -254,3 +254,41 @@ def test_recorder_continues_a_cassette() -> None:
     conn = rec.new_connection()
     event = rec.text(conn, C2S, "{}")
     assert (conn, event["seq"], event["t"]) == (3, 8, 3.5)
+
+
+def test_open_error_and_close_carry_no_secret() -> None:
+    """Query tokens in path and upstream, attestation headers, URLs in messages: redacted."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    opened = rec.open(
+        conn,
+        path="/?token=q1&x=1",
+        headers=[("X-OAI-Attestation", "v1.att"), ("Cookie", "c=1"), ("Host", "h")],
+        subprotocol=None,
+        upstream="ws://127.0.0.1:9/?token=q1&x=1",
+    )
+    assert opened["path"] == f"/?token={marker('q1')}&x=1"
+    assert opened["upstream"] == f"ws://127.0.0.1:9/?token={marker('q1')}&x=1"
+    assert opened["headers"] == {
+        "X-OAI-Attestation": marker("v1.att"),
+        "Cookie": marker("c=1"),
+        "Host": "h",
+    }
+    shown = rec.redactor.redact_headers([("Authorization", "Bearer abcdefgh1")])
+    error = rec.error(
+        2,
+        "cannot reach upstream ws://u/?api_key=k9: refused",
+        stage="connect",
+        path="/?api_key=k9",
+        headers=shown,
+        upstream="ws://u/?api_key=k9",
+    )
+    assert error["message"] == f"cannot reach upstream ws://u/?api_key={marker('k9')}: refused"
+    assert error["path"] == f"/?api_key={marker('k9')}"
+    assert error["upstream"] == f"ws://u/?api_key={marker('k9')}"
+    assert error["headers"] == {"Authorization": marker("Bearer abcdefgh1")}  # not twice
+    closed = rec.close(conn, by="server", code=1011, reason="bad key sk-abc0123456789012345678")
+    assert closed["reason"] == f"bad key {marker('sk-abc0123456789012345678')}"
+    for event in (opened, error, closed):
+        line = orjson.dumps(event)
+        assert all(s not in line for s in (b"q1", b"v1.att", b"k9", b"abcdefgh1", b"sk-abc"))
