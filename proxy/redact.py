@@ -88,20 +88,8 @@ DEFAULT_VALUE_PATTERNS: tuple[str, ...] = (
 )
 """Text shaped like a credential, redacted wherever it stands."""
 
-_VALUE_ANCHORS: tuple[bytes, ...] = (
-    b"sk-",
-    b"eyJ",
-    b"AKIA",
-    b"ASIA",
-    b"earer",
-    b"ghp_",
-    b"gho_",
-    b"ghu_",
-    b"ghs_",
-    b"ghr_",
-    b"github_pat_",
-    b"xox",
-)
+_VALUE_ANCHORS: tuple[bytes, ...] = (b"sk-", b"eyJ", b"AKIA", b"ASIA", b"earer", b"xox")
+_GITHUB_ANCHOR = re.compile(rb"gh(?:[pousr]_|ithub_pat_)")
 """Literal bytes one of which every default value pattern contains (the fast pre-check)."""
 
 MARKER = re.compile(r"<redacted:[0-9a-f]{8}>")
@@ -182,20 +170,23 @@ class Redactor:
     _extra_values: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        sep = "[-_]*"
-        names = sorted(self.keys | ENV_KEYS)
-        alternatives = "|".join(sep.join(re.escape(ch) for ch in key) for key in names if key)
-        # A cheap scan of the raw frame: a key that normalises to a secret looks like
-        # "<letters with - or _ between>" followed by a colon. Escapes force the full walk.
-        pattern = rf'"{sep}(?:{alternatives}){sep}"\s*:|\\u' if alternatives else r"\\u"
-        object.__setattr__(self, "_probe", re.compile(pattern.encode(), re.IGNORECASE))
-        # A cheaper first pass: fold ASCII case, drop "-" and "_", and look for any key at
-        # all. A key that contains another key ("accesstoken" holds "token") adds nothing.
-        quick = None
+        names = sorted(k for k in self.keys | ENV_KEYS if k)
+        quick: re.Pattern[bytes] | None = None
+        probe: re.Pattern[bytes]
         if all(key.isascii() for key in names):
-            anchors = sorted(k for k in names if k and not any(o != k and o in k for o in names))
-            quick = re.compile(b"|".join([*(re.escape(a.encode()) for a in anchors), rb"\\u"]))
+            # On the frame with ASCII case folded and "-" and "_" dropped, a secret key is a
+            # plain literal: first any key at all (a key that contains another adds nothing),
+            # then a key in quotes followed by a colon.
+            anchors = [k for k in names if not any(o != k and o in k for o in names)]
+            quick = re.compile(b"|".join(re.escape(a.encode()) for a in anchors))
+            keys = b"|".join(re.escape(k.encode()) for k in names)
+            probe = re.compile(rb'"(?:' + keys + rb')"\s*:')
+        else:  # non-ASCII extra keys: the same on the raw frame, case-insensitively
+            sep = "[-_]*"
+            alternatives = "|".join(sep.join(re.escape(ch) for ch in key) for key in names)
+            probe = re.compile(rf'"{sep}(?:{alternatives}){sep}"\s*:'.encode(), re.IGNORECASE)
         object.__setattr__(self, "_quick", quick)
+        object.__setattr__(self, "_probe", probe)
         extra = compile_values(self.values)
         object.__setattr__(self, "_extra_values", extra)
         every = [*DEFAULT_VALUE_PATTERNS, *self.values]
@@ -234,15 +225,18 @@ class Redactor:
         """
         if not self.enabled:
             return False
-        if any(anchor in raw for anchor in _VALUE_ANCHORS):
+        if any(anchor in raw for anchor in _VALUE_ANCHORS) or _GITHUB_ANCHOR.search(raw):
+            return True
+        if b"\\u" in raw:  # an escape may hide a key or a credential: walk
             return True
         if self._extra_values is not None and (
             b"\\" in raw or self._extra_values.search(raw.decode(errors="replace")) is not None
         ):
             return True
-        if self._quick is not None and self._quick.search(raw.translate(_FOLD, b"-_")) is None:
-            return False
-        return self._probe.search(raw) is not None
+        if self._quick is None:
+            return self._probe.search(raw) is not None
+        folded = raw.translate(_FOLD, b"-_")
+        return self._quick.search(folded) is not None and self._probe.search(folded) is not None
 
     # -- parsed JSON --
 

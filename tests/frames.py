@@ -8,12 +8,16 @@ duplicate keys, a BOM, truncated JSON and plain garbage; and binary payloads.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import orjson
 from hypothesis import strategies as st
 
-from proxy.redact import DEFAULT_KEYS, ENV_KEYS, Redactor, normalise_key
+from proxy.cassette import Cassette, frame_of
+from proxy.redact import DEFAULT_KEYS, ENV_KEYS, normalise_key
+from proxy.replay import ConnectionReplay, ReplayOptions, recorded_connections
+from proxy.timeline import render, select, summary
 
 NUMBER_FORMS = [
     "0", "-0", "1", "-1", "1.0", "-0.0", "1e400", "-1e400", "1E2", "1e-7", "0.10", "2.5e+3",
@@ -143,4 +147,130 @@ GARBAGE = st.text(max_size=30).filter(
 )
 """Text around a planted member in a frame that is not JSON (no quotes or backslashes)."""
 
-DEFAULT_REDACTOR = Redactor()
+
+# -- planted secrets ---------------------------------------------------------------------------
+
+SECRET_KEYS = st.sampled_from(
+    [
+        "token",
+        "access_token",
+        "apiKey",
+        "experimental_bearer_token",
+        "accessKeyId",
+        "secretAccessKey",
+        "sessionToken",
+        "client_secret",
+        "Password",
+        "X-OAI-Attestation",
+        "bearer_token",
+    ]
+)
+
+
+@st.composite
+def planted(draw: st.DrawFn) -> tuple[Any, str, str]:
+    """A message without secrets with one planted: (message, the secret's text, marked unit).
+
+    The marked unit is the text the redactor must replace: a whole string value for a secret
+    key or an env value, the credential-shaped part of a string otherwise.
+    """
+    secret = draw(SECRETS)
+    how = draw(st.sampled_from(["key", "env", "sk", "jwt", "aws", "bearer", "github"]))
+    if how == "key":
+        member: dict[str, Any] = {draw(SECRET_KEYS): secret}
+        unit = secret
+    elif how == "env":
+        member = {"env": {"GITHUB_PERSONAL_ACCESS_TOKEN": secret, "HOME": None}}
+        unit = secret
+    else:
+        unit = {
+            "sk": f"sk-proj-{secret}9",
+            "jwt": f"eyJ{secret}.eyJ{secret}.{secret}",
+            "aws": "AKIA" + secret.upper()[:16].ljust(16, "Q"),
+            "bearer": f"Bearer {secret}",
+            "github": f"ghp_{secret}{secret}{secret}",
+        }[how]
+        member = {"text": f"use {unit} now"}
+    base = draw(SAFE_VALUES.filter(lambda v: isinstance(v, dict)))
+    msg: Any = {**base, **member}
+    for _ in range(draw(st.integers(0, 3))):
+        msg = draw(st.sampled_from([[msg], {"params": msg}, {"id": 1, "result": msg}]))
+    return msg, secret, unit
+
+
+def written(msg: Any, style: str) -> str:
+    if style == "compact":
+        return json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
+    if style == "pretty":
+        return json.dumps(msg, indent=2)
+    if style == "surrogate":
+        return json.dumps([msg, "\ud800"])
+    return "[" * 260 + json.dumps(msg) + "]" * 260  # deeper than a msg may nest
+
+
+# -- mutated cassettes --------------------------------------------------------------------------
+
+CASSETTES = sorted((Path(__file__).parent.parent / "cassettes").glob("*.jsonl"))
+"""The real cassettes checked into the repository."""
+LINES = {path.name: path.read_bytes().split(b"\n") for path in CASSETTES}
+FIELDS = ["seq", "t", "conn", "kind", "dir", "msg", "raw", "b64", "type", "method",
+          "response_to", "redacted", "by", "code", "reason", "forwarded", "path", "headers",
+          "subprotocol", "upstream", "message", "stage", "delivered", "origin",
+          "exit_code"]  # fmt: skip
+HOSTILE: list[Any] = [None, True, 0, -1, 2**70, 1.5, "", "x", "t", [], {}, [1], {"a": 1},
+                      "%%%", "AAAA=", "c2s", "text", "close", [[[[]]]]]  # fmt: skip
+"""Values of the wrong type (or shape) for every field."""
+
+DEEP = "[" * 300 + "]" * 300
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A real cassette with a few lines mutated: fields removed, retyped, nested, cut."""
+    lines = list(LINES[draw(st.sampled_from(sorted(LINES)))])
+    for _ in range(draw(st.integers(1, 4))):
+        number = draw(st.integers(0, len(lines) - 1))
+        how = draw(st.sampled_from(["drop", "retype", "deep", "cut", "dup", "garbage", "kind"]))
+        try:
+            event = orjson.loads(lines[number])
+        except orjson.JSONDecodeError:
+            event = None
+        if how == "cut":
+            lines[number] = lines[number][: draw(st.integers(0, len(lines[number])))]
+        elif how == "dup":
+            lines.insert(number, lines[number])
+        elif how == "garbage":
+            lines[number] = draw(st.binary(max_size=40))
+        elif isinstance(event, dict):
+            name = draw(st.sampled_from(FIELDS))
+            if how == "drop":
+                event.pop(name, None)
+            elif how == "retype":
+                event[name] = draw(st.one_of(st.sampled_from(HOSTILE), JSON_VALUES))
+            elif how == "kind":
+                event["kind"] = draw(st.sampled_from(["open", "text", "binary", "close", "x"]))
+            else:
+                event.pop(name, None)
+                text = json.dumps(event)
+                lines[number] = f'{text[:-1]}, "{name}": {DEEP}}}'.encode()
+                continue
+            lines[number] = json.dumps(event).encode()
+    return b"\n".join(lines)
+
+
+def use_everything(tape: Cassette) -> None:
+    """What show and replay do with a loaded cassette."""
+    render(tape.events)
+    render(select(tape.events, method="initialize"))
+    summary(tape)
+    tape.connections()
+    for event in tape.frames():
+        frame_of(event)
+    options = ReplayOptions()
+    for recorded in recorded_connections(tape):
+        replay = ConnectionReplay(1, recorded, options)
+        replay.connect()
+        for index in recorded.client:
+            data = frame_of(recorded.items[index].event)
+            replay.receive(data.decode() if recorded.items[index].event["kind"] == "text" else data)
+        replay.report().render()

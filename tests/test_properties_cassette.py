@@ -7,85 +7,15 @@ timeline and the replay planner take without raising.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from proxy.cassette import Cassette, frame_of, load, parse_lines
+from proxy.cassette import load, parse_lines
 from proxy.errors import CassetteError
-from proxy.replay import ConnectionReplay, ReplayOptions, recorded_connections
-from proxy.timeline import render, select, summary
-from tests.frames import JSON_VALUES
-
-CASSETTES = sorted((Path(__file__).parent.parent / "cassettes").glob("*.jsonl"))
-LINES = {path.name: path.read_bytes().split(b"\n") for path in CASSETTES}
-FIELDS = ["seq", "t", "conn", "kind", "dir", "msg", "raw", "b64", "type", "method",
-          "response_to", "redacted", "by", "code", "reason", "forwarded", "path", "headers",
-          "subprotocol", "upstream", "message", "stage", "delivered", "origin",
-          "exit_code"]  # fmt: skip
-HOSTILE: list[Any] = [None, True, 0, -1, 2**70, 1.5, "", "x", "t", [], {}, [1], {"a": 1},
-                      "%%%", "AAAA=", "c2s", "text", "close", [[[[]]]]]  # fmt: skip
-"""Values of the wrong type (or shape) for every field."""
-
-DEEP = "[" * 300 + "]" * 300
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    """A real cassette with a few lines mutated: fields removed, retyped, nested, cut."""
-    lines = list(LINES[draw(st.sampled_from(sorted(LINES)))])
-    for _ in range(draw(st.integers(1, 4))):
-        number = draw(st.integers(0, len(lines) - 1))
-        how = draw(st.sampled_from(["drop", "retype", "deep", "cut", "dup", "garbage", "kind"]))
-        try:
-            event = orjson.loads(lines[number])
-        except orjson.JSONDecodeError:
-            event = None
-        if how == "cut":
-            lines[number] = lines[number][: draw(st.integers(0, len(lines[number])))]
-        elif how == "dup":
-            lines.insert(number, lines[number])
-        elif how == "garbage":
-            lines[number] = draw(st.binary(max_size=40))
-        elif isinstance(event, dict):
-            name = draw(st.sampled_from(FIELDS))
-            if how == "drop":
-                event.pop(name, None)
-            elif how == "retype":
-                event[name] = draw(st.one_of(st.sampled_from(HOSTILE), JSON_VALUES))
-            elif how == "kind":
-                event["kind"] = draw(st.sampled_from(["open", "text", "binary", "close", "x"]))
-            else:
-                event.pop(name, None)
-                text = json.dumps(event)
-                lines[number] = f'{text[:-1]}, "{name}": {DEEP}}}'.encode()
-                continue
-            lines[number] = json.dumps(event).encode()
-    return b"\n".join(lines)
-
-
-def use_everything(tape: Cassette) -> None:
-    """What show and replay do with a loaded cassette."""
-    render(tape.events)
-    render(select(tape.events, method="initialize"))
-    summary(tape)
-    tape.connections()
-    for event in tape.frames():
-        frame_of(event)
-    options = ReplayOptions()
-    for recorded in recorded_connections(tape):
-        replay = ConnectionReplay(1, recorded, options)
-        replay.connect()
-        for index in recorded.client:
-            data = frame_of(recorded.items[index].event)
-            replay.receive(data.decode() if recorded.items[index].event["kind"] == "text" else data)
-        replay.report().render()
+from tests.frames import CASSETTES, DEEP, mutated, use_everything
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ from tests.frames import (
     BINARY_FRAMES,
     GARBAGE,
     SAFE_VALUES,
-    SECRETS,
     TEXT_FRAMES,
     holds_no_secret,
     json_texts,
+    planted,
+    written,
 )
 
 HEADER = b'{"rpctape":1}\n'
@@ -114,63 +114,6 @@ def test_redaction_changes_nothing_without_a_secret(frame: str) -> None:
 
 # -- planted secrets ----------------------------------------------------------------------------
 
-SECRET_KEYS = st.sampled_from(
-    [
-        "token",
-        "access_token",
-        "apiKey",
-        "experimental_bearer_token",
-        "accessKeyId",
-        "secretAccessKey",
-        "sessionToken",
-        "client_secret",
-        "Password",
-        "X-OAI-Attestation",
-        "bearer_token",
-    ]
-)
-
-
-@st.composite
-def planted(draw: st.DrawFn) -> tuple[Any, str, str]:
-    """A message without secrets with one planted: (message, the secret's text, marked unit).
-
-    The marked unit is the text the redactor must replace: a whole string value for a secret
-    key or an env value, the credential-shaped part of a string otherwise.
-    """
-    secret = draw(SECRETS)
-    how = draw(st.sampled_from(["key", "env", "sk", "jwt", "aws", "bearer", "github"]))
-    if how == "key":
-        member: dict[str, Any] = {draw(SECRET_KEYS): secret}
-        unit = secret
-    elif how == "env":
-        member = {"env": {"GITHUB_PERSONAL_ACCESS_TOKEN": secret, "HOME": None}}
-        unit = secret
-    else:
-        unit = {
-            "sk": f"sk-proj-{secret}9",
-            "jwt": f"eyJ{secret}.eyJ{secret}.{secret}",
-            "aws": "AKIA" + secret.upper()[:16].ljust(16, "Q"),
-            "bearer": f"Bearer {secret}",
-            "github": f"ghp_{secret}{secret}{secret}",
-        }[how]
-        member = {"text": f"use {unit} now"}
-    base = draw(SAFE_VALUES.filter(lambda v: isinstance(v, dict)))
-    msg: Any = {**base, **member}
-    for _ in range(draw(st.integers(0, 3))):
-        msg = draw(st.sampled_from([[msg], {"params": msg}, {"id": 1, "result": msg}]))
-    return msg, secret, unit
-
-
-def _written(msg: Any, style: str) -> str:
-    if style == "compact":
-        return json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
-    if style == "pretty":
-        return json.dumps(msg, indent=2)
-    if style == "surrogate":
-        return json.dumps([msg, "\ud800"])
-    return "[" * 260 + json.dumps(msg) + "]" * 260  # deeper than a msg may nest
-
 
 @settings(max_examples=200, deadline=None)
 @given(
@@ -185,7 +128,7 @@ def test_planted_secret_never_survives(
     """Wherever a secret stands, in JSON of any shape or in broken text, it is not recorded;
     in JSON only the secret changes: every other byte of the frame is kept."""
     msg, secret, unit = case
-    text = _written(msg, style)
+    text = written(msg, style)
     if cut:  # not JSON any more: cut just after the secret, with garbage around
         text = garbage + text[: text.index(unit) + len(unit) + 2] + garbage
     line = record_text(recorder(), text.encode())
