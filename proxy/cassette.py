@@ -448,7 +448,9 @@ def _check_frame(event: Event, where: str, warnings: list[str]) -> None:
             raise CassetteError(
                 f"{where}: text event's 'delivered' cannot be written back"
             ) from None
-    if "type" in event and event["type"] not in MESSAGE_TYPES:
+    if "type" in event and (
+        not isinstance(event["type"], str) or event["type"] not in MESSAGE_TYPES
+    ):
         derived = parse(frame_of(event)).type.value
         warnings.append(f"{where}: text event has an invalid 'type' (derived: {derived})")
         event["type"] = derived

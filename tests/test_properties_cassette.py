@@ -7,15 +7,18 @@ timeline and the replay planner take without raising.
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from proxy.cassette import load, parse_lines
 from proxy.errors import CassetteError
-from tests.frames import CASSETTES, DEEP, mutated, use_everything
+from tests.frames import CASSETTES, DEEP, FIELDS, HOSTILE, mutated, use_everything
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,3 +125,36 @@ def test_unreadable_file_is_a_cassette_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(CassetteError, match=r"cannot read cassette .*f/c\.jsonl: Not a directory"):
         load(blocker / "c.jsonl")
+
+
+BASE_EVENTS: list[dict[str, Any]] = [
+    {"seq": 1, "t": 0, "conn": 1, "kind": "open", "path": "/", "headers": {}, "upstream": "u"},
+    {"seq": 2, "t": 0, "conn": 1, "kind": "text", "dir": "c2s", "type": "request",
+     "method": "m", "msg": {"id": 1, "method": "m"}},
+    {"seq": 3, "t": 0, "conn": 1, "kind": "text", "dir": "s2c", "type": "response",
+     "response_to": "m", "msg": {"id": 1, "result": {}}},
+    {"seq": 4, "t": 0, "conn": 1, "kind": "binary", "dir": "s2c", "b64": "AAE="},
+    {"seq": 5, "t": 0, "conn": 1, "kind": "close", "by": "server", "code": 1000, "reason": "",
+     "forwarded": {"code": 1000, "reason": ""}},
+    {"seq": 6, "t": 0, "conn": 2, "kind": "error", "message": "m", "stage": "connect"},
+]  # fmt: skip
+
+
+def test_every_field_of_every_kind_with_every_hostile_value() -> None:
+    """A deterministic sweep: each field of each event kind set to each wrong-typed value."""
+    outcomes: Counter[str] = Counter()
+    for index, event in enumerate(BASE_EVENTS):
+        for name in FIELDS:
+            for value in HOSTILE:
+                events = [dict(e) for e in BASE_EVENTS]
+                events[index][name] = value
+                data = HEAD + "".join(json.dumps(e) + "\n" for e in events).encode()
+                try:
+                    tape = parse_lines(data, source="c.jsonl")
+                except CassetteError as exc:
+                    assert str(exc).startswith(f"c.jsonl:{index + 2}: "), (event, name, value)
+                    outcomes["refused"] += 1
+                    continue
+                use_everything(tape)
+                outcomes["loaded"] += 1
+    assert outcomes["refused"] > 0 and outcomes["loaded"] > 0
