@@ -127,12 +127,11 @@ def parse(data: bytes | str) -> Parsed:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _unrepresentable(lenient_loads(raw))
-    try:
-        exact = orjson.dumps(msg) == raw
-        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:  # cheap: only then measure depth
-            orjson.dumps(_nest(msg, _DEPTH_MARGIN))
-    except orjson.JSONEncodeError:  # nested deeper than orjson writes (about 254 levels)
+    try:  # one write tells both: exactness, and that MAX_DEPTH is not exceeded
+        wrapped = orjson.dumps(_nest(msg, _DEPTH_MARGIN))
+    except orjson.JSONEncodeError:  # nested deeper than MAX_DEPTH
         return _unrepresentable(msg)
+    exact = memoryview(wrapped)[_DEPTH_MARGIN:-_DEPTH_MARGIN] == raw
     kind = classify(msg)
     return Parsed(msg, True, exact, kind, _method(msg, kind), _id(msg, kind))
 
