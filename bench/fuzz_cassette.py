@@ -94,6 +94,7 @@ def fuzz_frames(examples: int, run_seed: int, stats: Counter[str], failures: lis
             if frame_of(event) == data and "redacted" not in event:
                 stats["rebuilt byte-exact"] += 1
             else:
+                stats["not rebuilt"] += 1
                 failures.append(f"not rebuilt: {data[:80]!r}")
         except Exception:
             stats["crashes"] += 1
@@ -200,8 +201,11 @@ def main() -> int:
     fuzz_frames(args.frames, args.seed, stats, failures)
     fuzz_secrets(args.secrets, args.seed, stats, failures)
     fuzz_cassettes(args.cassettes, args.seed, stats, failures)
-    rows = [(name, str(count)) for name, count in stats.items()]
-    rows.append(("crashes", str(stats["crashes"])))
+    order = ["frames (text)", "frames (binary)", "rebuilt byte-exact", "not rebuilt",
+             "frames with a planted secret", "secrets that survived", "mutated cassettes",
+             "loaded (show + replay planner run)", "refused with one CassetteError line",
+             "crashes"]  # fmt: skip
+    rows = [(name, str(stats[name])) for name in order]
     rows += time_big_frame()
     rows.append(("wall time", f"{time.perf_counter() - started:.0f} s"))
     width = max(len(name) for name, _ in rows)
