@@ -226,14 +226,17 @@ class Recorder:
             return (again, text, pointers) if not left else (msg, None, pointers)
         text, changed = redactor.redact_frame_text(raw.decode())
         if parsed.type is not MessageType.INVALID or text.lstrip().startswith(("{", "[")):
-            # JSON orjson cannot hold (lone surrogates, deep nesting): check what is left.
-            lenient = lenient_loads(text.encode(errors="surrogatepass"))
+            # JSON orjson cannot hold (lone surrogates, deep nesting): check that nothing is
+            # left, in the redacted text or (if the text pass broke it) in the frame.
             try:
-                redacted, left = (
-                    redactor.redact_json(lenient) if lenient is not NOT_JSON else (None, [])
-                )
-                if left:
-                    text, changed = json.dumps(redacted, separators=(",", ":")), True
+                for candidate in (text, raw.decode()):
+                    lenient = lenient_loads(candidate.encode())
+                    if lenient is NOT_JSON:
+                        continue
+                    redacted, left = redactor.redact_json(lenient)
+                    if left:
+                        text, changed = json.dumps(redacted, separators=(",", ":")), True
+                    break
             except RecursionError:  # deeper than Python walks: the text pass is all we do
                 pass
         return (_ABSENT, text, [""]) if changed else None
