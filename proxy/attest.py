@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 from .jsonrpc import Direction
+from .redact import marker
 from .rules import Rule
 
 METHOD = "attestation/generate"
@@ -125,11 +126,17 @@ def attestation_rules(modes: Sequence[AttestMode], *, advertise: bool = False) -
     return rules
 
 
+def token_tag(token: str) -> str:
+    """How a rule name shows a token: its redaction marker, never the token itself (rule
+    names are written into cassettes and logs)."""
+    return marker(token)
+
+
 def _rule(mode: AttestMode) -> Rule | None:
     kind = mode.kind
     if kind is AttestKind.INJECT:
         return Rule(
-            f"attest: inject {mode.token}",
+            f"attest: inject {token_tag(mode.token)}",
             "reply",
             Direction.S2C,
             METHOD,
@@ -138,7 +145,7 @@ def _rule(mode: AttestMode) -> Rule | None:
         )
     if kind is AttestKind.REWRITE:
         return Rule(
-            f"attest: rewrite {mode.token}",
+            f"attest: rewrite {token_tag(mode.token)}",
             "patch",
             Direction.C2S,
             response_to=METHOD,

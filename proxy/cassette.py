@@ -8,6 +8,9 @@ contract is written down in docs/cassette-format.md. This module only reads and 
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,7 +21,8 @@ from typing import Any
 import orjson
 
 from . import CASSETTE_FORMAT_VERSION, __version__
-from .errors import CassetteError, CassetteNotFound, CassetteVersionError
+from .errors import CassetteError, CassetteNotFound, CassetteVersionError, CassetteWriteError
+from .jsonrpc import parse
 
 Event = dict[str, Any]
 
@@ -73,15 +77,28 @@ class CassetteWriter:
     def __init__(self, path: Path, header: Event, *, overwrite: bool = False) -> None:
         self.path = path
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if overwrite else os.O_EXCL)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._failed: CassetteWriteError | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CassetteWriteError(path, exc) from exc
         try:
             self._fd: int | None = os.open(path, flags, 0o600)
         except FileExistsError:
             raise CassetteError(
                 f"{path} already exists; choose another path or pass --overwrite"
             ) from None
-        os.fchmod(self._fd, 0o600)
-        self.append([header])
+        except OSError as exc:
+            raise CassetteWriteError(path, exc) from exc
+        try:
+            os.fchmod(self._fd, 0o600)
+            self.append([header])
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.close()
+            if isinstance(exc, CassetteWriteError):
+                raise
+            raise CassetteWriteError(path, exc) from exc
 
     @classmethod
     def append_to(cls, path: Path) -> CassetteWriter:
@@ -92,7 +109,11 @@ class CassetteWriter:
         """
         writer = cls.__new__(cls)
         writer.path = path
-        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        writer._failed = None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except OSError as exc:
+            raise CassetteWriteError(path, exc) from exc
         try:
             data = path.read_bytes()
             if data and not data.endswith(b"\n"):
@@ -118,21 +139,48 @@ class CassetteWriter:
         )
 
     def append_lines(self, data: bytes) -> None:
-        """Write already serialised lines (each ending in ``\\n``) in one system call."""
+        """Write already serialised lines (each ending in ``\\n``) in one system call.
+
+        Raises :class:`CassetteWriteError` when the operating system refuses (disk full, I/O
+        error, a bad descriptor); from then on the writer is failed: every later call raises
+        the same error at once, without writing. A line cut by the failure is at most the
+        last line of the file, which readers ignore as torn.
+        """
+        if self._failed is not None:
+            raise self._failed
         if self._fd is None:
             raise CassetteError(f"cassette {self.path} is closed")
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._failed = CassetteWriteError(self.path, exc)
+            raise self._failed from exc
+
+    @property
+    def failed(self) -> CassetteWriteError | None:
+        """The error that stopped this writer, if one did."""
+        return self._failed
 
     def close(self) -> None:
-        """Flush to disk and close; safe to call twice."""
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                os.fsync(fd)
-            finally:
+        """Flush to disk and close; safe to call twice, and after a failure.
+
+        A failed ``fsync`` of a writer that had not failed yet raises
+        :class:`CassetteWriteError`; a failed writer closes without raising.
+        """
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if self._failed is None:
+                self._failed = CassetteWriteError(self.path, exc)
+                raise self._failed from exc
+        finally:
+            with contextlib.suppress(OSError):
                 os.close(fd)
 
 
@@ -172,6 +220,8 @@ def load(path: Path | str) -> Cassette:
         raise CassetteNotFound(f"no cassette at {path}") from None
     except IsADirectoryError:
         raise CassetteError(f"{path} is a directory, not a cassette file") from None
+    except OSError as exc:
+        raise CassetteError(f"cannot read cassette {path}: {exc.strerror or exc}") from None
     return parse_lines(data, source=str(path), path=path)
 
 
@@ -190,6 +240,7 @@ def parse_lines(data: bytes, *, source: str = "<cassette>", path: Path | None = 
     header = _header(lines[0], source)
     warnings: list[str] = []
     events: list[Event] = []
+    last_t = 0.0
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -197,19 +248,26 @@ def parse_lines(data: bytes, *, source: str = "<cassette>", path: Path | None = 
             event = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise CassetteError(f"{source}:{number}: corrupt line ({exc})") from None
-        _check_event(event, source, number)
-        events.append(event)
+        checked = _check_event(event, line, f"{source}:{number}", warnings, last_t)
+        if checked is not None:
+            events.append(checked)
+            last_t = checked["t"]
     if torn_tail.strip():
+        where = f"{source}:{len(lines) + 1}"
         try:
             event = orjson.loads(torn_tail)
-            _check_event(event, source, len(lines) + 1)
-            events.append(event)
-            warnings.append(f"{source}: last line has no newline (kept)")
+            tail_warnings: list[str] = []
+            checked = _check_event(event, torn_tail, where, tail_warnings, last_t)
         except (orjson.JSONDecodeError, CassetteError):
             warnings.append(
-                f"{source}:{len(lines) + 1}: torn last line ({len(torn_tail)} bytes) ignored; "
+                f"{where}: torn last line ({len(torn_tail)} bytes) ignored; "
                 "the recorder was probably killed while writing it"
             )
+        else:
+            warnings += tail_warnings
+            if checked is not None:
+                events.append(checked)
+            warnings.append(f"{source}: last line has no newline (kept)")
     return _migrate(Cassette(path, header, events, warnings), source)
 
 
@@ -218,7 +276,11 @@ def _header(line: bytes, source: str) -> Event:
         header = orjson.loads(line)
     except orjson.JSONDecodeError:
         header = None
-    if not isinstance(header, dict) or not isinstance(header.get("rpctape"), int):
+    if (
+        not isinstance(header, dict)
+        or not isinstance(header.get("rpctape"), int)
+        or isinstance(header["rpctape"], bool)
+    ):
         raise CassetteError(
             f"{source} is not an rpctape cassette: its first line is not a header "
             'with an integer "rpctape" format version'
@@ -234,17 +296,164 @@ def _header(line: bytes, source: str) -> Event:
     return header
 
 
-def _check_event(event: Any, source: str, number: int) -> None:
+DIRECTIONS = frozenset({"c2s", "s2c"})
+MESSAGE_TYPES = frozenset({"request", "notification", "response", "error", "batch", "invalid"})
+_DEEP = 240
+"""A line with more brackets than this is checked for nesting orjson cannot write back."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_optional_str(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _is_optional_int(value: Any) -> bool:
+    return value is None or _is_int(value)
+
+
+def _is_headers(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _is_forwarded(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and _is_int(value.get("code", 1000))
+        and isinstance(value.get("reason", ""), str)
+    )
+
+
+def _is_pointers(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(p, str) for p in value)
+
+
+# Optional fields per kind: (check, what a bad value is replaced by, or _DROP to remove it).
+_DROP = object()
+_FIELDS: dict[str, dict[str, tuple[Callable[[Any], bool], Any]]] = {
+    "open": {
+        "path": (_is_str, ""),
+        "headers": (_is_headers, {}),
+        "subprotocol": (_is_optional_str, None),
+        "upstream": (_is_str, ""),
+        "transport": (_is_str, _DROP),
+        "client_transport": (_is_str, _DROP),
+    },
+    "text": {
+        "method": (_is_str, _DROP),
+        "response_to": (_is_str, _DROP),
+        "redacted": (_is_pointers, _DROP),
+        "forwarded": (lambda v: isinstance(v, bool), _DROP),
+        "origin": (_is_str, _DROP),
+    },
+    "binary": {"origin": (_is_str, _DROP)},
+    "close": {
+        "by": (_is_str, _DROP),
+        "leg": (_is_str, _DROP),
+        "code": (_is_optional_int, None),
+        "reason": (_is_str, ""),
+        "forwarded": (_is_forwarded, _DROP),
+        "exit_code": (_is_int, _DROP),
+    },
+    "error": {
+        "message": (_is_str, ""),
+        "stage": (_is_str, _DROP),
+        "leg": (_is_str, _DROP),
+        "path": (_is_str, _DROP),
+        "upstream": (_is_str, _DROP),
+        "headers": (_is_headers, _DROP),
+    },
+}
+
+
+def _check_event(
+    event: Any, line: bytes, where: str, warnings: list[str], last_t: float
+) -> Event | None:
+    """Validate one event so that code reading it can trust every documented field's type.
+
+    Raises :class:`CassetteError` (``file:line: ...``) for a line that is not an event or a
+    frame that cannot be rebuilt; appends a warning and returns ``None`` for an event it can
+    skip (an unknown kind); repairs, with a warning, optional fields of the wrong type.
+    """
     if (
         not isinstance(event, dict)
-        or not isinstance(event.get("seq"), int)
-        or event.get("kind") not in EVENT_KINDS
-        or not isinstance(event.get("conn"), int)
+        or not _is_int(event.get("seq"))
+        or not _is_int(event.get("conn"))
+        or not isinstance(event.get("kind"), str)
     ):
         raise CassetteError(
-            f"{source}:{number}: not a cassette event (needs integer 'seq' and 'conn' "
+            f"{where}: not a cassette event (needs integer 'seq' and 'conn' "
             f"and a 'kind' among {sorted(EVENT_KINDS)})"
         )
+    kind = event["kind"]
+    if kind not in EVENT_KINDS:
+        warnings.append(f"{where}: unknown event kind {kind!r} skipped")
+        return None
+    if line.count(b"[") + line.count(b"{") > _DEEP:
+        try:
+            orjson.dumps([[event]])
+        except orjson.JSONEncodeError:
+            raise CassetteError(
+                f"{where}: {kind} event nests too deep to be written back (orjson's limit)"
+            ) from None
+    t = event.get("t")
+    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t):
+        warnings.append(f"{where}: {kind} event has no valid 't' (using {last_t})")
+        event["t"] = last_t
+    if kind in ("text", "binary"):
+        _check_frame(event, where, warnings)
+    elif "dir" in event:  # only frames have a direction
+        warnings.append(f"{where}: {kind} event has an invalid 'dir' (ignored)")
+        del event["dir"]
+    for name, (valid, default) in _FIELDS[kind].items():
+        if name in event and not valid(event[name]):
+            warnings.append(f"{where}: {kind} event has an invalid {name!r} (ignored)")
+            if default is _DROP:
+                del event[name]
+            else:
+                event[name] = default
+    return event
+
+
+def _check_frame(event: Event, where: str, warnings: list[str]) -> None:
+    """A frame event must say its direction and rebuild exactly; else the cassette is corrupt."""
+    kind = event["kind"]
+    if not isinstance(event.get("dir"), str) or event["dir"] not in DIRECTIONS:
+        raise CassetteError(f'{where}: {kind} event needs \'dir\' "c2s" or "s2c"')
+    if kind == "binary":
+        b64 = event.get("b64")
+        try:
+            if not isinstance(b64, str):
+                raise ValueError("not a string")
+            base64.b64decode(b64, validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise CassetteError(
+                f"{where}: binary event has no valid base64 'b64' ({exc})"
+            ) from None
+        return
+    if "raw" in event and not isinstance(event["raw"], str):
+        raise CassetteError(f"{where}: text event's 'raw' is not a string")
+    if "raw" not in event and "msg" not in event:
+        raise CassetteError(f"{where}: text event has neither 'raw' nor 'msg'")
+    if "delivered" in event:
+        try:
+            orjson.dumps(event["delivered"])
+        except orjson.JSONEncodeError:
+            raise CassetteError(
+                f"{where}: text event's 'delivered' cannot be written back"
+            ) from None
+    if "type" in event and (
+        not isinstance(event["type"], str) or event["type"] not in MESSAGE_TYPES
+    ):
+        derived = parse(frame_of(event)).type.value
+        warnings.append(f"{where}: text event has an invalid 'type' (derived: {derived})")
+        event["type"] = derived
 
 
 def _migrate(cassette: Cassette, source: str) -> Cassette:

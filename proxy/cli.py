@@ -52,6 +52,10 @@ AdvertiseOption = Annotated[
 RedactKeyOption = Annotated[
     list[str] | None, typer.Option(help="Also redact JSON members with this key.")
 ]
+RedactValueOption = Annotated[
+    list[str] | None,
+    typer.Option(help="Also redact text matching this regex, wherever it stands (repeatable)."),
+]
 NoRedactOption = Annotated[
     bool, typer.Option("--no-redact", help="Record secrets as they are (careful).")
 ]
@@ -178,6 +182,7 @@ def record(
         Path | None, typer.Option(help="Clients must send 'Authorization: Bearer <token>'.")
     ] = None,
     redact_key: RedactKeyOption = None,
+    redact_value: RedactValueOption = None,
     no_redact: NoRedactOption = False,
     overwrite: OverwriteOption = False,
     rules: RulesOption = None,
@@ -208,12 +213,15 @@ def record(
             token=token,
             rules=tuple(build_rules(rules or (), attest or (), advertise_attestation)),
         )
+        redactor = Redactor.build(
+            redact_key or (), enabled=not no_redact, values=redact_value or ()
+        )
         target = options.target
         header = new_header(target.url, transport=target.kind)
         writer = CassetteWriter(cassette, header, overwrite=overwrite)
     except (RpctapeError, OSError) as exc:
         raise _fail(exc) from None
-    recorder = Recorder(writer, Redactor.build(redact_key or (), enabled=not no_redact))
+    recorder = Recorder(writer, redactor)
     try:
         line = asyncio.run(_record(options, writer, recorder))
     except OSError as exc:
@@ -419,6 +427,7 @@ def wrap(
     attest: AttestOption = None,
     advertise_attestation: AdvertiseOption = False,
     redact_key: RedactKeyOption = None,
+    redact_value: RedactValueOption = None,
     no_redact: NoRedactOption = False,
     log: Annotated[
         Path | None, typer.Option(help="Write rpctape's own log here instead of stderr.")
@@ -431,7 +440,9 @@ def wrap(
     _setup_logging(verbose, log)
     try:
         rule_list = build_rules(rules or (), attest or (), advertise_attestation)
-        redactor = Redactor.build(redact_key or (), enabled=not no_redact)
+        redactor = Redactor.build(
+            redact_key or (), enabled=not no_redact, values=redact_value or ()
+        )
         status = asyncio.run(
             run_wrap(command, cassette, rules=rule_list, redactor=redactor, overwrite=overwrite)
         )

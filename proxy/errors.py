@@ -33,3 +33,21 @@ class UpstreamError(RpctapeError, ConnectionError):
 
 class AppServerError(RpctapeError, RuntimeError):
     """The real codex app-server could not be found, started, or failed."""
+
+
+class CassetteWriteError(RpctapeError, OSError):
+    """The cassette could not be written (disk full, I/O error, file removed or read-only).
+
+    Its message names the cassette and the operating system's error; ``errno`` is the OS
+    error's. A writer that raised it stays failed: nothing more is written.
+    """
+
+    def __init__(self, path: object, cause: OSError) -> None:
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        super().__init__(
+            f"cannot write cassette {path}: {reason} (errno {cause.errno}); "
+            "frames from now on cannot be recorded"
+        )
+        self.errno = cause.errno
+        self.path = path
+        self.cause = cause

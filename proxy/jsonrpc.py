@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,8 @@ class MessageType(enum.StrEnum):
     """JSON that is not a JSON-RPC message (or text that is not JSON at all)."""
 
 
-_NOT_JSON = object()
+NOT_JSON = object()
+"""What :func:`lenient_loads` returns for text that is not JSON."""
 
 
 def _is_id(value: Any) -> bool:
@@ -111,35 +113,157 @@ def id_key(value: Any) -> str:
 
 
 def parse(data: bytes | str) -> Parsed:
-    """Parse one text frame and classify it.
+    """Parse one text frame and classify it; never raises, whatever the bytes.
 
-    Text that orjson rejects (not JSON, or JSON it cannot hold such as lone surrogate
-    escapes) gets ``msg=None``; if the standard library can still parse it, the derived type
-    and method come from that parse. orjson reads integers beyond 64 bits as floats: such a
-    frame keeps its lossy ``msg`` and is never ``exact``.
+    Text that orjson cannot hold within its limits (not JSON; JSON with lone surrogate
+    escapes; nesting deeper than orjson reads or writes) gets ``msg=None``: such a frame is
+    recorded as raw text. If it is still JSON (the standard library's parse, or orjson's parse
+    too deep to write back), the derived type, method and id come from that parse. orjson reads
+    integers beyond 64 bits as floats: such a frame keeps its lossy ``msg`` and is never
+    ``exact``.
     """
-    raw = data.encode() if isinstance(data, str) else data
+    raw = data.encode(errors="surrogatepass") if isinstance(data, str) else data
     try:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        fallback = _lenient_loads(raw)
-        if fallback is _NOT_JSON:
-            return Parsed(None, False, False, MessageType.INVALID, None, None)
-        kind = classify(fallback)
-        return Parsed(None, False, False, kind, _method(fallback, kind), _id(fallback, kind))
-    exact = orjson.dumps(msg) == raw
+        return _unrepresentable(lenient_loads(raw))
+    try:  # one write tells both: exactness, and that MAX_DEPTH is not exceeded
+        wrapped = orjson.dumps(_nest(msg, _DEPTH_MARGIN))
+    except orjson.JSONEncodeError:  # nested deeper than MAX_DEPTH
+        return _unrepresentable(msg)
+    exact = memoryview(wrapped)[_DEPTH_MARGIN:-_DEPTH_MARGIN] == raw
     kind = classify(msg)
     return Parsed(msg, True, exact, kind, _method(msg, kind), _id(msg, kind))
 
 
-def _lenient_loads(raw: bytes) -> Any:
+MAX_DEPTH = 250
+"""Deepest nesting a frame's ``msg`` may have: orjson writes 254 levels, and a cassette line
+puts ``msg`` inside the event (with room to spare for tools that wrap events)."""
+
+_DEPTH_MARGIN = 254 - MAX_DEPTH
+
+
+def _nest(value: Any, levels: int) -> Any:
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def _unrepresentable(fallback: Any) -> Parsed:
+    """A frame recorded as raw text: no ``msg``, shape derived from ``fallback`` if it is JSON."""
+    if fallback is NOT_JSON:
+        return Parsed(None, False, False, MessageType.INVALID, None, None)
+    kind = classify(fallback)
+    return Parsed(None, False, False, kind, _method(fallback, kind), _id(fallback, kind))
+
+
+def lenient_loads(raw: bytes) -> Any:
+    """The standard library's parse (lone surrogates, big integers, deeper nesting than
+    orjson), or :data:`NOT_JSON`; never raises."""
+
     def reject_constant(name: str) -> Any:
         raise ValueError(name)
 
     try:
         return json.loads(raw, parse_constant=reject_constant)
-    except ValueError:
-        return _NOT_JSON
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return NOT_JSON
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def member_spans(text: str) -> dict[str, tuple[int, int]] | None:
+    """Where each top-level member's value of a JSON object stands in ``text``.
+
+    Returns ``{key: (start, end)}`` with ``text[start:end]`` the value exactly as written (the
+    last one for a duplicate key, as parsers keep), or ``None`` if ``text`` is not a JSON object
+    (or nests too deep for the standard library). Only the top level is walked in Python; each
+    value is skipped by the standard library's C scanner.
+    """
+    found = members(text)
+    return None if found is None else {key: (start, end) for key, start, end in found}
+
+
+def members(text: str, pos: int = 0) -> list[tuple[str, int, int]] | None:
+    """The members of the JSON object at ``pos`` (after optional whitespace) in file order:
+    ``(key, start, end)`` of each value; ``None`` unless an object starts there and, when
+    ``pos`` is 0, fills the text."""
+    try:
+        found, end = _members(text, pos)
+    except (ValueError, RecursionError, IndexError):
+        return None
+    if pos == 0 and text[end:].strip(" \t\n\r"):
+        return None
+    return found
+
+
+def object_end(text: str, pos: int) -> int | None:
+    """The end of the JSON object starting at ``pos``, or ``None``."""
+    try:
+        return _members(text, pos)[1]
+    except (ValueError, RecursionError, IndexError):
+        return None
+
+
+def _members(text: str, pos: int) -> tuple[list[tuple[str, int, int]], int]:
+    pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+    if text[pos] != "{":
+        raise ValueError("not an object")
+    found: list[tuple[str, int, int]] = []
+    pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+    if text[pos] == "}":
+        return found, pos + 1
+    while True:
+        if text[pos] != '"':
+            raise ValueError("expected a key")
+        key, pos = _DECODER.raw_decode(text, pos)
+        pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+        if text[pos] != ":":
+            raise ValueError("expected ':'")
+        start = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        _, end = _DECODER.raw_decode(text, start)
+        found.append((key, start, end))
+        pos = _WS.match(text, end).end()  # type: ignore[union-attr]
+        if text[pos] == "}":
+            return found, pos + 1
+        if text[pos] != ",":
+            raise ValueError("expected ',' or '}'")
+        pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+
+
+def raw_id(data: bytes | str) -> bytes | None:
+    """The ``id`` of a JSON-RPC message exactly as its sender wrote it (``None`` if absent).
+
+    ``2**70``, ``-0``, ``1.0`` or ``"a\\"b\\u00e9"`` come back byte for byte, where a parse
+    would turn them into a float, ``0``, or an unescaped string.
+    """
+    text = data.decode(errors="surrogatepass") if isinstance(data, bytes) else data
+    spans = member_spans(text)
+    if spans is None or "id" not in spans:
+        return None
+    start, end = spans["id"]
+    return text[start:end].encode(errors="surrogatepass")
+
+
+def with_raw_id(data: bytes, id_text: bytes) -> bytes | None:
+    """``data`` (a JSON object) with its top-level ``id`` value replaced by ``id_text``.
+
+    Every other byte is kept. ``None`` if ``data`` is not an object with an ``id``.
+    """
+    text = data.decode(errors="surrogatepass")
+    spans = member_spans(text)
+    if spans is None or "id" not in spans:
+        return None
+    start, end = spans["id"]
+    return b"".join(
+        (
+            text[:start].encode(errors="surrogatepass"),
+            id_text,
+            text[end:].encode(errors="surrogatepass"),
+        )
+    )
 
 
 def _method(msg: Any, kind: MessageType) -> str | None:

@@ -17,8 +17,10 @@ from typing import Any
 import orjson
 
 from .cassette import CassetteWriter, Event
-from .jsonrpc import Direction, MessageType, Pairing, Parsed, parse
-from .redact import Redactor, marker
+from .jsonrpc import NOT_JSON, Direction, MessageType, Pairing, Parsed, lenient_loads, parse
+from .redact import Redactor
+
+_ABSENT = object()
 
 
 class Recorder:
@@ -90,10 +92,10 @@ class Recorder:
             conn,
             "open",
             {
-                "path": path,
+                "path": self.redactor.redact_text(path),
                 "headers": self.redactor.redact_headers(headers),
                 "subprotocol": subprotocol,
-                "upstream": upstream,
+                "upstream": self.redactor.redact_text(upstream),
                 "transport": transport,
                 "client_transport": client_transport,
             },
@@ -172,31 +174,28 @@ class Recorder:
             if "delivered" in extra and self.redactor.enabled:
                 fields["delivered"] = self.redactor.redact_json(extra["delivered"])[0]
         self.frames[direction] += 1
-        msg = parsed.msg
         if self.redactor.might_redact(raw):
-            if parsed.has_msg:
-                msg, pointers = self.redactor.redact_json(msg)
-                if pointers:
-                    fields["redacted"] = pointers
-            else:
-                text, pointers = self._redact_unrepresentable(raw.decode())
-                if pointers:
-                    fields["redacted"] = pointers
+            redacted = self._redact(raw, parsed)
+            if redacted is not None:
+                msg, text, fields["redacted"] = redacted
+                if text is not None:
                     fields["raw"] = text
-            if pointers:
                 event = self._event(conn, "text", fields)
-                if parsed.has_msg:
+                if msg is not _ABSENT:
                     event["msg"] = msg
                 return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
-        if not parsed.exact:
-            fields["raw"] = raw.decode()
+        if parsed.exact:
+            # The frame is exactly orjson.dumps(msg), so it is compact JSON on one line:
+            # splice it in instead of serialising it again.
+            event = self._event(conn, "text", fields)
+            head = orjson.dumps(event)
+            event["msg"] = parsed.msg
+            return event, b"".join((head[:-1], b',"msg":', raw, b"}\n"))
+        fields["raw"] = raw.decode()
         event = self._event(conn, "text", fields)
-        if not parsed.has_msg:
-            return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
-        # The frame is exactly orjson.dumps(msg): splice it in instead of serialising twice.
-        head = orjson.dumps(event)
-        event["msg"] = msg
-        return event, b"".join((head[:-1], b',"msg":', raw, b"}\n"))
+        if parsed.has_msg:
+            event["msg"] = parsed.msg
+        return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
 
     def write(self, lines: Sequence[bytes]) -> None:
         """Append lines built by :meth:`text_line` (and friends) in one write."""
@@ -207,17 +206,40 @@ class Recorder:
         event = self._binary_event(conn, direction, data)
         return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
 
-    def _redact_unrepresentable(self, data: str) -> tuple[str, list[str]]:
-        """Redact a frame orjson cannot hold: re-serialised by the standard library if it is
-        JSON at all, else replaced whole by a marker (pointer ``""``)."""
-        try:
-            lenient = json.loads(data)
-        except ValueError:
-            return marker(data), [""]
-        redacted, pointers = self.redactor.redact_json(lenient)
-        if not pointers:
-            return data, []
-        return json.dumps(redacted, separators=(",", ":")), pointers
+    def _redact(self, raw: bytes, parsed: Parsed) -> tuple[Any, str | None, list[str]] | None:
+        """Take the secrets out of a text frame: ``(msg, raw, pointers)`` for its event, or
+        ``None`` when it holds none. Everything but the secrets is kept where the format
+        can say it: ``msg`` of an exact frame, else the frame's text redacted in place."""
+        redactor = self.redactor
+        if parsed.has_msg:
+            msg, pointers = redactor.redact_json(parsed.msg)
+            if not pointers:
+                return None
+            if parsed.exact:
+                return msg, None, pointers
+            text, _ = redactor.redact_frame_text(raw.decode())
+            try:  # keep the text if nothing is left in it (e.g. an escaped secret)
+                again = orjson.loads(text)
+                left = redactor.redact_json(again)[1]
+            except orjson.JSONDecodeError:
+                left = [""]
+            return (again, text, pointers) if not left else (msg, None, pointers)
+        text, changed = redactor.redact_frame_text(raw.decode())
+        if parsed.type is not MessageType.INVALID or text.lstrip().startswith(("{", "[")):
+            # JSON orjson cannot hold (lone surrogates, deep nesting): check that nothing is
+            # left, in the redacted text or (if the text pass broke it) in the frame.
+            try:
+                for candidate in (text, raw.decode()):
+                    lenient = lenient_loads(candidate.encode())
+                    if lenient is NOT_JSON:
+                        continue
+                    redacted, left = redactor.redact_json(lenient)
+                    if left:
+                        text, changed = json.dumps(redacted, separators=(",", ":")), True
+                    break
+            except RecursionError:  # deeper than Python walks: the text pass is all we do
+                pass
+        return (_ABSENT, text, [""]) if changed else None
 
     def binary(self, conn: int, direction: Direction, data: bytes) -> Event:
         """Record one binary frame (base64 in ``b64``); write it before returning."""
@@ -234,12 +256,26 @@ class Recorder:
         """Record the end of a connection: who closed it (client, server or proxy) and how."""
         if self._pairing.pop(conn, None) is not None:
             self.open_connections -= 1
+        reason = self.redactor.redact_text(reason)
         event = self._event(conn, "close", {"by": by, "code": code, "reason": reason, **extra})
         self._write([event])
         return event
 
     def error(self, conn: int, message: str, **fields: Any) -> Event:
-        """Record something that went wrong on a connection (e.g. the upstream refused)."""
+        """Record something that went wrong on a connection (e.g. the upstream refused).
+
+        The message, and ``path``, ``upstream`` and ``headers`` fields, are redacted (a
+        ``headers`` dict or list of pairs already redacted stays as it is)."""
+        redactor = self.redactor
+        for name in ("path", "upstream"):
+            if isinstance(fields.get(name), str):
+                fields[name] = redactor.redact_text(fields[name])
+        headers = fields.get("headers")
+        if isinstance(headers, dict):
+            fields["headers"] = redactor.redact_headers(headers.items())
+        elif isinstance(headers, list | tuple):
+            fields["headers"] = redactor.redact_headers(headers)
+        message = redactor.redact_text(message)
         event = self._event(conn, "error", {"message": message, **fields})
         self._write([event])
         return event

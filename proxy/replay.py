@@ -9,6 +9,7 @@ The semantics are written down in docs/replay.md.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import orjson
 
 from .cassette import Cassette, Event, frame_of
 from .errors import RpctapeError
-from .jsonrpc import Direction, MessageType, id_key
+from .jsonrpc import Direction, MessageType, id_key, raw_id, with_raw_id
 from .matching import Frame, Rules, Verdict, explain, matches
 from .modes import MatchOrder, OnMiss, Pace, parse_mode
 
@@ -408,6 +409,35 @@ class ReplayReport:
             raise ReplayMismatch(self.render())
 
 
+@dataclass(frozen=True)
+class LiveId:
+    """The id of a live client request: its value and its text exactly as the client sent it.
+
+    A replayed reply carries the text verbatim (``2**70`` stays an integer, ``"a\\u00e9"``
+    keeps its escape), spliced in place of the recorded id so every other byte is kept.
+    """
+
+    value: Any
+    text: bytes | None
+    """The id's JSON text as sent (``None`` if it could not be located)."""
+
+    @classmethod
+    def of(cls, frame: Frame) -> LiveId:
+        """The id of a live request frame."""
+        return cls(frame.parsed.id, raw_id(frame.data))
+
+    def put_into(self, data: bytes, msg: Any = None) -> bytes:
+        """``data`` (a reply) with this id in place of its own."""
+        if self.text is not None:
+            spliced = with_raw_id(data, self.text)
+            if spliced is not None:
+                return spliced
+        if isinstance(msg, dict) and id_key(msg.get("id")) != id_key(self.value):
+            with contextlib.suppress(TypeError):  # a value orjson cannot write: keep data
+                return orjson.dumps({**msg, "id": self.value})  # key order kept
+        return data
+
+
 # --- one live connection ----------------------------------------------------------------------
 
 
@@ -434,7 +464,7 @@ class ConnectionReplay:
         """Live client frames received so far."""
         self._matched: dict[int, int] = {}
         """Recorded client item index -> the live message number it matched."""
-        self._live_ids: dict[int, Any] = {}
+        self._live_ids: dict[int, LiveId] = {}
         """Recorded client request index -> the live request's id."""
         self._planned: set[int] = set()
         self._delivered: set[int] = set()
@@ -492,7 +522,7 @@ class ConnectionReplay:
     def _on_match(self, index: int, frame: Frame) -> Step:
         self._matched[index] = self.received
         if frame.type is MessageType.REQUEST:
-            self._live_ids[index] = frame.parsed.id
+            self._live_ids[index] = LiveId.of(frame)
         waiting, self._deferred = self._deferred, []
         send = self._plan([*waiting, *self.recorded.segments[index]])
         return Step(tuple(send), self._maybe_close())
@@ -502,24 +532,21 @@ class ConnectionReplay:
         out: list[Outgoing] = []
         for index in indices:
             item = self.recorded.items[index]
-            live_id: Any = None
-            remap = False
+            live_id: LiveId | None = None
             if item.type in _ANSWERS and item.answers is not None:
                 if item.answers not in self._live_ids:
                     self._deferred.append(index)
                     continue
-                live_id, remap = self._live_ids[item.answers], True
+                live_id = self._live_ids[item.answers]
             self._planned.add(index)
-            out.append(self._outgoing(item, live_id, remap))
+            out.append(self._outgoing(item, live_id))
         return out
 
-    def _outgoing(self, item: Item, live_id: Any, remap: bool) -> Outgoing:
+    def _outgoing(self, item: Item, live_id: LiveId | None) -> Outgoing:
         event = self.recorded.items[item.index].event
         data = frame_of(event)
-        msg = event.get("msg")
-        if remap and isinstance(msg, dict) and id_key(msg.get("id")) != id_key(live_id):
-            # The live request's id, in place of the recorded one (key order kept).
-            data = orjson.dumps({**msg, "id": live_id})
+        if live_id is not None:
+            data = live_id.put_into(data, event.get("msg"))
         delay = self.options.pace.delay(item.gap)
         return Outgoing(data, event["kind"] == "text", delay, item.index)
 
@@ -556,7 +583,8 @@ class ConnectionReplay:
         if self.options.on_miss is OnMiss.CLOSE:
             reason = close_reason(f"rpctape: no recorded match for {frame.describe()}")
             return Step(close=Close(NO_MATCH_CLOSE_CODE, reason), miss=miss)
-        reply = Outgoing(error_reply(frame.parsed.id, miss), True)
+        data = error_reply(None, miss)
+        reply = Outgoing(LiveId.of(frame).put_into(data, orjson.loads(data)), True)
         return Step(send=(reply,), miss=miss)
 
     def _closest(self, frame: Frame) -> tuple[Candidate, ...]:

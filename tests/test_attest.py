@@ -75,7 +75,7 @@ def test_rules_per_mode() -> None:
     assert [(r.name, r.action, r.dir, r.method) for r in inject] == [
         ("attest: advertise requestAttestation", "patch", "c2s", "initialize"),
         ("attest: delay 50 ms", "delay", "s2c", "attestation/generate"),
-        ("attest: inject T", "reply", "s2c", "attestation/generate"),
+        (f"attest: inject {marker('T')}", "reply", "s2c", "attestation/generate"),
     ]
     delay = attestation_rules([AttestMode.parse("delay:50")])
     assert [(r.action, r.dir, r.response_to) for r in delay] == [
@@ -157,15 +157,16 @@ async def test_inject_answers_for_the_client(upstream: ScriptedUpstream, tmp_pat
     assert (request["dir"], request["forwarded"], request["rules"]) == (
         "s2c",
         False,
-        [{"rule": "attest: inject v1.T", "action": "reply"}],
+        [{"rule": f"attest: inject {marker('v1.T')}", "action": "reply"}],
     )
     assert (reply["dir"], reply["origin"], reply["rule"], reply["response_to"]) == (
         "c2s",
         "rpctape",
-        "attest: inject v1.T",
+        f"attest: inject {marker('v1.T')}",
         "attestation/generate",
     )
     assert reply["msg"] == {"id": 0, "result": {"token": marker("v1.T")}}
+    assert b"v1.T" not in cassette.read_bytes()
     initialize, echoed = [e for e in load(cassette).frames() if e.get("method") == "initialize"]
     assert (initialize["dir"], echoed["dir"]) == ("c2s", "s2c")
     assert initialize["delivered"]["params"]["capabilities"] == {"requestAttestation": True}
@@ -183,7 +184,8 @@ async def test_rewrite_replaces_the_clients_token(
     (_, answer) = by_method(load(cassette), "attestation/generate")
     assert answer["msg"]["result"]["token"] == marker("T")
     assert answer["delivered"]["result"]["token"] == marker("U")
-    assert answer["rules"] == [{"rule": "attest: rewrite U", "action": "patch"}]
+    assert answer["rules"] == [{"rule": f"attest: rewrite {marker('U')}", "action": "patch"}]
+    assert b'"U"' not in cassette.read_bytes() and b"rewrite U" not in cassette.read_bytes()
 
 
 @pytest.mark.parametrize(

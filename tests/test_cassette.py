@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import errno
+import os
 import stat
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -11,7 +15,13 @@ import pytest
 
 from proxy import CASSETTE_FORMAT_VERSION, __version__
 from proxy.cassette import CassetteWriter, frame_of, load, new_header, parse_lines
-from proxy.errors import CassetteError, CassetteNotFound, CassetteVersionError
+from proxy.errors import (
+    CassetteError,
+    CassetteNotFound,
+    CassetteVersionError,
+    CassetteWriteError,
+    RpctapeError,
+)
 
 HEADER = b'{"rpctape":1,"created":"2026-11-23T00:00:00+00:00","tool":"rpctape 0.1.0"}\n'
 EVENT = b'{"seq":1,"t":0.5,"conn":1,"kind":"text","dir":"c2s","msg":{"method":"x"}}\n'
@@ -167,3 +177,113 @@ def test_append_to_repairs_the_tail(tmp_path: Path, tail: bytes, kept: list[int]
     tape = load(path)
     assert [e["seq"] for e in tape.events] == [*kept, 9]
     assert tape.warnings == []
+
+
+# -- write failures -------------------------------------------------------------------------
+
+
+class FailingWrites:
+    """os.write that fails with ``error`` once armed, after ``budget`` more bytes."""
+
+    def __init__(self, error: int) -> None:
+        self.error = error
+        self.budget: int | None = None
+        self.calls = 0
+        self._write = os.write
+
+    def __call__(self, fd: int, data: bytes | memoryview) -> int:
+        self.calls += 1
+        if self.budget is None:
+            return self._write(fd, data)
+        if self.budget <= 0:
+            raise OSError(self.error, os.strerror(self.error))
+        written = self._write(fd, bytes(data[: self.budget]))
+        self.budget -= written
+        return written
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO, errno.EBADF, errno.EROFS])
+def test_write_failure_is_a_cassette_write_error_and_sticks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int
+) -> None:
+    """An OS error names the cassette and the error; later appends fail at once; close is safe."""
+    path = tmp_path / "c.jsonl"
+    writes = FailingWrites(error)
+    monkeypatch.setattr(os, "write", writes)
+    writer = CassetteWriter(path, {"rpctape": 1})
+    writer.append([{"seq": 1, "t": 0, "conn": 1, "kind": "close"}])
+    writes.budget = 10  # half a line gets through, then the disk fails
+    with pytest.raises(CassetteWriteError) as info:
+        writer.append_lines(b'{"seq":2,"t":0,"conn":1,"kind":"close"}\n')
+    failure = info.value
+    assert str(failure) == (
+        f"cannot write cassette {path}: {os.strerror(error)} (errno {error}); "
+        "frames from now on cannot be recorded"
+    )
+    assert isinstance(failure, OSError) and isinstance(failure, RpctapeError)
+    assert failure.errno == error and writer.failed is failure
+    calls = writes.calls
+    with pytest.raises(CassetteWriteError) as again:
+        writer.append_lines(b'{"seq":3,"t":0,"conn":1,"kind":"close"}\n')
+    assert again.value is failure and writes.calls == calls  # nothing was tried
+    writer.close()
+    writer.close()
+    tape = load(path)  # the cut line is a torn last line: every earlier line is there
+    assert [e["seq"] for e in tape.events] == [1]
+    assert tape.warnings == [f"{path}:3: torn last line (10 bytes) ignored; "
+                             "the recorder was probably killed while writing it"]  # fmt: skip
+
+
+def test_removed_descriptor_fails_cleanly(tmp_path: Path) -> None:
+    """A descriptor closed under the writer (EBADF) becomes a CassetteWriteError too."""
+    writer = CassetteWriter(tmp_path / "c.jsonl", {"rpctape": 1})
+    assert writer._fd is not None
+    os.close(writer._fd)
+    with pytest.raises(CassetteWriteError, match=r"Bad file descriptor \(errno 9\)"):
+        writer.append([{"seq": 1, "t": 0, "conn": 1, "kind": "close"}])
+    writer.close()
+
+
+def test_unwritable_directory_is_a_cassette_write_error(tmp_path: Path) -> None:
+    """Creating a cassette where nothing can be created names the path and the OS error."""
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    with pytest.raises(CassetteWriteError, match=r"cannot write cassette .*f/c\.jsonl: "):
+        CassetteWriter(blocker / "c.jsonl", {"rpctape": 1})
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (root only; skipped where mounting is not permitted)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_disk_on_a_real_tmpfs(tiny_tmpfs: Path) -> None:
+    """A disk that fills up: ENOSPC as CassetteWriteError; the file keeps every whole line."""
+    path = tiny_tmpfs / "c.jsonl"
+    writer = CassetteWriter(path, {"rpctape": 1})
+    line = orjson.dumps({"seq": 0, "t": 0, "conn": 1, "kind": "error", "message": "x" * 900})
+    written = 0
+    with pytest.raises(CassetteWriteError) as info:
+        for seq in range(1, 1000):
+            writer.append_lines(line.replace(b'"seq":0', b'"seq":%d' % seq) + b"\n")
+            written = seq
+    assert info.value.errno == errno.ENOSPC
+    assert f"cannot write cassette {path}: No space left on device" in str(info.value)
+    with pytest.raises(CassetteWriteError):
+        writer.append_lines(b"{}\n")
+    writer.close()
+    tape = load(path)
+    assert [e["seq"] for e in tape.events] == list(range(1, written + 1))

@@ -324,3 +324,44 @@ async def test_live_status_on_a_terminal(tmp_path: Path) -> None:
                 proc.kill()
                 await proc.wait()
             os.close(master)
+
+
+def test_record_refuses_an_invalid_redact_value(tmp_path: Path) -> None:
+    """--redact-value takes a regex; a broken one is one line, exit 2, no cassette."""
+    cassette = tmp_path / "c.jsonl"
+    argv = ["record", "--upstream", "ws://127.0.0.1:9", "--cassette", str(cassette)]
+    result = runner.invoke(app, [*argv, "--redact-value", "("])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "rpctape: error: --redact-value '(': not a regular expression "
+        "(missing ), unterminated subpattern at position 0)\n"
+    )
+    assert not cassette.exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "exit_code", "stderr"),
+    [
+        (b'{"seq":5,"conn":1,"kind":"close","by":"client","code":1000,"reason":""}', 0,
+         "rpctape: warning: {path}:6: close event has no valid 't' (using 0.02)\n"),
+        (b'{"seq":5,"t":"x","conn":1,"kind":"close"}', 0,
+         "rpctape: warning: {path}:6: close event has no valid 't' (using 0.02)\n"),
+        (b'{"seq":5,"t":1,"conn":1,"kind":"text","dir":"c2s"}', 2,
+         "rpctape: error: {path}:6: text event has neither 'raw' nor 'msg'\n"),
+        (b'{"seq":5,"t":1,"conn":1,"kind":"binary","dir":"c2s","b64":"!!"}', 2,
+         "rpctape: error: {path}:6: binary event has no valid base64 'b64' "
+         "(Only base64 data is allowed)\n"),
+        (b'{"seq":5,"t":1,"conn":1,"kind":"text","dir":"c2s","msg":' + b"[" * 300 + b"]" * 300
+         + b"}", 2,
+         "rpctape: error: {path}:6: text event nests too deep to be written back "
+         "(orjson's limit)\n"),
+    ],
+)  # fmt: skip
+def test_show_crafted_cassettes_without_a_traceback(
+    tmp_path: Path, line: bytes, exit_code: int, stderr: str
+) -> None:
+    """The crafted events of issue 8 give one line with file and line number, no traceback."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(CASSETTE + line + b"\n")
+    result = runner.invoke(app, ["show", str(path)])
+    assert (result.exit_code, result.stderr) == (exit_code, stderr.format(path=path))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from proxy.jsonrpc import Direction, MessageType, Pairing, classify, id_key, parse
+from proxy.jsonrpc import MAX_DEPTH, Direction, MessageType, Pairing, classify, id_key, parse
 
 
 @pytest.mark.parametrize(
@@ -121,3 +124,44 @@ def test_direction_helpers() -> None:
     """Reverse and arrow of each direction."""
     assert Direction.C2S.reverse is Direction.S2C and Direction.S2C.reverse is Direction.C2S
     assert (Direction.C2S.arrow, Direction.S2C.arrow) == (">", "<")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
+def test_parse_never_raises(data: bytes) -> None:
+    """Any bytes at all give a Parsed; msg is present only if orjson writes it back."""
+    parsed = parse(data)
+    if parsed.has_msg:
+        assert (orjson.dumps(parsed.msg) == data) is parsed.exact
+    else:
+        assert parsed.msg is None and not parsed.exact
+
+
+@pytest.mark.parametrize("depth", [250, 251, 255, 300, 1024, 1025, 5000])
+@pytest.mark.parametrize(("opener", "closer"), [("[", "]"), ('{"a":', "}")])
+def test_deep_nesting_is_raw_text_not_a_crash(depth: int, opener: str, closer: str) -> None:
+    """Past MAX_DEPTH levels a frame has no msg (recorded raw); nothing raises. Its shape
+    comes from orjson's read (up to 1024 levels), past that it is not JSON within limits."""
+    parsed = parse((opener * depth + "1" + closer * depth).encode())
+    assert parsed.has_msg is (depth <= MAX_DEPTH)
+    batch = opener == "[" and depth <= 1024
+    assert parsed.type is (MessageType.BATCH if batch else MessageType.INVALID)
+
+
+def test_deep_request_keeps_its_shape() -> None:
+    """A request with deep params is still a request (for pairing), without msg."""
+    parsed = parse(b'{"id":1,"method":"m","params":' + b"[" * 300 + b"]" * 300 + b"}")
+    assert (parsed.has_msg, parsed.type, parsed.method, parsed.id) == (
+        False,
+        MessageType.REQUEST,
+        "m",
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ['\ufeff{"id":1,"method":"m"}', '{"id":1,"method":"m"}\n', "1e400", "-0"]
+)
+def test_bom_newline_and_numbers_are_not_exact(text: str) -> None:
+    """A BOM, a trailing newline, 1e400 and -0 cannot be rebuilt from msg."""
+    assert not parse(text.encode()).exact

@@ -91,25 +91,57 @@ def test_invalid_and_batch_types() -> None:
 
 
 def test_redacted_frame_keeps_no_raw_with_the_secret() -> None:
-    """A secret is replaced in msg, listed in redacted, and never kept in raw."""
+    """A secret is replaced in msg and in raw (kept as sent otherwise), listed in redacted."""
     rec = make_recorder()
     conn = rec.new_connection()
     event = rec.text(conn, C2S, '{"id": 0, "result": {"token": "v1.secret", "tokenUsage": 3}}')
     assert event["msg"] == {"id": 0, "result": {"token": marker("v1.secret"), "tokenUsage": 3}}
     assert event["redacted"] == ["/result/token"]
-    assert "raw" not in event
+    m = marker("v1.secret")
+    assert event["raw"] == '{"id": 0, "result": {"token": "' + m + '", "tokenUsage": 3}}'
     assert b"v1.secret" not in orjson.dumps(event)
 
 
-def test_redaction_of_frames_orjson_cannot_hold() -> None:
-    """A lone-surrogate frame is redacted via the lenient parse; non-JSON is replaced whole."""
+def test_escaped_secret_drops_raw() -> None:
+    """A secret the text pass cannot see (an escaped credential) leaves only the msg."""
     rec = make_recorder()
     conn = rec.new_connection()
-    event = rec.text(conn, C2S, '{"token":"s","x":"\\ud800"}')
-    assert event["redacted"] == ["/token"]
-    assert event["raw"] == '{"token":"' + marker("s") + '","x":"\\ud800"}'
-    broken = rec.text(conn, C2S, '{"token":"s",')
-    assert broken["redacted"] == [""] and broken["raw"] == marker('{"token":"s",')
+    key = "sk-abcdefghij0123456789xyz"
+    event = rec.text(conn, C2S, '{"id": 0, "text": "k \\u0073' + key[1:] + '"}')
+    assert event["msg"] == {"id": 0, "text": "k " + marker(key)}
+    assert event["redacted"] == ["/text"] and "raw" not in event
+    escaped_key = rec.text(conn, C2S, '{"id": 0, "result": {"\\u0074oken": "v1.s"}}')
+    assert escaped_key["raw"] == '{"id": 0, "result": {"\\u0074oken": "' + marker("v1.s") + '"}}'
+
+
+def test_redaction_of_frames_orjson_cannot_hold() -> None:
+    """Frames without msg lose their secrets in place: the rest of the text is kept."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    event = rec.text(conn, C2S, '{"token": "s", "x":"\\ud800"}')
+    assert event["redacted"] == [""] and "msg" not in event
+    assert event["raw"] == '{"token": "' + marker("s") + '", "x":"\\ud800"}'
+    broken = rec.text(conn, C2S, '{"token":"s", "a": "\\u00e9')
+    assert broken["redacted"] == [""]
+    assert broken["raw"] == '{"token":"' + marker("s") + '", "a": "\\u00e9'
+    cut = rec.text(conn, C2S, '{"x": 1, "password": "hunt')
+    assert cut["raw"] == '{"x": 1, "password": "' + marker("hunt") + '"'
+    garbage = rec.text(conn, C2S, '\ufeff{"text": "\\u00e9 no secret"}')
+    assert "redacted" not in garbage
+    assert garbage["raw"] == '\ufeff{"text": "\\u00e9 no secret"}'
+
+
+def test_lenient_json_env_and_escaped_secret() -> None:
+    """JSON orjson cannot hold: env values go in place; a secret the text pass cannot see
+    (escaped) makes the standard library write the frame again, markers in place."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    env = rec.text(conn, C2S, '{"x":"\\ud800", "env": {"A": 1, "B": null}}')
+    assert env["redacted"] == [""]
+    assert env["raw"] == '{"x":"\\ud800", "env": {"A": "' + marker(1) + '", "B": null}}'
+    key = "sk-abcdefghij0123456789xyz"
+    escaped = rec.text(conn, C2S, '{"x":"\\ud800", "t": "\\u0073' + key[1:] + '"}')
+    assert escaped["raw"] == '{"x":"\\ud800","t":"' + marker(key) + '"}'
 
 
 def test_no_redact_records_secrets() -> None:
@@ -222,3 +254,41 @@ def test_recorder_continues_a_cassette() -> None:
     conn = rec.new_connection()
     event = rec.text(conn, C2S, "{}")
     assert (conn, event["seq"], event["t"]) == (3, 8, 3.5)
+
+
+def test_open_error_and_close_carry_no_secret() -> None:
+    """Query tokens in path and upstream, attestation headers, URLs in messages: redacted."""
+    rec = make_recorder()
+    conn = rec.new_connection()
+    opened = rec.open(
+        conn,
+        path="/?token=q1&x=1",
+        headers=[("X-OAI-Attestation", "v1.att"), ("Cookie", "c=1"), ("Host", "h")],
+        subprotocol=None,
+        upstream="ws://127.0.0.1:9/?token=q1&x=1",
+    )
+    assert opened["path"] == f"/?token={marker('q1')}&x=1"
+    assert opened["upstream"] == f"ws://127.0.0.1:9/?token={marker('q1')}&x=1"
+    assert opened["headers"] == {
+        "X-OAI-Attestation": marker("v1.att"),
+        "Cookie": marker("c=1"),
+        "Host": "h",
+    }
+    shown = rec.redactor.redact_headers([("Authorization", "Bearer abcdefgh1")])
+    error = rec.error(
+        2,
+        "cannot reach upstream ws://u/?api_key=k9: refused",
+        stage="connect",
+        path="/?api_key=k9",
+        headers=shown,
+        upstream="ws://u/?api_key=k9",
+    )
+    assert error["message"] == f"cannot reach upstream ws://u/?api_key={marker('k9')}: refused"
+    assert error["path"] == f"/?api_key={marker('k9')}"
+    assert error["upstream"] == f"ws://u/?api_key={marker('k9')}"
+    assert error["headers"] == {"Authorization": marker("Bearer abcdefgh1")}  # not twice
+    closed = rec.close(conn, by="server", code=1011, reason="bad key sk-abc0123456789012345678")
+    assert closed["reason"] == f"bad key {marker('sk-abc0123456789012345678')}"
+    for event in (opened, error, closed):
+        line = orjson.dumps(event)
+        assert all(s not in line for s in (b"q1", b"v1.att", b"k9", b"abcdefgh1", b"sk-abc"))

@@ -1,0 +1,105 @@
+"""End to end: secrets planted in a real app-server session never reach the cassette."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+
+from proxy.appserver import AppServer
+from proxy.backend import FakeBackend
+from proxy.cassette import frame_of, load
+from proxy.relay import recording_proxy
+
+pytestmark = pytest.mark.e2e
+
+BEARER = "zqBearerTok3n0a1b2c3d4e5"
+GITHUB = "ghp_Zq0123456789abcdefghijklmnopqrstuv"
+MCP_ENV = "zqMcpEnvValue9f8e7d6c5"
+QUERY = "zqQueryTok3nXy7w"
+ATTESTATION = "v1.zqAttestationHeader42"
+AWS_ID = "AKIAZQ1234567890ABCD"
+AWS_SECRET = "zqAwsSecretAccessKey0987"
+OPENAI_KEY = "sk-proj-zq0123456789abcdefghij"
+PRETTY_TOKEN = "zqPrettyPrintedToken77"
+SECRETS = [BEARER, GITHUB, MCP_ENV, QUERY, ATTESTATION, AWS_ID, AWS_SECRET, OPENAI_KEY,
+           PRETTY_TOKEN]  # fmt: skip
+
+CONFIG = {
+    "model_providers": {
+        "other": {
+            "name": "other",
+            "base_url": "http://127.0.0.1:9/v1",
+            "wire_api": "responses",
+            "experimental_bearer_token": BEARER,
+        }
+    },
+    "mcp_servers": {
+        "github": {
+            "command": "/bin/false",
+            "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": GITHUB, "OTHER_SETTING": MCP_ENV},
+        }
+    },
+}
+
+
+async def test_planted_secrets_never_reach_the_cassette(tmp_path: Path) -> None:
+    """Config secrets, env maps, an upgrade query token and header, keys in requests:
+    the cassette holds none of them, and everything else of the session is still there."""
+    cassette = tmp_path / "secrets.jsonl"
+    requests = [
+        {"id": 1, "method": "initialize", "params": {"clientInfo": {"name": "t", "version": "1"}}},
+        {"method": "initialized"},
+        {"id": 2, "method": "config/read", "params": {}},
+        {"id": 3, "method": "account/login/start", "params": {
+            "type": "amazonBedrock", "accessKeyId": AWS_ID, "secretAccessKey": AWS_SECRET}},
+        {"id": 4, "method": "model/list", "params": {"note": f"my key is {OPENAI_KEY}"}},
+    ]  # fmt: skip
+    pretty = json.dumps({"id": 5, "method": "model/list", "params": {
+        "token": PRETTY_TOKEN, "keep": "é"}}, indent=2, ensure_ascii=False)  # fmt: skip
+    replies: dict[int, dict[str, object]] = {}
+    async with (
+        FakeBackend() as backend,
+        AppServer(backend.url, extra_config=CONFIG) as server,
+        recording_proxy(server.url, cassette) as url,
+        connect(
+            f"{url}/?token={QUERY}&mode=test",
+            additional_headers={"X-OAI-Attestation": ATTESTATION},
+            max_size=None,
+        ) as ws,
+    ):
+        for request in requests:
+            await ws.send(orjson.dumps(request).decode())
+        await ws.send(pretty)
+        while len(replies) < 5:
+            message = orjson.loads(await ws.recv())
+            if "id" in message and "method" not in message:
+                replies[message["id"]] = message
+    config_reply = json.dumps(replies[2])
+    assert BEARER in config_reply and GITHUB in config_reply  # the server did send them
+
+    data = cassette.read_bytes()
+    assert [s for s in SECRETS if s.encode() in data] == []
+    tape = load(cassette)
+    assert tape.warnings == []
+    (opened,) = [e for e in tape.events if e["kind"] == "open"]
+    assert opened["path"].startswith("/?token=<redacted:") and opened["path"].endswith("&mode=test")
+    assert opened["headers"]["X-OAI-Attestation"].startswith("<redacted:")
+    frames = {(e["dir"], e.get("method") or e.get("response_to")): e for e in tape.frames()}
+    config = frames[("s2c", "config/read")]["msg"]["result"]["config"]
+    assert config["model_providers"]["other"]["base_url"] == "http://127.0.0.1:9/v1"
+    assert config["model_providers"]["other"]["experimental_bearer_token"].startswith("<redacted")
+    env = config["mcp_servers"]["github"]["env"]
+    assert sorted(env) == ["GITHUB_PERSONAL_ACCESS_TOKEN", "OTHER_SETTING"]
+    assert all(value.startswith("<redacted:") for value in env.values())
+    assert config["mcp_servers"]["github"]["command"] == "/bin/false"
+    login = frames[("c2s", "account/login/start")]["msg"]["params"]
+    assert login["type"] == "amazonBedrock" and login["accessKeyId"].startswith("<redacted:")
+    (pretty_event,) = [e for e in tape.frames() if e["dir"] == "c2s" and e["msg"].get("id") == 5]
+    marked = pretty_event["msg"]["params"]["token"]
+    assert marked.startswith("<redacted:")  # the pretty-printed frame is kept, but its secret
+    assert frame_of(pretty_event).decode() == pretty.replace(PRETTY_TOKEN, marked)
+    assert all(frame_of(e) for e in tape.frames())
