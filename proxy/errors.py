@@ -33,3 +33,19 @@ class UpstreamError(RpctapeError, ConnectionError):
 
 class AppServerError(RpctapeError, RuntimeError):
     """The real codex app-server could not be found, started, or failed."""
+
+
+class MissingExtra(RpctapeError, ImportError):
+    """An optional part of rpctape was used without its extra installed.
+
+    The core (record, replay, wrap, the pytest plugin) needs none of them; the fake model
+    backend and the app-server launcher need the ``backend`` extra.
+    """
+
+    def __init__(self, feature: str, extra: str, missing: str | None) -> None:
+        super().__init__(
+            f"{feature} needs the {extra!r} extra: pip install 'rpctape[{extra}]'"
+            + (f" (module {missing!r} is missing)" if missing else ""),
+            name=missing,
+        )
+        self.extra = extra
