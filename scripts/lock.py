@@ -62,7 +62,7 @@ def project() -> dict[str, object]:
 
 def _own(requirement: str) -> bool:
     found = _REQUIREMENT.match(requirement)
-    return bool(found) and normalize(found.group(1)) == normalize(str(project()["name"]))
+    return found is not None and normalize(found.group(1)) == normalize(str(project()["name"]))
 
 
 def locked() -> dict[str, str]:
