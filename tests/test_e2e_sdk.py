@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,38 @@ async def test_official_sdk_two_turns_against_the_real_app_server(tmp_path: Path
     assert (first, second) == ("First answer.", "Second answer.")
     assert agent.startswith("codex_python_sdk/0.169.0 ")
     assert [user_texts(p["body"]) for p in posts] == [["Say one."], ["Say one.", "Say two."]]
+
+
+async def test_sdk_session_replays_after_a_version_bump_in_another_directory(
+    tmp_path: Path,
+) -> None:
+    """Recorded through `rpctape wrap`, the two turns replay through `rpctape replay --stdio` with
+    no app-server and no backend, three times, to an SDK claiming another version and working
+    in another directory: the codex matching default ignores both."""
+    home, recorded_in = tmp_path / "home", tmp_path / "recorded"
+    cassette = tmp_path / "sdk.jsonl"
+    recorded_in.mkdir()
+    rpctape = (sys.executable, "-m", "proxy")
+    async with FakeBackend() as backend:
+        write_codex_home(home, backend.url)
+        backend.script(Reply.text("First answer."), Reply.text("Second answer."))
+        recording = sdk_config(home, recorded_in)
+        recording.launch_args_override = (
+            *rpctape, "wrap", "--cassette", str(cassette), "--",
+            str(find_codex()), "app-server", "--listen", "stdio://",
+        )  # fmt: skip
+        first, second, _ = await asyncio.to_thread(two_turns, recording, recorded_in)
+    assert (first, second) == ("First answer.", "Second answer.")
+    for run in range(3):
+        elsewhere = tmp_path / f"replay-{run}"
+        elsewhere.mkdir()
+        replaying = CodexConfig(
+            launch_args_override=(*rpctape, "replay", "--stdio", str(cassette)),
+            cwd=str(elsewhere),
+            env={"CODEX_HOME": str(tmp_path / "nowhere")},
+            client_version=f"9.{run}.0",
+        )
+        assert two_turns(replaying, elsewhere)[:2] == ("First answer.", "Second answer.")
 
 
 def _failing_codex(path: Path, explain: str) -> Path:
