@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from openai_codex import ApprovalMode, Codex, CodexConfig, CodexError, TransportClosedError
 
@@ -94,36 +95,66 @@ async def test_official_sdk_two_turns_against_the_real_app_server(tmp_path: Path
     assert [user_texts(p["body"]) for p in posts] == [["Say one."], ["Say one.", "Say two."]]
 
 
-async def test_sdk_session_replays_after_a_version_bump_in_another_directory(
-    tmp_path: Path,
-) -> None:
-    """Recorded through `rpctape wrap`, the two turns replay through `rpctape replay --stdio` with
-    no app-server and no backend, three times, to an SDK claiming another version and working
-    in another directory: the codex matching default ignores both."""
+RPCTAPE = (sys.executable, "-m", "proxy")
+
+
+async def record_two_turns(tmp_path: Path) -> Path:
+    """Record the SDK's two-turn session through `rpctape wrap`; the cassette's path."""
     home, recorded_in = tmp_path / "home", tmp_path / "recorded"
     cassette = tmp_path / "sdk.jsonl"
     recorded_in.mkdir()
-    rpctape = (sys.executable, "-m", "proxy")
     async with FakeBackend() as backend:
         write_codex_home(home, backend.url)
         backend.script(Reply.text("First answer."), Reply.text("Second answer."))
         recording = sdk_config(home, recorded_in)
         recording.launch_args_override = (
-            *rpctape, "wrap", "--cassette", str(cassette), "--",
+            *RPCTAPE, "wrap", "--cassette", str(cassette), "--",
             str(find_codex()), "app-server", "--listen", "stdio://",
         )  # fmt: skip
-        first, second, _ = await asyncio.to_thread(two_turns, recording, recorded_in)
-    assert (first, second) == ("First answer.", "Second answer.")
+        replies = await asyncio.to_thread(two_turns, recording, recorded_in)
+    assert replies[:2] == ("First answer.", "Second answer.")
+    return cassette
+
+
+def replaying(cassette: Path, workdir: Path, version: str) -> CodexConfig:
+    """The SDK, claiming ``version``, served by `rpctape replay --stdio` (no codex, no backend)."""
+    workdir.mkdir()
+    return CodexConfig(
+        launch_args_override=(*RPCTAPE, "replay", "--stdio", str(cassette)),
+        cwd=str(workdir),
+        env={"CODEX_HOME": str(workdir / "no-codex-home")},
+        client_version=version,
+    )
+
+
+async def test_sdk_session_replays_after_a_version_bump_in_another_directory(
+    tmp_path: Path,
+) -> None:
+    """Recorded through `rpctape wrap`, the two turns replay three times to an SDK claiming
+    another version and working in another directory: the codex matching default ignores both."""
+    cassette = await record_two_turns(tmp_path)
     for run in range(3):
-        elsewhere = tmp_path / f"replay-{run}"
-        elsewhere.mkdir()
-        replaying = CodexConfig(
-            launch_args_override=(*rpctape, "replay", "--stdio", str(cassette)),
-            cwd=str(elsewhere),
-            env={"CODEX_HOME": str(tmp_path / "nowhere")},
-            client_version=f"9.{run}.0",
-        )
-        assert two_turns(replaying, elsewhere)[:2] == ("First answer.", "Second answer.")
+        workdir = tmp_path / f"replay-{run}"
+        config = replaying(cassette, workdir, f"9.{run}.0")
+        assert two_turns(config, workdir)[:2] == ("First answer.", "Second answer.")
+
+
+async def test_a_failed_turn_completed_reaches_the_sdk_as_its_message(tmp_path: Path) -> None:
+    """A `turn/completed` whose turn failed makes `Thread.run` raise RuntimeError with exactly
+    the turn's error message: a way to tell an SDK user why a replay stopped mid-turn."""
+    cassette = await record_two_turns(tmp_path)
+    lines = [orjson.loads(line) for line in cassette.read_bytes().splitlines()]
+    completed = next(e for e in lines if e.get("method") == "turn/completed")
+    turn = completed["msg"]["params"]["turn"]
+    turn["status"] = "failed"
+    turn["error"] = {"message": "rpctape: your answer to seq 12 differs: /result/decision"}
+    completed.pop("raw", None)
+    cassette.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in lines))
+    workdir = tmp_path / "replay"
+    with pytest.raises(RuntimeError) as caught:
+        two_turns(replaying(cassette, workdir, "0.163.0"), workdir)
+    assert type(caught.value) is RuntimeError
+    assert str(caught.value) == "rpctape: your answer to seq 12 differs: /result/decision"
 
 
 def _failing_codex(path: Path, explain: str) -> Path:
