@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -141,6 +141,21 @@ class Rules:
 
     ignore: frozenset[str] = frozenset(DEFAULT_IGNORE)
     match_on: frozenset[Aspect] = Preset.CODEX.aspects
+    cwds: tuple[tuple[str, str], ...] = ()
+    """``(recorded, live)`` working directories met earlier on the connection (:meth:`learn`):
+    paths under them are followed in messages that carry no ``cwd`` of their own."""
+
+    def learn(self, live: Frame, recorded: Frame) -> Rules:
+        """These rules plus the working directories of ``live``, which matched ``recorded``.
+
+        Called after each match, it lets a later message without ``cwd`` (a ``turn/start``
+        naming a file under the thread's directory) follow the ``cwd`` of ``thread/start``.
+        """
+        if not (live.structured and recorded.structured):
+            return self
+        pairs = cwd_pairs(live.parsed.msg, recorded.parsed.msg)
+        new = tuple(pair for pair in pairs if pair not in self.cwds)
+        return replace(self, cwds=self.cwds + new) if new else self
 
     @classmethod
     def build(
@@ -414,7 +429,7 @@ def member_differences(
     found = differences(live.parsed.msg, recorded.parsed.msg, ignore)
     by_aspect: dict[Aspect, list[Difference]] = {}
     if found:
-        pairs = cwd_pairs(live.parsed.msg, recorded.parsed.msg)
+        pairs = cwd_pairs(live.parsed.msg, recorded.parsed.msg) + rules.cwds
         for difference in found:
             by_aspect.setdefault(aspect_of(difference, pairs), []).append(difference)
     return by_aspect

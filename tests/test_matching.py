@@ -312,6 +312,28 @@ def test_cwd_prefix_stops_at_a_path_separator() -> None:
     )
 
 
+def test_learned_working_directories_reach_later_messages() -> None:
+    """After thread/start matched, Rules.learn lets a turn/start without cwd name a file under
+    the thread's directory; without it the path is compared as it is."""
+    rec_start = recorded(thread_start("/tmp/pytest-1/t0"))
+    live_start = live(thread_start("/tmp/pytest-9/t0"))
+    learned = RULES.learn(live_start, rec_start)
+    assert learned.cwds == (("/tmp/pytest-1/t0", "/tmp/pytest-9/t0"),)
+    assert learned.learn(live_start, rec_start) is learned
+    assert RULES.learn(live_start, recorded(thread_start("/tmp/pytest-9/t0"))) is RULES
+
+    def turn(path: str) -> dict[str, Any]:
+        image = {"type": "localImage", "path": path}
+        return {"id": 2, "method": "turn/start", "params": {"threadId": "t", "input": [image]}}
+
+    rec_turn = recorded(turn("/tmp/pytest-1/t0/cat.png"))
+    assert matches(live(turn("/tmp/pytest-9/t0/cat.png")), rec_turn, learned)
+    assert explain(live(turn("/tmp/pytest-9/t0/cat.png")), rec_turn, RULES).render() == (
+        '/params/input/0/path: got "/tmp/pytest-9/t0/cat.png", recorded "/tmp/pytest-1/t0/cat.png"'
+    )
+    assert not matches(live(turn("/tmp/pytest-9/t0/dog.png")), rec_turn, learned)
+
+
 def test_a_missing_cwd_is_not_a_working_directory_change() -> None:
     """Dropping cwd (the server then uses its own) is a body difference, not a cwd one."""
     rec = recorded(thread_start("/tmp/a"))
