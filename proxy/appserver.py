@@ -41,11 +41,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import aiohttp
 import orjson
-import tomli_w
 from websockets.asyncio.client import unix_connect
 from websockets.exceptions import InvalidHandshake
+
+from proxy.errors import MissingExtra
+
+try:
+    import aiohttp
+    import tomli_w
+except ImportError as exc:  # the 'backend' extra is not installed
+    raise MissingExtra("the app-server launcher", "backend", exc.name) from exc
 
 from proxy.backend import (
     ACCOUNT_ID,

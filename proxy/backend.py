@@ -55,8 +55,14 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp_sse import sse_response
+
+from .errors import MissingExtra
+
+try:
+    from aiohttp import WSCloseCode, WSMsgType, web
+    from aiohttp_sse import sse_response
+except ImportError as exc:  # the 'backend' extra is not installed
+    raise MissingExtra("the fake backend", "backend", exc.name) from exc
 
 __all__ = [
     "ACCOUNTS_CHECK_PATH",

@@ -19,7 +19,7 @@ from . import __version__
 from .attest import USAGE as ATTEST_USAGE
 from .attest import AttestKind, AttestMode, attestation_rules
 from .cassette import CassetteWriter, load, new_header
-from .errors import RpctapeError, UsageError
+from .errors import MissingExtra, RpctapeError, UsageError
 from .jsonrpc import Direction
 from .modes import RecordMode, parse_mode
 from .recorder import Recorder
@@ -272,7 +272,10 @@ def backend(
     """Run the fake model backend (OpenAI Responses API over SSE) for offline turns."""
     from urllib.parse import urlsplit
 
-    from .backend import DEFAULT_REPLY, serve_backend
+    try:
+        from .backend import DEFAULT_REPLY, serve_backend
+    except MissingExtra as exc:
+        raise _fail(exc) from None
 
     parts = urlsplit(listen)
     if parts.scheme != "http" or not parts.hostname or parts.port is None:
@@ -302,9 +305,9 @@ def demo(
     codex: Annotated[Path | None, typer.Option(help="The codex binary to run.")] = None,
 ) -> None:
     """Record a real session end to end: app-server + fake backend + recorder + client."""
-    from .demo import run_demo
-
     try:
+        from .demo import run_demo
+
         asyncio.run(run_demo(cassette, codex, _say, shutil.get_terminal_size((160, 24)).columns))
     except RpctapeError as exc:
         raise _fail(exc) from None
@@ -462,7 +465,10 @@ def attest_check(
     ),
 ) -> None:
     """Check x-oai-attestation end to end against the real app-server, case by case."""
-    from .attest_check import render_table, run_all, to_json
+    try:
+        from .attest_check import render_table, run_all, to_json
+    except MissingExtra as exc:
+        raise _fail(exc) from None
 
     def progress(line: str) -> None:
         _warn(f"rpctape attest-check {line}")

@@ -8,12 +8,19 @@ frames and collects every failure, which is what a miss message is made of.
 Matching never looks at the JSON-RPC ``id`` of a request: the replay puts the live id into
 the replayed response. A response from the client (to a server-initiated request) is matched
 on the id of the server request it answers, which the replay sent verbatim.
+
+What is compared is chosen VCR-style by ``match_on``, a set of named :class:`Aspect` s of a
+message. The ``codex`` preset (the default) leaves out what changes between runs and versions
+without changing what the server does: ``initialize``'s ``clientInfo``, working directories
+and the paths under them, and timestamps; ``exact`` compares everything (docs/replay.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import enum
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -55,17 +62,109 @@ def pointer_token(key: str | int) -> str:
     return str(key).replace("~", "~0").replace("/", "~1")
 
 
+class Aspect(enum.Enum):
+    """A named part of a client message that ``match_on`` can compare or leave out.
+
+    Every member of a JSON-RPC message belongs to exactly one aspect (besides ``id`` and the
+    ignored pointers, which are never compared); :func:`aspect_of` decides which.
+    """
+
+    METHOD = "method"
+    """The method of a request or notification."""
+    BODY = "body"
+    """Every member no other aspect claims: params, result, error."""
+    CLIENT_INFO = "clientInfo"
+    """``/params/clientInfo`` of ``initialize``: the client's name, title and version."""
+    CWD = "cwd"
+    """A string member named ``cwd``, and any string under a recorded ``cwd`` of the same
+    message that is the same path under the live one."""
+    TIMESTAMPS = "timestamps"
+    """A string that is an RFC 3339 date-time on both sides."""
+
+
+class Preset(enum.Enum):
+    """Named sets of aspects for ``match_on``."""
+
+    CODEX = "codex"
+    """The default: method and body; not clientInfo, working directories, timestamps."""
+    EXACT = "exact"
+    """Every aspect: everything but ``id`` and the ignored pointers (``/trace``, ``/jsonrpc``)."""
+
+    @property
+    def aspects(self) -> frozenset[Aspect]:
+        """The aspects the preset compares."""
+        if self is Preset.CODEX:
+            return frozenset({Aspect.METHOD, Aspect.BODY})
+        return frozenset(Aspect)
+
+
+MatchOn = str | Iterable[str | Aspect | Preset] | Preset | Aspect
+"""What a person or a caller may pass as ``match_on``: ``"codex"``, ``"exact"``,
+``"method,body,cwd"``, or a sequence of such names, aspects and presets."""
+
+
+def parse_match_on(value: MatchOn) -> frozenset[Aspect]:
+    """The aspects named by ``value`` (presets expand); an unknown name is a :class:`UsageError`
+    that lists the valid ones."""
+    if isinstance(value, Preset):
+        return value.aspects
+    if isinstance(value, Aspect):
+        return frozenset({value})
+    names: Iterable[str | Aspect | Preset] = (
+        [n.strip() for n in value.split(",")] if isinstance(value, str) else value
+    )
+    aspects: set[Aspect] = set()
+    for name in names:
+        if isinstance(name, Preset | Aspect):
+            aspects |= parse_match_on(name)
+            continue
+        if name in {p.value for p in Preset}:
+            aspects |= Preset(name).aspects
+        elif name in {a.value for a in Aspect}:
+            aspects.add(Aspect(name))
+        else:
+            presets = ", ".join(p.value for p in Preset)
+            valid = ", ".join(a.value for a in Aspect)
+            raise UsageError(
+                f"invalid match_on {name!r}; valid values: a preset ({presets}) or a "
+                f"comma-separated list of {valid}"
+            )
+    if not aspects:
+        raise UsageError("match_on is empty; use exact, codex, or a list such as method,body")
+    return frozenset(aspects)
+
+
 @dataclass(frozen=True)
 class Rules:
-    """What matching ignores: JSON pointers into the whole message (``/params/cwd``)."""
+    """What matching compares: the aspects in ``match_on``, minus the ``ignore`` pointers
+    (JSON pointers into the whole message, such as ``/params/cwd``)."""
 
     ignore: frozenset[str] = frozenset(DEFAULT_IGNORE)
+    match_on: frozenset[Aspect] = Preset.CODEX.aspects
+    cwds: tuple[tuple[str, str], ...] = ()
+    """``(recorded, live)`` working directories met earlier on the connection (:meth:`learn`):
+    paths under them are followed in messages that carry no ``cwd`` of their own."""
+
+    def learn(self, live: Frame, recorded: Frame) -> Rules:
+        """These rules plus the working directories of ``live``, which matched ``recorded``.
+
+        Called after each match, it lets a later message without ``cwd`` (a ``turn/start``
+        naming a file under the thread's directory) follow the ``cwd`` of ``thread/start``.
+        """
+        if not (live.structured and recorded.structured):
+            return self
+        pairs = cwd_pairs(live.parsed.msg, recorded.parsed.msg)
+        new = tuple(pair for pair in pairs if pair not in self.cwds)
+        return replace(self, cwds=self.cwds + new) if new else self
 
     @classmethod
-    def build(cls, ignore: Iterable[str] = (), *, defaults: bool = True) -> Rules:
-        """The default pointers (unless ``defaults`` is false) plus ``ignore``, validated."""
+    def build(
+        cls, ignore: Iterable[str] = (), *, defaults: bool = True, match_on: MatchOn = Preset.CODEX
+    ) -> Rules:
+        """The default pointers (unless ``defaults`` is false) plus ``ignore``, validated, and
+        the aspects of ``match_on`` (see :func:`parse_match_on`)."""
         extra = {check_pointer(p) for p in ignore}
-        return cls(frozenset(DEFAULT_IGNORE if defaults else ()) | extra)
+        return cls(frozenset(DEFAULT_IGNORE if defaults else ()) | extra, parse_match_on(match_on))
 
 
 @dataclass(frozen=True)
@@ -238,6 +337,104 @@ def differences(
     return []
 
 
+# --- which aspect a difference belongs to ----------------------------------------------------
+
+CLIENT_INFO_POINTER = "/params/clientInfo"
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+"""RFC 3339 section 5.6 ``date-time`` (with the space separator section 5.6 allows)."""
+
+
+def is_timestamp(value: Any) -> bool:
+    """Whether ``value`` is a string holding an RFC 3339 date-time."""
+    return isinstance(value, str) and _RFC3339.fullmatch(value) is not None
+
+
+def _cwds(value: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
+    """``(pointer, path)`` of every string member named ``cwd`` in ``value``."""
+    if isinstance(value, dict):
+        for key, member in value.items():
+            here = f"{pointer}/{pointer_token(key)}"
+            if key == "cwd" and isinstance(member, str):
+                yield here, member
+            else:
+                yield from _cwds(member, here)
+    elif isinstance(value, list):
+        for index, member in enumerate(value):
+            yield from _cwds(member, f"{pointer}/{index}")
+
+
+def _at(value: Any, pointer: str) -> Any:
+    """The member of ``value`` at an RFC 6901 pointer built by :func:`pointer_token`."""
+    for token in pointer.split("/")[1:]:
+        key = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return ABSENT
+    return value
+
+
+def cwd_pairs(got: Any, recorded: Any) -> tuple[tuple[str, str], ...]:
+    """``(recorded cwd, live cwd)`` for each ``cwd`` member both messages have as a non-empty
+    string at the same place, where the two differ."""
+    pairs = []
+    for pointer, was in _cwds(recorded):
+        now = _at(got, pointer)
+        if isinstance(now, str) and now != was and now and was:
+            pairs.append((was, now))
+    return tuple(pairs)
+
+
+def _under(path: str, root: str) -> str | None:
+    """The rest of ``path`` below ``root`` (``""`` for ``root`` itself), else ``None``."""
+    base = root.rstrip("/")
+    if path in (root, base):
+        return ""
+    if path.startswith(base + "/"):
+        return path[len(base) :]
+    return None
+
+
+def _same_path_elsewhere(got: str, recorded: str, pairs: Sequence[tuple[str, str]]) -> bool:
+    """Whether ``recorded`` under a recorded cwd is ``got`` under the matching live cwd."""
+    for was, now in pairs:
+        rest = _under(recorded, was)
+        if rest is not None and _under(got, now) == rest:
+            return True
+    return False
+
+
+def aspect_of(difference: Difference, pairs: Sequence[tuple[str, str]]) -> Aspect:
+    """The aspect a member difference belongs to (``pairs`` from :func:`cwd_pairs`)."""
+    pointer, got, was = difference.pointer, difference.got, difference.recorded
+    if pointer == CLIENT_INFO_POINTER or pointer.startswith(CLIENT_INFO_POINTER + "/"):
+        return Aspect.CLIENT_INFO
+    if isinstance(got, str) and isinstance(was, str):
+        if pointer.rsplit("/", 1)[-1] == "cwd" or _same_path_elsewhere(got, was, pairs):
+            return Aspect.CWD
+        if is_timestamp(got) and is_timestamp(was):
+            return Aspect.TIMESTAMPS
+    return Aspect.BODY
+
+
+def member_differences(
+    live: Frame, recorded: Frame, rules: Rules
+) -> dict[Aspect, list[Difference]]:
+    """Every member difference between two JSON-RPC frames, by aspect (``id``, ``method``, the
+    ignored and the redacted pointers left out)."""
+    ignore = rules.ignore | ALWAYS_IGNORED | {"/method"} | recorded.redacted
+    found = differences(live.parsed.msg, recorded.parsed.msg, ignore)
+    by_aspect: dict[Aspect, list[Difference]] = {}
+    if found:
+        pairs = cwd_pairs(live.parsed.msg, recorded.parsed.msg) + rules.cwds
+        for difference in found:
+            by_aspect.setdefault(aspect_of(difference, pairs), []).append(difference)
+    return by_aspect
+
+
 # --- the matchers ---------------------------------------------------------------------------
 
 Matcher = Callable[[Frame, Frame, Rules], None]
@@ -252,8 +449,8 @@ def kind(live: Frame, recorded: Frame, rules: Rules) -> None:
 
 
 def method(live: Frame, recorded: Frame, rules: Rules) -> None:
-    """Requests and notifications: the same method."""
-    if live.parsed.method != recorded.parsed.method:
+    """Requests and notifications: the same method (unless ``match_on`` leaves it out)."""
+    if Aspect.METHOD in rules.match_on and live.parsed.method != recorded.parsed.method:
         raise Mismatch(
             "method",
             f"method differs: got {_show(live.parsed.method)}, recorded "
@@ -271,14 +468,38 @@ def answer_id(live: Frame, recorded: Frame, rules: Rules) -> None:
         )
 
 
-def body(live: Frame, recorded: Frame, rules: Rules) -> None:
-    """Every member but ``id``, ``method``, the ignored pointers and the redacted ones."""
-    ignore = rules.ignore | ALWAYS_IGNORED | {"/method"} | recorded.redacted
-    found = differences(live.parsed.msg, recorded.parsed.msg, ignore)
-    if found:
-        shown = "; ".join(d.render() for d in found[:4])
-        more = f"; and {len(found) - 4} more" if len(found) > 4 else ""
-        raise Mismatch("body", shown + more, found)
+def members(live: Frame, recorded: Frame, rules: Rules) -> None:
+    """Every member but ``id``, ``method``, the ignored pointers and the redacted ones, in the
+    aspects of ``rules.match_on``; one :class:`Mismatch` per aspect that differs, named after
+    it (``body``, ``clientInfo``, ``cwd``, ``timestamps``), gathered in :class:`Mismatches`."""
+    found = member_differences(live, recorded, rules)
+    failures = [
+        _member_mismatch(aspect, found[aspect])
+        for aspect in Aspect
+        if aspect in found and aspect in rules.match_on
+    ]
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise Mismatches(failures)
+
+
+def _member_mismatch(aspect: Aspect, found: Sequence[Difference]) -> Mismatch:
+    shown = "; ".join(d.render() for d in found[:4])
+    more = f"; and {len(found) - 4} more" if len(found) > 4 else ""
+    return Mismatch(aspect.value, shown + more, found)
+
+
+class Mismatches(Mismatch):
+    """Several aspects failed at once; :func:`explain` reports each as its own failure."""
+
+    def __init__(self, failures: Sequence[Mismatch]) -> None:
+        super().__init__(
+            "+".join(f.matcher for f in failures),
+            "; ".join(f.reason for f in failures),
+            [d for f in failures for d in f.differences],
+        )
+        self.failures = tuple(failures)
 
 
 def exact(live: Frame, recorded: Frame, rules: Rules) -> None:
@@ -300,8 +521,8 @@ def matchers_for(live: Frame, recorded: Frame) -> tuple[Matcher, ...]:
     if not (live.structured and recorded.structured):
         return (kind, exact)
     if recorded.type in (MessageType.RESPONSE, MessageType.ERROR):
-        return (kind, answer_id, body)
-    return (kind, method, body)
+        return (kind, answer_id, members)
+    return (kind, method, members)
 
 
 @dataclass(frozen=True)
@@ -335,6 +556,8 @@ def explain(live: Frame, recorded: Frame, rules: Rules) -> Verdict:
     for matcher in matchers_for(live, recorded):
         try:
             matcher(live, recorded, rules)
+        except Mismatches as exc:
+            failures.extend(exc.failures)
         except Mismatch as exc:
             failures.append(exc)
             if matcher is kind:

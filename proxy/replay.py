@@ -20,7 +20,7 @@ import orjson
 from .cassette import Cassette, Event, frame_of
 from .errors import RpctapeError
 from .jsonrpc import Direction, MessageType, id_key, raw_id, with_raw_id
-from .matching import Frame, Rules, Verdict, explain, matches
+from .matching import Frame, MatchOn, Preset, Rules, Verdict, explain, matches
 from .modes import MatchOrder, OnMiss, Pace, parse_mode
 
 NO_MATCH_CODE = -32099
@@ -60,13 +60,17 @@ class ReplayOptions:
         on_miss: str | OnMiss = OnMiss.ERROR,
         match: str | MatchOrder = MatchOrder.STRICT,
         ignore: Iterable[str] = (),
+        match_on: MatchOn = Preset.CODEX,
     ) -> ReplayOptions:
-        """Options from what a person typed; raises :class:`UsageError` listing valid values."""
+        """Options from what a person typed; raises :class:`UsageError` listing valid values.
+
+        ``match_on`` names what is compared (:func:`~proxy.matching.parse_match_on`): the
+        ``codex`` preset, ``exact``, or aspects such as ``"method,body,cwd"``."""
         return cls(
             Pace.parse(pace),
             parse_mode(OnMiss, on_miss, "on-miss action"),
             parse_mode(MatchOrder, match, "match order"),
-            Rules.build(ignore),
+            Rules.build(ignore, match_on=match_on),
         )
 
 

@@ -1,0 +1,194 @@
+"""End to end: the official OpenAI Python SDK (`openai-codex`) drives the real codex app-server.
+
+The SDK starts `CODEX_BIN app-server --listen stdio://` itself (`CodexConfig.codex_bin`); its
+`CODEX_HOME` points the model provider at rpctape's fake backend, so turns run offline. These
+tests pin down how the SDK talks to codex (what `rpctape-codex` must stand in for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from openai_codex import ApprovalMode, Codex, CodexConfig, CodexError, TransportClosedError
+
+from proxy.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, find_codex, write_codex_home
+from proxy.backend import API_KEY_RESPONSES_PATH, FakeBackend, Reply
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def sdk_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[str]]]:
+    """Every process the SDK starts, reaped and with its pipes closed at teardown.
+
+    `CodexClient.close()` terminates its child but never closes the child's stdout and stderr
+    pipes, which warnings-as-errors turns into a failure when they are collected.
+    """
+    started: list[subprocess.Popen[str]] = []
+
+    class TrackedPopen(subprocess.Popen[str]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", TrackedPopen)
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def sdk_config(home: Path, workdir: Path, codex_bin: Path | None = None) -> CodexConfig:
+    """The SDK pointed at a codex binary, a CODEX_HOME for the fake backend, a working dir."""
+    return CodexConfig(
+        codex_bin=str(codex_bin or find_codex()),
+        cwd=str(workdir),
+        env={"CODEX_HOME": str(home), FAKE_API_KEY_ENV: FAKE_API_KEY},
+    )
+
+
+def two_turns(config: CodexConfig, workdir: Path) -> tuple[str | None, str | None, str]:
+    """Initialize, start a thread, run two turns; the two final replies and the server's agent."""
+    with Codex(config) as codex:
+        thread = codex.thread_start(approval_mode=ApprovalMode.deny_all, cwd=str(workdir))
+        first = thread.run("Say one.")
+        second = thread.run("Say two.")
+        return first.final_response, second.final_response, codex.metadata.userAgent or ""
+
+
+def user_texts(body: dict[str, Any]) -> list[str]:
+    """The user messages of a Responses API request body, oldest first."""
+    return [
+        part["text"]
+        for item in body["input"]
+        if item.get("type") == "message" and item.get("role") == "user"
+        for part in item["content"]
+        if part.get("type") == "input_text" and not part["text"].startswith("<")
+    ]
+
+
+async def test_official_sdk_two_turns_against_the_real_app_server(tmp_path: Path) -> None:
+    """Two turns on one thread: the SDK gets each scripted reply, and the second model request
+    carries the first exchange."""
+    home, workdir = tmp_path / "home", tmp_path / "work"
+    workdir.mkdir()
+    async with FakeBackend() as backend:
+        write_codex_home(home, backend.url)
+        backend.script(Reply.text("First answer."), Reply.text("Second answer."))
+        first, second, agent = await asyncio.to_thread(
+            two_turns, sdk_config(home, workdir), workdir
+        )
+        posts = [r for r in backend.requests if r["path"] == API_KEY_RESPONSES_PATH]
+    assert (first, second) == ("First answer.", "Second answer.")
+    assert agent.startswith("codex_python_sdk/0.169.0 ")
+    assert [user_texts(p["body"]) for p in posts] == [["Say one."], ["Say one.", "Say two."]]
+
+
+RPCTAPE = (sys.executable, "-m", "proxy")
+
+
+async def record_two_turns(tmp_path: Path) -> Path:
+    """Record the SDK's two-turn session through `rpctape wrap`; the cassette's path."""
+    home, recorded_in = tmp_path / "home", tmp_path / "recorded"
+    cassette = tmp_path / "sdk.jsonl"
+    recorded_in.mkdir()
+    async with FakeBackend() as backend:
+        write_codex_home(home, backend.url)
+        backend.script(Reply.text("First answer."), Reply.text("Second answer."))
+        recording = sdk_config(home, recorded_in)
+        recording.launch_args_override = (
+            *RPCTAPE, "wrap", "--cassette", str(cassette), "--",
+            str(find_codex()), "app-server", "--listen", "stdio://",
+        )  # fmt: skip
+        replies = await asyncio.to_thread(two_turns, recording, recorded_in)
+    assert replies[:2] == ("First answer.", "Second answer.")
+    return cassette
+
+
+def replaying(cassette: Path, workdir: Path, version: str) -> CodexConfig:
+    """The SDK, claiming ``version``, served by `rpctape replay --stdio` (no codex, no backend)."""
+    workdir.mkdir()
+    return CodexConfig(
+        launch_args_override=(*RPCTAPE, "replay", "--stdio", str(cassette)),
+        cwd=str(workdir),
+        env={"CODEX_HOME": str(workdir / "no-codex-home")},
+        client_version=version,
+    )
+
+
+async def test_sdk_session_replays_after_a_version_bump_in_another_directory(
+    tmp_path: Path,
+) -> None:
+    """Recorded through `rpctape wrap`, the two turns replay three times to an SDK claiming
+    another version and working in another directory: the codex matching default ignores both."""
+    cassette = await record_two_turns(tmp_path)
+    for run in range(3):
+        workdir = tmp_path / f"replay-{run}"
+        config = replaying(cassette, workdir, f"9.{run}.0")
+        assert two_turns(config, workdir)[:2] == ("First answer.", "Second answer.")
+
+
+async def test_a_failed_turn_completed_reaches_the_sdk_as_its_message(tmp_path: Path) -> None:
+    """A `turn/completed` whose turn failed makes `Thread.run` raise RuntimeError with exactly
+    the turn's error message: a way to tell an SDK user why a replay stopped mid-turn."""
+    cassette = await record_two_turns(tmp_path)
+    lines = [orjson.loads(line) for line in cassette.read_bytes().splitlines()]
+    completed = next(e for e in lines if e.get("method") == "turn/completed")
+    turn = completed["msg"]["params"]["turn"]
+    turn["status"] = "failed"
+    turn["error"] = {"message": "rpctape: your answer to seq 12 differs: /result/decision"}
+    completed.pop("raw", None)
+    cassette.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in lines))
+    workdir = tmp_path / "replay"
+    with pytest.raises(RuntimeError) as caught:
+        two_turns(replaying(cassette, workdir, "0.163.0"), workdir)
+    assert type(caught.value) is RuntimeError
+    assert str(caught.value) == "rpctape: your answer to seq 12 differs: /result/decision"
+
+
+def _failing_codex(path: Path, explain: str) -> Path:
+    """A codex stand-in that reads `initialize`, runs the shell line ``explain`` and exits 3."""
+    path.write_text(f"#!/bin/sh\nread line\n{explain}\nexit 3\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_exit_with_a_message_on_stderr_reaches_the_sdk(tmp_path: Path) -> None:
+    """A codex that writes to stderr and exits: the SDK raises TransportClosedError ending with the
+    stderr tail; the exit code is not looked at. (The tail is read by a thread racing the stdout
+    reader: without the pause after writing, about 1 run in 8 loses it.)"""
+    codex_bin = _failing_codex(
+        tmp_path / "codex",
+        'echo "stand-in: no recorded match for request initialize" >&2; sleep 0.5',
+    )
+    with pytest.raises(TransportClosedError) as caught:
+        Codex(sdk_config(tmp_path, tmp_path, codex_bin))
+    assert str(caught.value) == (
+        "Codex process closed stdout. stderr_tail=stand-in: no recorded match for request "
+        "initialize"
+    )
+
+
+def test_a_line_that_is_not_json_on_stdout_reaches_the_sdk(tmp_path: Path) -> None:
+    """A codex that writes a plain text line on stdout and exits: the SDK raises CodexError
+    quoting the line, with no race."""
+    codex_bin = _failing_codex(
+        tmp_path / "codex", 'echo "stand-in: no recorded match for request initialize"'
+    )
+    with pytest.raises(CodexError) as caught:
+        Codex(sdk_config(tmp_path, tmp_path, codex_bin))
+    assert type(caught.value) is CodexError
+    assert str(caught.value) == (
+        "Invalid JSON-RPC line: 'stand-in: no recorded match for request initialize\\n'"
+    )
