@@ -61,8 +61,8 @@ from proxy.modes import parse_mode
 __all__ = [
     "FAKE_API_KEY",
     "PINNED_CODEX_VERSION",
-    "TOOLS_DIR",
     "REFRESH_URL_ENV_VAR",
+    "TOOLS_DIR",
     "AppServer",
     "AuthMode",
     "chatgpt_auth_json",
@@ -87,7 +87,10 @@ TOOLS_DIR = REPO_ROOT / ".tools"
 
 
 def codex_path(version: str, tools: Path = TOOLS_DIR) -> Path:
-    """Where ``./dev setup`` puts codex ``version``: ``.tools/codex-VERSION/node_modules/.bin/codex``."""
+    """Where ``./dev setup`` puts codex ``version``.
+
+    That is ``.tools/codex-VERSION/node_modules/.bin/codex``.
+    """
     return tools / f"codex-{version}" / "node_modules" / ".bin" / "codex"
 
 

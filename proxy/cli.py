@@ -475,6 +475,71 @@ def attest_check(
 
 
 @app.command()
+def validate(
+    cassettes: Annotated[list[Path], typer.Argument(help="Cassette files to check.")],
+    codex: Annotated[
+        Path | None,
+        typer.Option(help="Check against this codex's schema (default: the pinned one)."),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="A `codex app-server generate-json-schema` output folder instead."),
+    ] = None,
+    experimental: Annotated[
+        bool, typer.Option(help="Include codex's experimental methods in the schema.")
+    ] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check every recorded message against codex's own JSON Schema (docs/drift.md).
+
+    Exit 1 on any violation or method the schema does not know, 0 otherwise.
+    """
+    from .appserver import find_codex
+    from .schema import Report, Validator, check_cassette, codex_version, schema_dir
+
+    try:
+        if codex is not None and schema is not None:
+            raise UsageError("--codex and --schema exclude each other: give one schema source")
+        if schema is not None:
+            if experimental:
+                raise UsageError("--experimental needs --codex: a --schema folder is fixed")
+            validator = Validator(schema)
+        else:
+            binary = find_codex(codex)
+            version = codex_version(binary)
+            label = f"codex {version}" + (" (experimental)" if experimental else "")
+            folder = schema_dir(binary, experimental=experimental, version=version)
+            validator = Validator(folder, label=label)
+        report = Report()
+        for path in cassettes:
+            check_cassette(load(path), validator, report, str(path))
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+    counts = report.counts
+    if json:
+        body = {
+            "schema": validator.label,
+            "cassettes": [str(p) for p in cassettes],
+            "findings": [f.to_json() for f in report.findings],
+            "counts": {
+                k: counts[k] for k in ("messages", "unchecked", "violations", "unknown_methods")
+            },
+        }
+        sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+    else:
+        for finding in report.findings:
+            _say(finding.render())
+        _say(
+            f"{len(cassettes)} cassette(s), {counts['messages']} message(s) checked against "
+            f"{validator.label}: {counts['violations']} violation(s), "
+            f"{counts['unknown_methods']} unknown method(s), {counts['unchecked']} not checked"
+        )
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+@app.command()
 def version() -> None:
     """Print the rpctape version."""
     _say(f"rpctape {__version__}")
