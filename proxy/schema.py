@@ -53,6 +53,7 @@ __all__ = [
     "cache_root",
     "check_cassette",
     "codex_version",
+    "pointer_of",
     "response_names",
     "schema_dir",
 ]
@@ -142,7 +143,8 @@ def response_names(method: str, params_schema: Any) -> list[str]:
     return names
 
 
-def _pointer(path: Iterable[str | int], prefix: str = "") -> str:
+def pointer_of(path: Iterable[str | int], prefix: str = "") -> str:
+    """The RFC 6901 pointer of a path of keys and indexes, after ``prefix``."""
     return prefix + "".join("/" + pointer_token(p) for p in path)
 
 
@@ -311,7 +313,7 @@ class Validator:
         found = []
         for error in validator.iter_errors(instance):
             for precise in _precise(error):
-                pointer = _pointer(precise.absolute_path, prefix)
+                pointer = pointer_of(precise.absolute_path, prefix)
                 found.append(Violation(direction, type_, method, pointer, precise.message))
         return sorted(found, key=lambda v: (v.pointer, v.message))
 
