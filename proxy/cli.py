@@ -540,6 +540,35 @@ def validate(
 
 
 @app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="Cassette A.")],
+    b: Annotated[Path, typer.Argument(help="Cassette B.")],
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Also ignore this JSON pointer in every message (repeatable)."),
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
+) -> None:
+    """Compare two cassettes as conversations; exit 0 when equivalent (docs/drift.md)."""
+    from .diff import diff_cassettes
+
+    try:
+        report = diff_cassettes(load(a), load(b), ignore or ())
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+    if json:
+        sys.stdout.buffer.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+    else:
+        for entry in report.entries:
+            for line in entry.render():
+                _say(line)
+        _say(f"{a} ~ {b}: {report.summary()}")
+    if not report.equivalent:
+        raise typer.Exit(1)
+
+
+@app.command()
 def version() -> None:
     """Print the rpctape version."""
     _say(f"rpctape {__version__}")
