@@ -66,6 +66,7 @@ __all__ = [
     "AppServer",
     "AuthMode",
     "chatgpt_auth_json",
+    "choose_codex",
     "codex_config",
     "codex_path",
     "find_codex",
@@ -175,6 +176,17 @@ def find_codex(explicit: str | Path | None = None, *, version: str | None = None
             f"into .tools/, or set {CODEX_ENV_VAR} to a codex executable."
         )
     return candidate
+
+
+_VERSION_CHOICE = re.compile(r"\d+\.\d+\.\d+(?:[-+][\w.]+)?")
+
+
+def choose_codex(choice: str | Path | None) -> Path:
+    """A person's ``--codex``: an existing path, else a version installed in ``.tools/``
+    (``0.171.0``), else :func:`find_codex`'s default when ``None``."""
+    if choice is not None and not Path(choice).exists() and _VERSION_CHOICE.fullmatch(str(choice)):
+        return find_codex(version=str(choice))
+    return find_codex(choice)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

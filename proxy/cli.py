@@ -479,7 +479,10 @@ def validate(
     cassettes: Annotated[list[Path], typer.Argument(help="Cassette files to check.")],
     codex: Annotated[
         Path | None,
-        typer.Option(help="Check against this codex's schema (default: the pinned one)."),
+        typer.Option(
+            help="Check against this codex's schema: a path, or a version installed by "
+            "./dev setup such as 0.171.0 (default: the pinned one)."
+        ),
     ] = None,
     schema: Annotated[
         Path | None,
@@ -494,7 +497,7 @@ def validate(
 
     Exit 1 on any violation or method the schema does not know, 0 otherwise.
     """
-    from .appserver import find_codex
+    from .appserver import choose_codex
     from .schema import Report, Validator, check_cassette, codex_version, schema_dir
 
     try:
@@ -505,7 +508,7 @@ def validate(
                 raise UsageError("--experimental needs --codex: a --schema folder is fixed")
             validator = Validator(schema)
         else:
-            binary = find_codex(codex)
+            binary = choose_codex(codex)
             version = codex_version(binary)
             label = f"codex {version}" + (" (experimental)" if experimental else "")
             folder = schema_dir(binary, experimental=experimental, version=version)

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -32,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from proxy.appserver import AppServer, find_codex  # noqa: E402
+from proxy.appserver import AppServer, choose_codex, find_codex  # noqa: E402
 from proxy.backend import FakeBackend, Reply  # noqa: E402
 from proxy.client import ClientOptions, SessionClient  # noqa: E402
 from proxy.relay import recording_proxy  # noqa: E402
@@ -128,13 +127,6 @@ SCENARIOS = (
 )
 
 
-def resolve_codex(choice: str | None) -> Path:
-    """``--codex``: a version from .tools/ (``0.171.0``), a path, or ``None`` for the default."""
-    if choice is not None and re.fullmatch(r"\d+\.\d+\.\d+\S*", choice):
-        return find_codex(version=choice)
-    return find_codex(choice)
-
-
 async def record(scenario: Scenario, out: Path, codex: Path | None = None) -> Path:
     """Record ``scenario`` into ``out/NAME.jsonl`` (replaced only if the session succeeds)."""
     codex = codex or find_codex()
@@ -192,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "--codex", help="a codex version from .tools/ (e.g. 0.171.0) or a codex executable"
     )
     args = parser.parse_args(argv)
-    codex = resolve_codex(args.codex)
+    codex = choose_codex(args.codex)
     if args.command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(codex))

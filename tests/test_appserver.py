@@ -21,6 +21,7 @@ from proxy.appserver import (
     PINNED_CODEX_VERSION,
     AppServer,
     AuthMode,
+    choose_codex,
     codex_config,
     codex_path,
     find_codex,
@@ -585,3 +586,17 @@ def test_setup_installs_both_versions() -> None:
     if not os.environ.get("CI") and not installed:
         pytest.skip("no codex in .tools/: run ./dev setup")
     assert {PINNED_CODEX_VERSION, "0.171.0"} <= set(installed)
+
+
+def test_choose_codex_path_or_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--codex takes a path, or a version from .tools/ when no such file exists."""
+    monkeypatch.chdir(tmp_path)
+    fake = tmp_path / "0.0.1"
+    fake.write_text("#!/bin/sh\n")
+    assert choose_codex("0.0.1") == Path("0.0.1")  # an existing file wins
+    with pytest.raises(AppServerError, match=r"project-local install of 0\.0\.2"):
+        choose_codex("0.0.2")
+    with pytest.raises(AppServerError, match="the given codex path"):
+        choose_codex("not-a-version")
+    for version in installed_codex_versions():
+        assert choose_codex(version) == codex_path(version)
