@@ -36,9 +36,12 @@ Normalisation (:class:`Normaliser`, one per connection, in recorded order):
   ``pid``);
 * ``--ignore POINTER`` removes more members (pointers into the message, e.g. ``/params/cwd``).
 
-A message only in A and one only in B with the same key and the same normalised content
-(a notification that came before, rather than after, another one in the same direction) are
-reported as **moved**; a move alone leaves the cassettes equivalent, since the order between
+Messages the alignment leaves unpaired are paired once more: one only in A and one only in B
+with the same key and the same normalised content (a notification that came before, rather
+than after, another one in the same direction) are reported as **moved**, and then the rest
+with the same key, first come first paired, as **changed**; what is still left was
+**removed** (only in A) or **added** (only in B). A move alone leaves the cassettes
+equivalent, since the order between
 independent server streams is timing (e.g. ``thread/started`` against an
 ``attestation/generate`` request), not protocol.
 
@@ -367,16 +370,27 @@ def _align(a: list[_Message], b: list[_Message], entries: list[Entry]) -> None:
         else:
             removed += a[i1:i2]
             added += b[j1:j2]
+    # Outside the alignment: the same content elsewhere is a move; then the same key
+    # (first come, first paired) is a change; what is left was removed or added.
+    unpaired = []
     for left in removed:
         twin = next(
             (r for r in added if r.key == left.key and not diff_values(left.content, r.content)),
             None,
         )
         if twin is None:
-            entries.append(_entry(EntryKind.REMOVED, left, None))
+            unpaired.append(left)
         else:
             added.remove(twin)
             entries.append(_entry(EntryKind.MOVED, left, twin))
+    for left in unpaired:
+        other = next((r for r in added if r.key == left.key), None)
+        if other is None:
+            entries.append(_entry(EntryKind.REMOVED, left, None))
+        else:
+            added.remove(other)
+            found = tuple(diff_values(left.content, other.content))
+            entries.append(_entry(EntryKind.CHANGED, left, other, found))
     entries += [_entry(EntryKind.ADDED, None, m) for m in added]
 
 
