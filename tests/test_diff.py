@@ -159,6 +159,27 @@ def test_reordered_notification_is_moved_and_equivalent() -> None:
     assert report.equivalent
 
 
+def test_unaligned_same_method_is_a_change() -> None:
+    """A notification both sides have, at other places and with other content: one change."""
+    started = ("s2c", {"method": "thread/started", "params": {}})
+    status = ("s2c", {"method": "thread/status/changed", "params": {}})
+    a = tape([("s2c", {"method": "warning", "params": {"n": 1}}), started, status])
+    b = tape([started, status, ("s2c", {"method": "warning", "params": {"n": 2}})])
+    assert diff_cassettes(a, b).entries == [
+        Entry(
+            EntryKind.CHANGED,
+            1,
+            1,
+            1,
+            3,
+            Direction.S2C,
+            "notification",
+            "warning",
+            (Change("/params/n", 1, 2),),
+        )
+    ]
+
+
 def test_ignore_pointer() -> None:
     """--ignore drops a member from every message before comparing."""
     thread = str(uuid.uuid4())
