@@ -357,11 +357,23 @@ def _message(event: Event, direction: Direction, normaliser: Normaliser) -> _Mes
     return _Message(seq, conn, direction, kind, method, normaliser.message(direction, msg))
 
 
+def _opcodes(
+    a: list[tuple[str, str | None]], b: list[tuple[str, str | None]]
+) -> Sequence[tuple[str, int, int, int, int]]:
+    """SequenceMatcher's opcodes, made symmetric: ties are broken the same way whichever
+    cassette is A (the matcher always runs with the smaller key list first)."""
+    left = [f"{t}\0{m or ''}" for t, m in a]
+    right = [f"{t}\0{m or ''}" for t, m in b]
+    if left <= right:
+        return list(SequenceMatcher(None, left, right, autojunk=False).get_opcodes())
+    flipped = SequenceMatcher(None, right, left, autojunk=False).get_opcodes()
+    return [(tag, j1, j2, i1, i2) for tag, i1, i2, j1, j2 in flipped]
+
+
 def _align(a: list[_Message], b: list[_Message], entries: list[Entry]) -> None:
-    matcher = SequenceMatcher(None, [m.key for m in a], [m.key for m in b], autojunk=False)
     removed: list[_Message] = []
     added: list[_Message] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in _opcodes([m.key for m in a], [m.key for m in b]):
         if tag == "equal":
             for left, right in zip(a[i1:i2], b[j1:j2], strict=True):
                 changes = diff_values(left.content, right.content)
