@@ -297,8 +297,8 @@ def test_cli_json_and_exit_codes(tmp_path: Path) -> None:
             }
         ],
     }
-    text = runner.invoke(app, ["diff", *paths])
-    assert text.stdout.splitlines() == [
+    plain = runner.invoke(app, ["diff", *paths])
+    assert plain.stdout.splitlines() == [
         "~ conn 1~1 s2c notification item/completed (A seq 7, B seq 7)",
         '    /params/item/text: "Hi" -> "Bye"',
         f"{paths[0]} ~ {paths[1]}: different: A 8 message(s), B 8 message(s); "
