@@ -13,10 +13,11 @@ methods) writes the protocol of exactly that codex version as Draft-07 JSON Sche
 * ``JSONRPCError.json``: the error reply, the same for every method.
 
 :class:`Validator` checks one parsed message at a time (:meth:`Validator.check`): pure, no
-I/O after construction, cheap per call (one precompiled ``Draft7Validator`` per method and
-kind, built on first use). :func:`schema_dir` generates a version's schema once and caches
-it in ``$XDG_CACHE_HOME/rpctape/schemas/VERSION[-experimental]/``; :func:`check_cassette`
-checks a whole cassette.
+I/O after construction, cheap per call (one ``Draft7Validator`` per method and kind, built
+on first use or all at once by :meth:`Validator.precompile`). :func:`schema_dir` generates
+a version's schema once and caches it in
+``$XDG_CACHE_HOME/rpctape/schemas/VERSION[-experimental]/``; :func:`check_cassette` checks a
+whole cassette.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class Violation:
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """What :meth:`Validator.check` did with one message."""
+    """What :meth:`Validator.inspect` did with one message."""
 
     violations: list[Violation]
     checked: bool
@@ -261,7 +262,23 @@ class Validator:
         name = self.response_schema(direction.reverse, method)
         return None if name is None else Draft7Validator(self._load(self._files[name]))
 
-    def check(self, direction: Direction, msg: Any, response_to: str | None = None) -> Checked:
+    def check(
+        self, direction: Direction, msg: Any, response_to: str | None = None
+    ) -> list[Violation]:
+        """The violations of one parsed message sent in ``direction`` (see :meth:`inspect`);
+        call it once per frame on live traffic."""
+        return self.inspect(direction, msg, response_to).violations
+
+    def precompile(self) -> int:
+        """Build every method's validator now rather than on first use; returns how many."""
+        for (direction, type_), branches in self._branches.items():
+            for method in branches:
+                self._validator(direction, type_, method)
+                if type_ is MessageType.REQUEST:
+                    self._validator(direction.reverse, MessageType.RESPONSE, method)
+        return sum(v is not None for v in self._compiled.values())
+
+    def inspect(self, direction: Direction, msg: Any, response_to: str | None = None) -> Checked:
         """Check one parsed message sent in ``direction``.
 
         ``response_to`` is the method of the request a response or error answers (``None``
@@ -467,7 +484,7 @@ def check_cassette(tape: Cassette, validator: Validator, report: Report, name: s
         if not has_msg:
             report.counts["unchecked"] += 1
             continue
-        result = validator.check(Direction(event["dir"]), msg, event.get("response_to"))
+        result = validator.inspect(Direction(event["dir"]), msg, event.get("response_to"))
         report.counts["messages" if result.checked else "unchecked"] += 1
         for violation in result.violations:
             report.counts["unknown_methods" if violation.unknown_method else "violations"] += 1

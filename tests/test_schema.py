@@ -62,26 +62,28 @@ def unknown(label: str, direction: Direction, type_: MessageType, method: str) -
 def test_client_request_input_as_string(validator: Validator) -> None:
     """turn/start with `input` a string, not a list: pointer /params/input and the type message."""
     msg = {"id": 3, "method": "turn/start", "params": {"threadId": "t", "input": "hi"}}
-    result = validator.check(C2S, msg)
+    result = validator.inspect(C2S, msg)
     assert result.checked
-    assert result.violations == [
-        Violation(C2S, REQ, "turn/start", "/params/input", "'hi' is not of type 'array'")
-    ]
+    assert (
+        result.violations
+        == validator.check(C2S, msg)
+        == [Violation(C2S, REQ, "turn/start", "/params/input", "'hi' is not of type 'array'")]
+    )
 
 
 def test_client_request_error_inside_tagged_union(validator: Validator) -> None:
     """An error inside the `text` branch of the UserInput union points into that branch."""
     bad = {"type": "text", "text": 5}
     msg = {"id": 3, "method": "turn/start", "params": {"threadId": "t", "input": [bad]}}
-    assert validator.check(C2S, msg).violations == [
+    assert validator.check(C2S, msg) == [
         Violation(C2S, REQ, "turn/start", "/params/input/0/text", "5 is not of type 'string'")
     ]
 
 
 def test_client_notification(validator: Validator) -> None:
     """`initialized` passes (extra params allowed); a misspelt one is an unknown method."""
-    assert validator.check(C2S, {"method": "initialized", "params": {"x": 1}}).violations == []
-    assert validator.check(C2S, {"method": "initialised"}).violations == [
+    assert validator.check(C2S, {"method": "initialized", "params": {"x": 1}}) == []
+    assert validator.check(C2S, {"method": "initialised"}) == [
         unknown(validator.label, C2S, NOTE, "initialised")
     ]
 
@@ -94,7 +96,7 @@ def test_server_request_missing_members(validator: Validator) -> None:
         "params": {"threadId": "t", "turnId": "u"},
     }
     method = "item/commandExecution/requestApproval"
-    assert validator.check(S2C, msg).violations == [
+    assert validator.check(S2C, msg) == [
         Violation(S2C, REQ, method, "/params", "'itemId' is a required property"),
         Violation(S2C, REQ, method, "/params", "'startedAtMs' is a required property"),
     ]
@@ -104,7 +106,7 @@ def test_server_notification(validator: Validator) -> None:
     """A delta that is a number; emittedAtMs beside params is allowed."""
     params = {"delta": 5, "itemId": "i", "threadId": "t", "turnId": "u"}
     msg = {"method": "item/agentMessage/delta", "params": params, "emittedAtMs": 1}
-    assert validator.check(S2C, msg).violations == [
+    assert validator.check(S2C, msg) == [
         Violation(
             S2C, NOTE, "item/agentMessage/delta", "/params/delta", "5 is not of type 'string'"
         )
@@ -114,12 +116,12 @@ def test_server_notification(validator: Validator) -> None:
 def test_result_checked_against_the_answered_method(validator: Validator) -> None:
     """A result is checked against the result type of the request it answers."""
     result = {"userAgent": 7, "codexHome": "/h", "platformFamily": "unix", "platformOs": "linux"}
-    assert validator.check(S2C, {"id": 1, "result": result}, "initialize").violations == [
+    assert validator.check(S2C, {"id": 1, "result": result}, "initialize") == [
         Violation(S2C, RES, "initialize", "/result/userAgent", "7 is not of type 'string'")
     ]
     answer = {"id": 0, "result": {"decision": "maybe"}}
     method = "item/commandExecution/requestApproval"
-    assert validator.check(C2S, answer, method).violations == [
+    assert validator.check(C2S, answer, method) == [
         Violation(
             C2S,
             RES,
@@ -128,18 +130,16 @@ def test_result_checked_against_the_answered_method(validator: Validator) -> Non
             "'maybe' is not valid under any of the given schemas",
         )
     ]
-    assert (
-        validator.check(C2S, {"id": 0, "result": {"decision": "accept"}}, method).violations == []
-    )
+    assert validator.check(C2S, {"id": 0, "result": {"decision": "accept"}}, method) == []
 
 
 def test_error_reply(validator: Validator) -> None:
     """Errors are checked against JSONRPCError whatever the method."""
     msg = {"id": 1, "error": {"code": "-32600", "message": "Not initialized"}}
-    assert validator.check(S2C, msg, "initialize").violations == [
+    assert validator.check(S2C, msg, "initialize") == [
         Violation(S2C, ERR, "initialize", "/error/code", "'-32600' is not of type 'integer'")
     ]
-    assert validator.check(S2C, {"id": 1, "error": {"code": 1}}, None).violations == [
+    assert validator.check(S2C, {"id": 1, "error": {"code": 1}}, None) == [
         Violation(S2C, ERR, None, "/error", "'message' is a required property")
     ]
 
@@ -148,15 +148,26 @@ def test_unknown_methods_and_unpaired_responses(validator: Validator) -> None:
     """Unknown request and result methods are flagged; a response of no known request is
     not checked at all."""
     label = validator.label
-    assert validator.check(C2S, {"id": 1, "method": "future/x", "params": {}}).violations == [
+    assert validator.check(C2S, {"id": 1, "method": "future/x", "params": {}}) == [
         unknown(label, C2S, REQ, "future/x")
     ]
-    assert validator.check(S2C, {"id": 1, "result": {}}, "future/x").violations == [
+    assert validator.check(S2C, {"id": 1, "result": {}}, "future/x") == [
         unknown(label, S2C, RES, "future/x")
     ]
-    unpaired = validator.check(S2C, {"id": 1, "result": {}}, None)
+    unpaired = validator.inspect(S2C, {"id": 1, "result": {}}, None)
     assert (unpaired.violations, unpaired.checked) == ([], False)
-    assert validator.check(S2C, [1, 2]).checked is False
+    assert validator.inspect(S2C, [1, 2]).checked is False
+
+
+def test_precompile_builds_every_method(validator: Validator) -> None:
+    """precompile() builds one validator per request, notification and result type; checks
+    after it give the same answers."""
+    requests = [(d, m) for d in Direction for m in validator.methods(d, REQ)]
+    notes = [(d, m) for d in Direction for m in validator.methods(d, NOTE)]
+    results = [(d, m) for d, m in requests if validator.response_schema(d, m) is not None]
+    assert validator.precompile() == len(requests) + len(notes) + len(results)
+    msg = {"id": 3, "method": "turn/start", "params": {"threadId": "t", "input": "hi"}}
+    assert [v.pointer for v in validator.check(C2S, msg)] == ["/params/input"]
 
 
 def test_every_request_method_has_a_result_type(validator: Validator, codex_version: str) -> None:
