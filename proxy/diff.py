@@ -41,9 +41,9 @@ with the same key and the same normalised content (a notification that came befo
 than after, another one in the same direction) are reported as **moved**, and then the rest
 with the same key, first come first paired, as **changed**; what is still left was
 **removed** (only in A) or **added** (only in B). A move alone leaves the cassettes
-equivalent, since the order between
-independent server streams is timing (e.g. ``thread/started`` against an
-``attestation/generate`` request), not protocol.
+equivalent, since the order between independent server streams is timing (e.g.
+``thread/started`` against the ``thread/start`` result), not protocol. The alignment is
+symmetric: ``diff(B, A)`` mirrors ``diff(A, B)``.
 
 Only ``text`` and ``binary`` frames are compared; the cassette's event times (``t``), ``seq``
 numbers, headers and close events are not. Binary frames compare by payload, text that is
