@@ -11,7 +11,8 @@ Facts this module relies on (codex 0.169.0, checked by running it):
 * ``--listen ws://127.0.0.1:0`` binds a free port and prints, on stderr,
   ``  listening on: ws://127.0.0.1:PORT``; that line is how the port is learned.
 * ``GET /readyz`` on that port answers 200 once the server accepts connections.
-* ``node_modules/.bin/codex`` is a Node launcher that (on Node < 23.11) spawns the native
+* ``.tools/codex-VERSION/node_modules/.bin/codex`` (one npm prefix per version, from
+  ``./dev setup``) is a Node launcher that (on Node < 23.11) spawns the native
   binary as a child and forwards SIGTERM to it; a SIGKILL of the launcher alone would orphan
   the child. The server is therefore started in its own session and signalled as a process
   group whose id is the launcher's PID, which also reaches any command it runs.
@@ -67,24 +68,41 @@ __all__ = [
     "FAKE_API_KEY",
     "PINNED_CODEX_VERSION",
     "REFRESH_URL_ENV_VAR",
+    "TOOLS_DIR",
     "AppServer",
     "AuthMode",
     "chatgpt_auth_json",
+    "choose_codex",
     "codex_config",
+    "codex_path",
     "find_codex",
+    "installed_codex_versions",
     "live_group_members",
     "parse_auth_mode",
     "write_codex_home",
 ]
 
 PINNED_CODEX_VERSION = "0.169.0"
-"""The codex release rpctape is tested against (installed by ``make setup``)."""
+"""The codex release rpctape is tested against by default (installed by ``./dev setup``)."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The rpctape checkout: the parent of the ``proxy/`` package folder."""
 
-LOCAL_CODEX = REPO_ROOT / ".tools" / "node_modules" / ".bin" / "codex"
-"""Where ``make setup`` installs codex (never a global install)."""
+TOOLS_DIR = REPO_ROOT / ".tools"
+"""Where ``./dev setup`` installs each codex version, one npm prefix per version
+(``.tools/codex-VERSION/``), never globally."""
+
+
+def codex_path(version: str, tools: Path = TOOLS_DIR) -> Path:
+    """Where ``./dev setup`` puts codex ``version``.
+
+    That is ``.tools/codex-VERSION/node_modules/.bin/codex``.
+    """
+    return tools / f"codex-{version}" / "node_modules" / ".bin" / "codex"
+
+
+LOCAL_CODEX = codex_path(PINNED_CODEX_VERSION)
+"""The pinned default codex of the project-local install."""
 
 CODEX_ENV_VAR = "RPCTAPE_CODEX"
 """Environment variable naming the codex executable to use instead of the local one."""
@@ -117,25 +135,64 @@ _LISTENING = re.compile(r"listening on: (ws://[\w.:\[\]-]+)")
 _LOG_TAIL_CHARS = 2000
 
 
-def find_codex(explicit: str | Path | None = None) -> Path:
-    """The codex executable: ``explicit``, else ``$RPCTAPE_CODEX``, else the project-local one.
+_VERSION_DIR = re.compile(r"codex-(\d+\.\d+\.\d+(?:[-+][\w.]+)?)")
 
-    Never falls back to a codex on ``PATH``. Raises :class:`AppServerError` if the chosen
-    file does not exist.
+
+def _version_key(version: str) -> tuple[tuple[int, ...], str]:
+    """Sort key putting ``0.9.0`` before ``0.10.0`` (numeric release, then the rest)."""
+    release, _, rest = version.partition("-")
+    return tuple(int(part) for part in release.split("+")[0].split(".")), rest
+
+
+def installed_codex_versions(tools: Path = TOOLS_DIR) -> list[str]:
+    """The codex versions ``./dev setup`` installed under ``tools``, oldest first.
+
+    A version counts once its prefix holds the launcher (``codex_path``) and the stamp
+    ``.installed`` that ``./dev setup`` writes after a complete ``npm install``.
+    """
+    found = []
+    for prefix in tools.glob("codex-*"):
+        match = _VERSION_DIR.fullmatch(prefix.name)
+        if match and (prefix / ".installed").is_file() and codex_path(match[1], tools).is_file():
+            found.append(match[1])
+    return sorted(found, key=_version_key)
+
+
+def find_codex(explicit: str | Path | None = None, *, version: str | None = None) -> Path:
+    """The codex executable: ``explicit``, else ``version`` from ``.tools/``, else
+    ``$RPCTAPE_CODEX``, else the pinned default (:data:`PINNED_CODEX_VERSION`) from ``.tools/``.
+
+    A named ``version`` means that release as ``./dev setup`` installed it (see
+    :func:`installed_codex_versions`), whatever ``$RPCTAPE_CODEX`` says. Never falls back to
+    a codex on ``PATH``. Raises :class:`AppServerError` if the chosen file does not exist.
     """
     if explicit is not None:
         candidate, source = Path(explicit), "the given codex path"
+    elif version is not None:
+        candidate, source = codex_path(version), f"the project-local install of {version}"
     elif os.environ.get(CODEX_ENV_VAR):
         candidate, source = Path(os.environ[CODEX_ENV_VAR]), f"${CODEX_ENV_VAR}"
     else:
         candidate, source = LOCAL_CODEX, "the project-local install"
     if not candidate.is_file():
+        installed = ", ".join(installed_codex_versions()) or "none"
         raise AppServerError(
-            f"codex not found at {candidate} ({source}). Run `make setup` to install "
-            f"@openai/codex@{PINNED_CODEX_VERSION} into .tools/, or set {CODEX_ENV_VAR} "
-            "to a codex executable."
+            f"codex not found at {candidate} ({source}; installed in .tools/: {installed}). "
+            f"Run `./dev setup` to install @openai/codex@{version or PINNED_CODEX_VERSION} "
+            f"into .tools/, or set {CODEX_ENV_VAR} to a codex executable."
         )
     return candidate
+
+
+_VERSION_CHOICE = re.compile(r"\d+\.\d+\.\d+(?:[-+][\w.]+)?")
+
+
+def choose_codex(choice: str | Path | None) -> Path:
+    """A person's ``--codex``: an existing path, else a version installed in ``.tools/``
+    (``0.171.0``), else :func:`find_codex`'s default when ``None``."""
+    if choice is not None and not Path(choice).exists() and _VERSION_CHOICE.fullmatch(str(choice)):
+        return find_codex(version=str(choice))
+    return find_codex(choice)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -492,6 +492,103 @@ def attest_check(
 
 
 @app.command()
+def validate(
+    cassettes: Annotated[list[Path], typer.Argument(help="Cassette files to check.")],
+    codex: Annotated[
+        Path | None,
+        typer.Option(
+            help="Check against this codex's schema: a path, or a version installed by "
+            "./dev setup such as 0.171.0 (default: the pinned one)."
+        ),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="A `codex app-server generate-json-schema` output folder instead."),
+    ] = None,
+    experimental: Annotated[
+        bool, typer.Option(help="Include codex's experimental methods in the schema.")
+    ] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check every recorded message against codex's own JSON Schema (docs/drift.md).
+
+    Exit 1 on any violation or method the schema does not know, 0 otherwise.
+    """
+    from .appserver import choose_codex
+    from .schema import Report, Validator, check_cassette, codex_version, schema_dir
+
+    try:
+        if codex is not None and schema is not None:
+            raise UsageError("--codex and --schema exclude each other: give one schema source")
+        if schema is not None:
+            if experimental:
+                raise UsageError("--experimental needs --codex: a --schema folder is fixed")
+            validator = Validator(schema)
+        else:
+            binary = choose_codex(codex)
+            version = codex_version(binary)
+            label = f"codex {version}" + (" (experimental)" if experimental else "")
+            folder = schema_dir(binary, experimental=experimental, version=version)
+            validator = Validator(folder, label=label)
+        report = Report()
+        for path in cassettes:
+            check_cassette(load(path), validator, report, str(path))
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+    counts = report.counts
+    if json:
+        body = {
+            "schema": validator.label,
+            "cassettes": [str(p) for p in cassettes],
+            "findings": [f.to_json() for f in report.findings],
+            "counts": {
+                k: counts[k] for k in ("messages", "unchecked", "violations", "unknown_methods")
+            },
+        }
+        sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+    else:
+        for finding in report.findings:
+            _say(finding.render())
+        _say(
+            f"{len(cassettes)} cassette(s), {counts['messages']} message(s) checked against "
+            f"{validator.label}: {counts['violations']} violation(s), "
+            f"{counts['unknown_methods']} unknown method(s), {counts['unchecked']} not checked"
+        )
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="Cassette A.")],
+    b: Annotated[Path, typer.Argument(help="Cassette B.")],
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Also ignore this JSON pointer in every message (repeatable)."),
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
+) -> None:
+    """Compare two cassettes as conversations; exit 0 when equivalent (docs/drift.md)."""
+    from .diff import diff_cassettes
+
+    try:
+        report = diff_cassettes(load(a), load(b), ignore or ())
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+    if json:
+        sys.stdout.buffer.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+    else:
+        for entry in report.entries:
+            for line in entry.render():
+                _say(line)
+        _say(f"{a} ~ {b}: {report.summary()}")
+    if not report.equivalent:
+        raise typer.Exit(1)
+
+
+@app.command()
 def version() -> None:
     """Print the rpctape version."""
     _say(f"rpctape {__version__}")

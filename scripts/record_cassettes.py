@@ -3,13 +3,16 @@
     .venv/bin/python scripts/record_cassettes.py            # all scenarios into cassettes/
     .venv/bin/python scripts/record_cassettes.py --only two-turns --out /tmp/c
     .venv/bin/python scripts/record_cassettes.py serve      # an upstream for the pytest plugin
+    .venv/bin/python scripts/record_cassettes.py --codex 0.171.0 --out /tmp/c171   # another codex
 
 Each scenario starts the fake model backend and the real app-server (proxy.backend,
 proxy.appserver; codex from `./dev setup`), records one session of the built-in client
 through `recording_proxy` with redaction on into a temporary file, and renames it over
 cassettes/NAME.jsonl when the session succeeded. Every process it starts is stopped before
-it returns. `serve` starts a backend and an app-server and prints `listening on ws://...`,
-then serves until SIGINT or SIGTERM (the command form of the plugin's `rpctape_upstream`).
+it returns. `--codex` picks the codex: a version installed by `./dev setup` (`0.171.0`) or a
+path to any codex executable (default: the pinned one, or $RPCTAPE_CODEX). `serve` starts a
+backend and an app-server and prints `listening on ws://...`, then serves until SIGINT or
+SIGTERM (the command form of the plugin's `rpctape_upstream`).
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from proxy.appserver import PINNED_CODEX_VERSION, AppServer  # noqa: E402
+from proxy.appserver import AppServer, choose_codex, find_codex  # noqa: E402
 from proxy.backend import FakeBackend, Reply  # noqa: E402
 from proxy.client import ClientOptions, SessionClient  # noqa: E402
 from proxy.relay import recording_proxy  # noqa: E402
+from proxy.schema import codex_version  # noqa: E402
 
 APPROVAL_ARGUMENTS = {
     "cmd": "touch x",
@@ -123,21 +127,22 @@ SCENARIOS = (
 )
 
 
-async def record(scenario: Scenario, out: Path) -> Path:
+async def record(scenario: Scenario, out: Path, codex: Path | None = None) -> Path:
     """Record ``scenario`` into ``out/NAME.jsonl`` (replaced only if the session succeeds)."""
+    codex = codex or find_codex()
     target = out / f"{scenario.name}.jsonl"
     temp = out / f".{scenario.name}.jsonl.recording"
     temp.unlink(missing_ok=True)
     meta = {
         "made_by": "scripts/record_cassettes.py",
         "scenario": scenario.name,
-        "codex": PINNED_CODEX_VERSION,
+        "codex": codex_version(codex),
     }
     try:
         async with (
             FakeBackend() as backend,
             AppServer(
-                backend.url, approval_policy=scenario.approval_policy, auth=scenario.auth
+                backend.url, codex, approval_policy=scenario.approval_policy, auth=scenario.auth
             ) as server,
         ):
             backend.script(*scenario.replies)
@@ -157,13 +162,13 @@ async def record(scenario: Scenario, out: Path) -> Path:
     return target
 
 
-async def serve() -> None:
+async def serve(codex: Path | None = None) -> None:
     """Backend + app-server until SIGINT/SIGTERM; prints ``listening on ws://...`` first."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with FakeBackend() as backend, AppServer(backend.url) as server:
+    async with FakeBackend() as backend, AppServer(backend.url, codex) as server:
         print(f"listening on {server.url}", flush=True)
         await stop.wait()
 
@@ -175,16 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=[s.name for s in SCENARIOS], help="repeatable"
     )
+    parser.add_argument(
+        "--codex", help="a codex version from .tools/ (e.g. 0.171.0) or a codex executable"
+    )
     args = parser.parse_args(argv)
+    codex = choose_codex(args.codex)
     if args.command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve())
+            asyncio.run(serve(codex))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for scenario in SCENARIOS:
         if args.only and scenario.name not in args.only:
             continue
-        path = asyncio.run(record(scenario, args.out))
+        path = asyncio.run(record(scenario, args.out, codex))
         print(f"recorded {path} ({path.stat().st_size} bytes): {scenario.description}")
     return 0
 

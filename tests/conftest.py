@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from proxy.appserver import find_codex
+from proxy.appserver import PINNED_CODEX_VERSION, find_codex, installed_codex_versions
 from proxy.errors import AppServerError
+from proxy.schema import schema_dir
+
+DRIFT_CODEX_VERSION = "0.171.0"
+"""The second codex release ``./dev setup`` installs, for the protocol drift tests."""
+
+CODEX_VERSIONS = sorted({PINNED_CODEX_VERSION, DRIFT_CODEX_VERSION, *installed_codex_versions()})
+"""Versions the version-parametrized tests run against (``codex_version`` fixture)."""
+
+
+def _missing(exc: AppServerError) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the end-to-end tests: {exc}")
+    pytest.skip(str(exc))
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +33,37 @@ def _e2e_needs_codex(request: pytest.FixtureRequest) -> None:
     try:
         find_codex()
     except AppServerError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the end-to-end tests: {exc}")
-        pytest.skip(str(exc))
+        _missing(exc)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking ``codex_version`` runs once per codex release in ``.tools/``."""
+    if "codex_version" in metafunc.fixturenames:
+        metafunc.parametrize("codex_version", CODEX_VERSIONS)
+
+
+@pytest.fixture
+def codex_bin(codex_version: str) -> Path:
+    """The codex executable of ``codex_version`` (skips without it; fails in CI)."""
+    try:
+        return find_codex(version=codex_version)
+    except AppServerError as exc:
+        _missing(exc)
+        raise
+
+
+@pytest.fixture(scope="session")
+def codex_schema(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``codex_schema(version)``: that release's generated JSON Schema folder, made once per
+    test session in a private cache (skips without that codex; fails in CI)."""
+    cache = tmp_path_factory.mktemp("schema-cache")
+
+    def get(version: str) -> Path:
+        try:
+            codex = find_codex(version=version)
+        except AppServerError as exc:
+            _missing(exc)
+            raise
+        return schema_dir(codex, cache=cache)
+
+    return get

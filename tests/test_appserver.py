@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import os
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,8 +21,11 @@ from proxy.appserver import (
     PINNED_CODEX_VERSION,
     AppServer,
     AuthMode,
+    choose_codex,
     codex_config,
+    codex_path,
     find_codex,
+    installed_codex_versions,
     live_group_members,
     write_codex_home,
 )
@@ -241,9 +245,9 @@ def test_codex_config_extra_merges_nested_tables() -> None:
 
 
 def test_find_codex_bad_explicit_path(tmp_path: Path) -> None:
-    """A missing explicit codex path raises AppServerError telling to run `make setup`."""
+    """A missing explicit codex path raises AppServerError telling to run `./dev setup`."""
     missing = tmp_path / "no-codex"
-    with pytest.raises(AppServerError, match="make setup") as caught:
+    with pytest.raises(AppServerError, match=r"\./dev setup") as caught:
         find_codex(missing)
     assert str(missing) in str(caught.value)
     assert isinstance(caught.value, RuntimeError)
@@ -264,17 +268,23 @@ def test_find_codex_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_find_codex_default_is_project_local(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without explicit path or env var, the project-local .tools install is the only choice."""
     monkeypatch.delenv("RPCTAPE_CODEX", raising=False)
-    assert LOCAL_CODEX.parts[-4:] == (".tools", "node_modules", ".bin", "codex")
+    assert LOCAL_CODEX.parts[-5:] == (
+        ".tools",
+        f"codex-{PINNED_CODEX_VERSION}",
+        "node_modules",
+        ".bin",
+        "codex",
+    )
     if LOCAL_CODEX.is_file():
         assert find_codex() == LOCAL_CODEX
     else:
-        with pytest.raises(AppServerError, match="make setup"):
+        with pytest.raises(AppServerError, match=r"\./dev setup"):
             find_codex()
 
 
 def test_appserver_bad_codex_path_raises(tmp_path: Path) -> None:
     """AppServer with a nonexistent codex fails at once with the helpful message."""
-    with pytest.raises(AppServerError, match="make setup"):
+    with pytest.raises(AppServerError, match=r"\./dev setup"):
         AppServer("http://127.0.0.1:9", codex=tmp_path / "missing")
 
 
@@ -533,3 +543,60 @@ async def test_chatgpt_websocket_responses_attestation_on_upgrade(backend: FakeB
     assert [body.get("previous_response_id") for body in bodies] == [None, "resp-1", "resp-2"]
     others = [h for m, p, h in attestation_headers(backend) if p != "/backend-api/codex/responses"]
     assert set(others) == {None}
+
+
+def _fake_install(tools: Path, version: str, *, stamp: bool = True) -> Path:
+    """Lay out ``tools/codex-VERSION`` as ./dev setup does (launcher and stamp)."""
+    launcher = codex_path(version, tools)
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/bin/sh\n")
+    if stamp:
+        (tools / f"codex-{version}" / ".installed").touch()
+    return launcher
+
+
+def test_installed_codex_versions_sorted_and_complete_only(tmp_path: Path) -> None:
+    """Versions sort numerically; a prefix without its stamp (npm interrupted) is left out."""
+    for version in ("0.171.0", "0.9.0", "0.169.0"):
+        _fake_install(tmp_path, version)
+    _fake_install(tmp_path, "0.172.0", stamp=False)
+    (tmp_path / "codex-junk").mkdir()
+    assert installed_codex_versions(tmp_path) == ["0.9.0", "0.169.0", "0.171.0"]
+    assert installed_codex_versions(tmp_path / "nothing") == []
+
+
+def test_find_codex_version_wins_over_env_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A named version is that release from .tools/, even with $RPCTAPE_CODEX set."""
+    fake = tmp_path / "codex"
+    fake.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("RPCTAPE_CODEX", str(fake))
+    with pytest.raises(AppServerError, match=r"codex-0\.0\.1/node_modules/\.bin/codex") as caught:
+        find_codex(version="0.0.1")
+    assert "@openai/codex@0.0.1" in str(caught.value)
+    assert find_codex(fake, version="0.0.1") == fake
+    for version in installed_codex_versions():
+        assert find_codex(version=version) == codex_path(version)
+
+
+def test_setup_installs_both_versions() -> None:
+    """./dev setup installs the pinned default and 0.171.0 side by side (required in CI)."""
+    installed = installed_codex_versions()
+    if not os.environ.get("CI") and not installed:
+        pytest.skip("no codex in .tools/: run ./dev setup")
+    assert {PINNED_CODEX_VERSION, "0.171.0"} <= set(installed)
+
+
+def test_choose_codex_path_or_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--codex takes a path, or a version from .tools/ when no such file exists."""
+    monkeypatch.chdir(tmp_path)
+    fake = tmp_path / "0.0.1"
+    fake.write_text("#!/bin/sh\n")
+    assert choose_codex("0.0.1") == Path("0.0.1")  # an existing file wins
+    with pytest.raises(AppServerError, match=r"project-local install of 0\.0\.2"):
+        choose_codex("0.0.2")
+    with pytest.raises(AppServerError, match="the given codex path"):
+        choose_codex("not-a-version")
+    for version in installed_codex_versions():
+        assert choose_codex(version) == codex_path(version)

@@ -1,7 +1,12 @@
-"""End to end: the real codex app-server behind the recording relay, driven by a client."""
+"""End to end: the real codex app-server behind the recording relay, driven by a client.
+
+Every test runs once per codex release in ``.tools/`` (the ``codex_version`` fixture: the
+pinned 0.169.0 and 0.171.0 after ``./dev setup``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,8 +15,12 @@ from proxy.appserver import AppServer
 from proxy.backend import FakeBackend, Reply
 from proxy.cassette import frame_of, load
 from proxy.client import ClientOptions, SessionClient, scripted_session
+from proxy.diff import EntryKind, diff_cassettes
 from proxy.jsonrpc import Direction
 from proxy.relay import recording_proxy
+from proxy.schema import Report, Validator, check_cassette
+
+SHIPPED = Path(__file__).resolve().parent.parent / "cassettes"
 
 pytestmark = pytest.mark.e2e
 
@@ -20,12 +29,12 @@ def client_view(client: SessionClient, direction: Direction) -> list[bytes]:
     return [f.encode() if isinstance(f, str) else f for d, f in client.frames if d is direction]
 
 
-async def test_full_turn_recorded_byte_for_byte(tmp_path: Path) -> None:
+async def test_full_turn_recorded_byte_for_byte(tmp_path: Path, codex_bin: Path) -> None:
     """A full turn through rpctape: the cassette holds exactly what the client sent and got."""
     cassette = tmp_path / "turn.jsonl"
     async with (
         FakeBackend() as backend,
-        AppServer(backend.url) as server,
+        AppServer(backend.url, codex_bin) as server,
         recording_proxy(server.url, cassette) as url,
     ):
         client = await scripted_session(url, ["Say hello."], ClientOptions(string_ids=True))
@@ -48,11 +57,14 @@ async def test_full_turn_recorded_byte_for_byte(tmp_path: Path) -> None:
     assert tape.events[-1]["by"] == "client"
 
 
-async def test_approval_request_recorded_with_its_answer(tmp_path: Path) -> None:
+async def test_approval_request_recorded_with_its_answer(tmp_path: Path, codex_bin: Path) -> None:
     """A server-initiated approval request and the client's answer are paired in the cassette."""
     cassette = tmp_path / "approval.jsonl"
     arguments = {"cmd": "touch x", "sandbox_permissions": "require_escalated", "justification": "w"}
-    async with FakeBackend() as backend, AppServer(backend.url, approval_policy="on-request") as s:
+    async with (
+        FakeBackend() as backend,
+        AppServer(backend.url, codex_bin, approval_policy="on-request") as s,
+    ):
         backend.script(Reply.function_call(name="exec_command", arguments=arguments))
         async with recording_proxy(s.url, cassette) as url:
             client = await scripted_session(url, ["Touch x."])
@@ -68,3 +80,43 @@ async def test_approval_request_recorded_with_its_answer(tmp_path: Path) -> None
     assert (answer["dir"], answer["type"]) == ("c2s", "response")
     assert answer["msg"] == {"id": request["msg"]["id"], "result": {"decision": "accept"}}
     assert any(e.get("method") == "serverRequest/resolved" for e in frames)
+
+
+async def test_recording_validates_and_matches_the_shipped_cassette(
+    tmp_path: Path, codex_bin: Path, codex_version: str, codex_schema: Callable[[str], Path]
+) -> None:
+    """The turn-streamed session recorded now: valid under this codex's schema, and the same
+    conversation as the shipped 0.169.0 cassette but for the version strings (docs/drift.md)."""
+    cassette = tmp_path / "turn-streamed.jsonl"
+    async with (
+        FakeBackend() as backend,
+        AppServer(backend.url, codex_bin) as server,
+    ):
+        backend.script(Reply.text("Hello from the recorded turn, streamed in deltas."))
+        async with (
+            recording_proxy(server.url, cassette) as url,
+            SessionClient(url, ClientOptions(string_ids=True)) as client,
+        ):
+            await client.initialize()
+            thread_id = await client.start_thread()
+            await client.run_turn(thread_id, "Say hello.")
+    report = Report()
+    check_cassette(load(cassette), Validator(codex_schema(codex_version)), report, "new")
+    assert (report.findings, report.counts["messages"]) == ([], 24)
+    # userAgent names this machine's OS and terminal, serverName its host name.
+    machine = ["/result/userAgent", "/params/serverName"]
+    diff = diff_cassettes(load(SHIPPED / "turn-streamed.jsonl"), load(cassette), machine)
+    changes = {
+        (e.method, c.pointer, c.a, c.b)
+        for e in diff.entries
+        if e.kind is not EntryKind.MOVED
+        for c in e.changes
+    }
+    assert all(e.kind in (EntryKind.CHANGED, EntryKind.MOVED) for e in diff.entries)
+    expected = {
+        ("thread/start", "/result/thread/cliVersion", "0.169.0", codex_version),
+        ("thread/started", "/params/thread/cliVersion", "0.169.0", codex_version),
+    }
+    assert changes == (set() if codex_version == "0.169.0" else expected)
+    (initialize,) = [e for e in load(cassette).frames() if e.get("response_to") == "initialize"]
+    assert initialize["msg"]["result"]["userAgent"].startswith(f"rpctape-client/{codex_version} ")
