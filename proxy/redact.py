@@ -51,6 +51,14 @@ def normalise_key(key: str) -> str:
     return key.lower().replace("_", "").replace("-", "")
 
 
+_MARKER = re.compile(r"<redacted:[0-9a-f]{8}>")
+"""What :func:`marker` returns: such a value is already redacted."""
+
+
+def _is_marker(value: Any) -> bool:
+    return isinstance(value, str) and _MARKER.fullmatch(value) is not None
+
+
 def marker(value: Any) -> str:
     """The replacement for a secret: ``<redacted:`` + 8 hex digits of its SHA-256 + ``>``."""
     data = value.encode() if isinstance(value, str) else orjson.dumps(value)
@@ -123,7 +131,8 @@ class Redactor:
             for key, value in node.items():
                 here = f"{path}/{_pointer_token(key)}"
                 if value is not None and normalise_key(key) in self.keys:
-                    new = marker(value)
+                    # A marker is kept as it is: redacting twice changes nothing.
+                    new = value if _is_marker(value) else marker(value)
                     pointers.append(here)
                 else:
                     new = self._walk(value, here, pointers)
@@ -145,6 +154,6 @@ class Redactor:
         """Headers as a dict (repeated names joined with ``, ``), secret values replaced."""
         out: dict[str, str] = {}
         for name, value in headers:
-            shown = marker(value) if self.is_secret(name) else value
+            shown = marker(value) if self.is_secret(name) and not _is_marker(value) else value
             out[name] = f"{out[name]}, {shown}" if name in out else shown
         return out

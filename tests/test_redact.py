@@ -108,3 +108,14 @@ def test_might_redact_precheck() -> None:
     assert r.might_redact(b'{"\\u0074oken":"x"}')  # escapes force the full walk
     assert not r.might_redact(b'{"params":{"tokenUsage":{"total":1}}}')
     assert not r.might_redact(b'{"text":"my token: abc"}')
+
+
+def test_redacting_twice_changes_nothing() -> None:
+    """A marker under a secret key stays as it is: imports of redacted captures keep bytes."""
+    redactor = Redactor.build()
+    once, pointers = redactor.redact_json({"token": "s3cret", "nested": {"apiKey": 5}})
+    twice, again = redactor.redact_json(once)
+    assert twice == once == {"token": marker("s3cret"), "nested": {"apiKey": marker(5)}}
+    assert pointers == again == ["/token", "/nested/apiKey"]
+    headers = redactor.redact_headers([("Authorization", marker("Bearer x"))])
+    assert headers == {"Authorization": marker("Bearer x")}
