@@ -104,11 +104,19 @@ def test_import_devtools_capture(tmp_path: Path) -> None:
                     },
                     "response": {"status": 101, "headers": []},
                     "_webSocketMessages": [
-                        {"type": "send", "time": 1767225600.5, "opcode": 1,
-                         "data": '{"id":1,"method":"initialize"}'},
-                        {"type": "receive", "time": 1767225600.75, "opcode": 1,
-                         "data": '{"id":1,"result":{}}'},
-                    ],  # fmt: skip
+                        {
+                            "type": "send",
+                            "time": 1767225600.5,
+                            "opcode": 1,
+                            "data": '{"id":1,"method":"initialize"}',
+                        },
+                        {
+                            "type": "receive",
+                            "time": 1767225600.75,
+                            "opcode": 1,
+                            "data": '{"id":1,"result":{}}',
+                        },
+                    ],
                 },
             ]
         }
@@ -135,8 +143,13 @@ def test_import_devtools_capture(tmp_path: Path) -> None:
             "entry 1 message 0: a websocket message needs type 'send' or 'receive'",
         ),
         (
-            {"log": {"entries": [{"_webSocketMessages": [{"type": "send", "opcode": 2,
-                                                           "data": "!!"}]}]}},  # fmt: skip
+            {
+                "log": {
+                    "entries": [
+                        {"_webSocketMessages": [{"type": "send", "opcode": 2, "data": "!!"}]}
+                    ]
+                }
+            },
             "entry 1 message 0: binary message data is not base64",
         ),
     ],
@@ -158,7 +171,9 @@ FRAMES = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(conns=st.lists(FRAMES, min_size=1, max_size=3))
 def test_any_frames_round_trip(conns: list[list[tuple[bool, Direction, bytes]]],
                                tmp_path: Path) -> None:  # fmt: skip
