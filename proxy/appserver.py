@@ -72,13 +72,13 @@ __all__ = [
 ]
 
 PINNED_CODEX_VERSION = "0.169.0"
-"""The codex release rpctape is tested against (installed by ``make setup``)."""
+"""The codex release rpctape is tested against (installed by ``./dev setup``)."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The rpctape checkout: the parent of the ``proxy/`` package folder."""
 
 LOCAL_CODEX = REPO_ROOT / ".tools" / "node_modules" / ".bin" / "codex"
-"""Where ``make setup`` installs codex (never a global install)."""
+"""Where ``./dev setup`` installs codex (never a global install)."""
 
 CODEX_ENV_VAR = "RPCTAPE_CODEX"
 """Environment variable naming the codex executable to use instead of the local one."""
@@ -125,7 +125,7 @@ def find_codex(explicit: str | Path | None = None) -> Path:
         candidate, source = LOCAL_CODEX, "the project-local install"
     if not candidate.is_file():
         raise AppServerError(
-            f"codex not found at {candidate} ({source}). Run `make setup` to install "
+            f"codex not found at {candidate} ({source}). Run `./dev setup` to install "
             f"@openai/codex@{PINNED_CODEX_VERSION} into .tools/, or set {CODEX_ENV_VAR} "
             "to a codex executable."
         )

@@ -241,9 +241,9 @@ def test_codex_config_extra_merges_nested_tables() -> None:
 
 
 def test_find_codex_bad_explicit_path(tmp_path: Path) -> None:
-    """A missing explicit codex path raises AppServerError telling to run `make setup`."""
+    """A missing explicit codex path raises AppServerError telling to run `./dev setup`."""
     missing = tmp_path / "no-codex"
-    with pytest.raises(AppServerError, match="make setup") as caught:
+    with pytest.raises(AppServerError, match=r"\./dev setup") as caught:
         find_codex(missing)
     assert str(missing) in str(caught.value)
     assert isinstance(caught.value, RuntimeError)
@@ -268,13 +268,13 @@ def test_find_codex_default_is_project_local(monkeypatch: pytest.MonkeyPatch) ->
     if LOCAL_CODEX.is_file():
         assert find_codex() == LOCAL_CODEX
     else:
-        with pytest.raises(AppServerError, match="make setup"):
+        with pytest.raises(AppServerError, match=r"\./dev setup"):
             find_codex()
 
 
 def test_appserver_bad_codex_path_raises(tmp_path: Path) -> None:
     """AppServer with a nonexistent codex fails at once with the helpful message."""
-    with pytest.raises(AppServerError, match="make setup"):
+    with pytest.raises(AppServerError, match=r"\./dev setup"):
         AppServer("http://127.0.0.1:9", codex=tmp_path / "missing")
 
 
