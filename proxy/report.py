@@ -17,16 +17,7 @@ import orjson
 
 from .cassette import Cassette, Event, frame_of
 from .jsonrpc import id_key
-
-RULE_EFFECTS = {
-    "patch": "patched",
-    "reply": "replied",
-    "drop": "dropped",
-    "inject": "injected",
-    "delay": "delayed",
-    "close": "closed",
-}
-"""Rule action -> what the report says it did."""
+from .timeline import effects
 
 Row = dict[str, Any]
 
@@ -49,22 +40,6 @@ def _lanes(event: Event) -> tuple[str, str]:
     return src, dst
 
 
-def _effects(event: Event) -> list[str]:
-    effects = [RULE_EFFECTS.get(r.get("action", ""), r.get("action", "")) for r in
-               event.get("rules") or []]  # fmt: skip
-    if event.get("origin") == "rpctape":
-        effects.append("sent by rpctape" + (f" ({event['rule']})" if event.get("rule") else ""))
-    if event.get("hidden"):
-        effects.append("hidden")
-    if event.get("forwarded") is False and not effects:  # no rule or hiding explains it
-        effects.append("not forwarded")
-    if "delivered" in event and "patched" not in effects:
-        effects.append("patched")
-    if event.get("delay_ms"):
-        effects.append(f"held {event['delay_ms']} ms")
-    return list(dict.fromkeys(effects))
-
-
 def _row(event: Event) -> Row:
     kind = event["kind"]
     row: Row = {"seq": event["seq"], "t": event.get("t", 0.0), "conn": event["conn"], "kind": kind}
@@ -82,7 +57,7 @@ def _row(event: Event) -> Row:
             row["delivered"] = orjson.dumps(event["delivered"]).decode()
         if event.get("redacted"):
             row["redacted"] = True
-        row["effects"] = _effects(event)
+        row["effects"] = effects(event)
         row["server_request"] = event.get("type") == "request" and event["dir"] == "s2c"
         row["error"] = event.get("type") == "error"
     elif kind == "open":
