@@ -157,7 +157,8 @@ KIND_STYLES = {
 def styled(row: Row, event: Event | None = None) -> Text:
     """:func:`format_row` in colour: arrows by direction, server requests yellow, errors red,
     what rules did in magenta brackets. Plain text when printed where colour is off."""
-    text = Text(f"{row.t:9.3f} {row.conn:>3} ", style="dim")
+    text = Text()
+    text.append(f"{row.t:9.3f} {row.conn:>3} ", style="dim")
     text.append(row.arrow, style="cyan" if row.arrow == ">" else "green")
     server_request = row.kind == "request" and row.arrow == "<"
     style = "yellow" if server_request else KIND_STYLES.get(row.kind, "")
