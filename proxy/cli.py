@@ -723,7 +723,7 @@ def import_har_command(
     )
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command()
 def client(
     target: Annotated[
         list[str] | None,
@@ -768,6 +768,8 @@ def client(
         raise _fail(
             f"no reply from {session.url} within {timeout:g} s", "Raise --timeout"
         ) from None
+    except UsageError as exc:
+        raise _fail(exc) from None
     except (RpctapeError, OSError) as exc:
         raise _fail(exc, "Is the app-server running and the URL right?") from None
     for reply in replies:
