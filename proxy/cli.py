@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
@@ -119,19 +120,24 @@ def _stop_on_signals() -> Iterator[asyncio.Event]:
 
 
 async def _live_status(recorder: Recorder) -> None:
-    """Redraw one status line on stderr (only called when stderr is a terminal)."""
-    try:
+    """Redraw one status line on stderr through rich (only when stderr is a terminal)."""
+
+    def line() -> Text:
+        text = Text()
+        text.append("rpctape: ", style="bold")
+        text.append(f"{recorder.open_connections} open", style="green")
+        text.append(f" / {recorder.connections} connection(s), ")
+        text.append(f"{recorder.frames[Direction.C2S]} >", style="cyan")
+        text.append(" ")
+        text.append(f"{recorder.frames[Direction.S2C]} <", style="green")
+        text.append(" frames")
+        return text
+
+    console = Console(stderr=True, highlight=False)
+    with Live(line(), console=console, transient=True, auto_refresh=False) as live:
         while True:
-            sys.stderr.write(
-                f"\r\x1b[Krpctape: {recorder.open_connections} open / "
-                f"{recorder.connections} connection(s), "
-                f"{recorder.frames[Direction.C2S]} > {recorder.frames[Direction.S2C]} < frames"
-            )
-            sys.stderr.flush()
+            live.update(line(), refresh=True)
             await asyncio.sleep(0.5)
-    finally:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
 
 
 async def _record(
@@ -753,6 +759,8 @@ def client(
             raise UsageError("give a URL (ws://127.0.0.1:4223) or -- COMMAND (a stdio app-server)")
         if approve not in DECISIONS:
             raise UsageError(f"--approve {approve!r} is not one of {', '.join(DECISIONS)}")
+        if len(argv) > 1 and urlsplit(argv[0]).scheme in ("ws", "wss"):
+            raise UsageError(f"{' '.join(argv)!r}: give one URL, or -- before a command")
         if len(argv) == 1 and urlsplit(argv[0]).scheme in ("ws", "wss"):
             session = SessionClient(_port_checked("URL", argv[0]), options)
         else:
@@ -770,7 +778,12 @@ def client(
         ) from None
     except UsageError as exc:
         raise _fail(exc) from None
-    except (RpctapeError, OSError) as exc:
+    except OSError as exc:
+        raise _fail(
+            f"cannot reach {' '.join(argv)}: {exc.strerror or exc}",
+            "Is the app-server running and the URL right?",
+        ) from None
+    except RpctapeError as exc:
         raise _fail(exc, "Is the app-server running and the URL right?") from None
     for reply in replies:
         _say(reply)

@@ -312,7 +312,9 @@ async def test_live_status_on_a_terminal(tmp_path: Path) -> None:
             async with connect(url) as ws:
                 await ws.send("{}")
                 await ws.recv()
-                expected = "\r\x1b[Krpctape: 1 open / 1 connection(s), 1 > 1 < frames"
+                expected = (
+                    "1 open\x1b[0m / 1 connection(s), \x1b[36m1 >\x1b[0m \x1b[32m1 <\x1b[0m frames"
+                )
                 screen = ""
                 for _ in range(100):  # redrawn every 0.5 s; give it up to 10 s
                     await asyncio.sleep(0.1)

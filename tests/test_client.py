@@ -95,9 +95,10 @@ async def test_client_command_unreachable_url() -> None:
     """No server at the URL: one line saying so and what to check, exit 2."""
     code, out, err = await run_cli("ws://127.0.0.1:9", "--prompt", "x")
     assert (code, out) == (2, "")
-    (line,) = err.splitlines()
-    assert line.startswith("rpctape: error: ")
-    assert line.endswith(". Is the app-server running and the URL right?")
+    assert err == (
+        "rpctape: error: cannot reach ws://127.0.0.1:9: Connect call failed ('127.0.0.1', 9). "
+        "Is the app-server running and the URL right?\n"
+    )
 
 
 async def test_client_command_bad_arguments() -> None:
