@@ -474,6 +474,12 @@ def test_help_version_and_usage_errors() -> None:
     assert "Usage: rpctape [OPTIONS] COMMAND" in rpctape("-h").stdout
     assert "Usage: rpctape show [OPTIONS]" in rpctape("show", "-h").stdout
     assert "--install-completion" in rpctape("--help").stdout
+    completion = subprocess.run(
+        [sys.executable, "-m", "proxy"], capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "_RPCTAPE_COMPLETE": "complete_bash", "COMP_WORDS": "rpctape re",
+             "COMP_CWORD": "1"},
+    )  # fmt: skip
+    assert completion.stdout.split() == ["record", "replay", "report"]
     assert one_error(rpctape("nope")) == (
         "No such command 'nope'. Run `rpctape -h` for help"
     )
