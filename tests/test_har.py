@@ -195,3 +195,31 @@ def test_any_frames_round_trip(conns: list[list[tuple[bool, Direction, bytes]]],
     writer.close()
     tape = load(path)
     assert frames_by_conn(round_trip(tape, tmp_path)) == frames_by_conn(tape)
+
+
+async def test_imported_capture_replays_cleanly(tmp_path: Path) -> None:
+    """A cassette imported from HAR is served by the replay server: the client's recorded
+    messages get the recorded answers, and nothing is missed or left over."""
+    from websockets.asyncio.client import connect
+
+    from proxy.replay_server import ReplayServer
+
+    source = load(CASSETTES[-1])  # two-turns.jsonl
+    back = round_trip(source, tmp_path)
+    assert back.path is not None
+    server = ReplayServer(back.path)
+    url = await server.start()
+    try:
+        async with connect(url) as ws:
+            for event in back.frames():
+                if event["dir"] == "c2s":
+                    await ws.send(frame_of(event).decode())
+            expected = [frame_of(e) for e in back.frames() if e["dir"] == "s2c"]
+            got = []
+            for _ in expected:
+                frame = await ws.recv()
+                got.append(frame.encode() if isinstance(frame, str) else frame)
+    finally:
+        await server.close()
+    assert got == expected
+    assert server.report.clean, server.report.render()
