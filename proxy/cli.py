@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import shutil
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
+from urllib.parse import urlsplit
 
 import orjson
 import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
 from . import __version__
 from .attest import USAGE as ATTEST_USAGE
 from .attest import AttestKind, AttestMode, attestation_rules
-from .cassette import CassetteWriter, load, new_header
-from .errors import MissingExtra, RpctapeError, UsageError
+from .cassette import Cassette, CassetteWriter, load, new_header
+from .errors import CassetteError, MissingExtra, RpctapeError, UsageError
 from .jsonrpc import Direction
 from .modes import RecordMode, parse_mode
 from .recorder import Recorder
@@ -28,15 +35,34 @@ from .relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
 from .replay import ReplayReport
 from .replay_server import ReplayServer
 from .rules import Rule, load_rules
-from .timeline import render, select, summary
+from .timeline import describe, follow, select, styled, summary
 
 app = typer.Typer(
     name="rpctape",
     help="Record and replay the JSON-RPC traffic of Codex app-server.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        _say(f"rpctape {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Record and replay the JSON-RPC traffic of Codex app-server."""
 
 
 # Options shared by several commands, declared once.
@@ -98,24 +124,32 @@ def _stop_on_signals() -> Iterator[asyncio.Event]:
 
 
 async def _live_status(recorder: Recorder) -> None:
-    """Redraw one status line on stderr (only called when stderr is a terminal)."""
-    try:
+    """Redraw one status line on stderr through rich (only when stderr is a terminal)."""
+
+    def line() -> Text:
+        text = Text()
+        text.append("rpctape: ", style="bold")
+        text.append(f"{recorder.open_connections} open", style="green")
+        text.append(f" / {recorder.connections} connection(s), ")
+        text.append(f"{recorder.frames[Direction.C2S]} >", style="cyan")
+        text.append(" ")
+        text.append(f"{recorder.frames[Direction.S2C]} <", style="green")
+        text.append(" frames")
+        return text
+
+    console = Console(stderr=True, highlight=False)
+    with Live(line(), console=console, transient=True, auto_refresh=False) as live:
         while True:
-            sys.stderr.write(
-                f"\r\x1b[Krpctape: {recorder.open_connections} open / "
-                f"{recorder.connections} connection(s), "
-                f"{recorder.frames[Direction.C2S]} > {recorder.frames[Direction.S2C]} < frames"
-            )
-            sys.stderr.flush()
+            live.update(line(), refresh=True)
             await asyncio.sleep(0.5)
-    finally:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
 
 
-async def _record(options: RelayOptions, writer: CassetteWriter, recorder: Recorder) -> str:
+async def _record(
+    options: RelayOptions, writer: CassetteWriter, recorder: Recorder, started: list[bool]
+) -> str:
     with _stop_on_signals() as stop:
         async with RecordingRelay(options, recorder) as relay:
+            started.append(True)
             _say(f"listening on {relay.url}")
             await _wait_with_status(stop, recorder)
     writer.close()
@@ -150,9 +184,72 @@ def build_rules(files: Sequence[Path], attest: Sequence[str], advertise: bool) -
     )
 
 
-def _fail(exc: BaseException) -> typer.Exit:
-    _warn(f"rpctape: error: {exc}")
-    return typer.Exit(2)
+def _fail(what: BaseException | str, todo: str = "", code: int = 2) -> typer.Exit:
+    """The one error style of every command: ``rpctape: error: WHAT. WHAT TO DO`` on stderr.
+
+    Returns the exit to raise (``raise _fail(...) from None``); ``code`` 2 for bad usage
+    or input, 1 for "ran, found nothing / failed".
+    """
+    line = " ".join(str(what).split())  # one line, whatever the message held
+    if todo:
+        line = f"{line.rstrip('.')}. {todo}"
+    _warn(f"rpctape: error: {line}")
+    return typer.Exit(code)
+
+
+def _port_checked(option: str, url: str) -> str:
+    """``url`` if its port (when it has one) is a TCP port, else a :class:`UsageError`."""
+    try:
+        urlsplit(url).port  # noqa: B018 (raises ValueError out of range)
+    except ValueError:
+        raise UsageError(
+            f"{option} {url}: the port must be a number from 0 to 65535"
+            + (" (0 picks a free one)" if option == "--listen" else "")
+        ) from None
+    return url
+
+
+def _listen_address(url: str) -> ListenAddress:
+    return ListenAddress.parse(_port_checked("--listen", url))
+
+
+def _cassette_file(path: Path) -> Path:
+    """The same message for a directory whatever the command (show, replay, report, har)."""
+    if path.is_dir():
+        raise CassetteError(f"{path} is a directory, not a cassette file; name a .jsonl file")
+    return path
+
+
+def _load(path: Path) -> Cassette:
+    return load(_cassette_file(path))
+
+
+def _redactor(
+    redact_key: Sequence[str] | None, no_redact: bool, redact_value: Sequence[str] | None = None
+) -> Redactor:
+    if no_redact and (redact_key or redact_value):
+        raise UsageError(
+            "--no-redact excludes --redact-key and --redact-value: --no-redact records every "
+            "secret as it is; drop one of them"
+        )
+    return Redactor.build(redact_key or (), enabled=not no_redact, values=redact_value or ())
+
+
+def _executable(command: Sequence[str], option: str) -> None:
+    """Fail early, before any cassette exists, when the command cannot be started."""
+    if command and shutil.which(command[0]) is None:
+        raise UsageError(
+            f"{option} {command[0]}: no such executable; give a path to it or a command on PATH"
+        )
+
+
+def _bind_error(exc: OSError, listen: str) -> UsageError | OSError:
+    if exc.errno == errno.EADDRINUSE:
+        return UsageError(
+            f"cannot listen on {listen}: the address is already in use; stop what holds it "
+            "or pick another port (port 0 picks a free one)"
+        )
+    return exc
 
 
 @app.command()
@@ -169,9 +266,9 @@ def record(
     listen: Annotated[str, typer.Option(help="Where clients connect; port 0 picks one.")] = (
         "ws://127.0.0.1:4223"
     ),
-    max_size: Annotated[int, typer.Option(help="Largest message in bytes (1009 beyond).")] = (
-        DEFAULT_MAX_SIZE
-    ),
+    max_size: Annotated[
+        int, typer.Option(min=1, help="Largest message in bytes (1009 beyond).")
+    ] = DEFAULT_MAX_SIZE,
     allow_origin: Annotated[
         list[str] | None, typer.Option(help="Accept upgrades with this Origin (repeatable).")
     ] = None,
@@ -193,7 +290,10 @@ def record(
     """Relay clients to an app-server and record every frame to a cassette."""
     _setup_logging(verbose)
     try:
-        address = ListenAddress.parse(listen)
+        address = _listen_address(listen)
+        if upstream is not None:
+            _port_checked("--upstream", upstream)
+        _executable(command or (), "record --")
         token = None
         if not address.is_loopback and not (allow_remote and token_file):
             raise UsageError(
@@ -201,9 +301,15 @@ def record(
                 "together with --token-file FILE to accept remote clients"
             )
         if token_file is not None:
+            if not token_file.is_file():
+                raise UsageError(
+                    f"--token-file {token_file}: no such file; write the token into a file "
+                    "and pass its path"
+                )
             token = token_file.read_text().strip()
             if not token:
                 raise UsageError(f"--token-file {token_file} is empty")
+        redactor = _redactor(redact_key, no_redact, redact_value)
         options = RelayOptions(
             upstream,
             command=tuple(command or ()),
@@ -213,20 +319,21 @@ def record(
             token=token,
             rules=tuple(build_rules(rules or (), attest or (), advertise_attestation)),
         )
-        redactor = Redactor.build(
-            redact_key or (), enabled=not no_redact, values=redact_value or ()
-        )
         target = options.target
         header = new_header(target.url, transport=target.kind)
+        existed = cassette.exists()
         writer = CassetteWriter(cassette, header, overwrite=overwrite)
     except (RpctapeError, OSError) as exc:
         raise _fail(exc) from None
     recorder = Recorder(writer, redactor)
+    started: list[bool] = []
     try:
-        line = asyncio.run(_record(options, writer, recorder))
+        line = asyncio.run(_record(options, writer, recorder, started))
     except OSError as exc:
         writer.close()
-        raise _fail(exc) from None
+        if not started and not existed:
+            cassette.unlink(missing_ok=True)  # a failed start leaves no header-only cassette
+        raise _fail(_bind_error(exc, listen)) from None
     _say(line)
 
 
@@ -236,29 +343,65 @@ def show(
     conn: Annotated[int | None, typer.Option(help="Only this connection.")] = None,
     method: Annotated[str | None, typer.Option(help="Only this method and its responses.")] = None,
     json: Annotated[bool, typer.Option("--json", help="One event per line, as JSON.")] = False,
-    width: Annotated[int, typer.Option(help="Line width (default: the terminal's).")] = 0,
+    width: Annotated[int, typer.Option(min=0, help="Line width (default: the terminal's).")] = 0,
+    follow_: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep printing events as they are appended (Ctrl-C stops)."
+        ),
+    ] = False,
 ) -> None:
-    """Print a cassette as a timeline."""
+    """Print a cassette as a timeline (in colour on a terminal), or --follow a recording."""
+    console = Console(soft_wrap=True, highlight=False, markup=False, emoji=False)
+    payload_width = max(20, (width or shutil.get_terminal_size((160, 24)).columns) - 70)
+
+    def emit(event: dict[str, object]) -> None:
+        if json:
+            sys.stdout.buffer.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+            sys.stdout.flush()
+        else:
+            console.print(styled(describe(event, payload_width), event))
+
+    if follow_:
+        try:
+            stream = follow(_cassette_file(cassette))
+            header = next(stream)
+            if not json:
+                _say(f"{cassette}: following {header.get('upstream')} (Ctrl-C stops)")
+            for event in stream:
+                if select([event], conn, method):
+                    emit(event)
+        except KeyboardInterrupt:
+            return
+        except RpctapeError as exc:
+            raise _fail(exc) from None
+        return
     try:
-        tape = load(cassette)
+        tape = _load(cassette)
     except RpctapeError as exc:
         raise _fail(exc) from None
     events = select(tape.events, conn, method)
     for warning in tape.warnings:
         _warn(f"rpctape: warning: {warning}")
-    if json:
-        out = sys.stdout.buffer
-        for event in events:
-            out.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
-        out.flush()
-        return
-    _say(
-        f"{cassette}: rpctape cassette v{tape.original_version}, "
-        f"{tape.header.get('transport', 'websocket')} upstream {tape.header.get('upstream')}, "
-        f"{summary(tape)}"
-    )
-    for line in render(events, width or shutil.get_terminal_size((160, 24)).columns):
-        _say(line)
+    if not events and (conn is not None or method is not None):
+        wanted = " ".join(
+            f"--{name} {value}" for name, value in (("conn", conn), ("method", method)) if value
+        )
+        known = sorted({str(e.get("method")) for e in tape.events if e.get("method")})
+        raise _fail(
+            f"no event of {cassette} matches {wanted}",
+            f"It has connection(s) {', '.join(map(str, tape.connections())) or 'none'} "
+            f"and methods {', '.join(known) or 'none'}",
+            code=1,
+        )
+    if not json:
+        _say(
+            f"{cassette}: rpctape cassette v{tape.original_version}, "
+            f"{tape.header.get('transport', 'websocket')} upstream {tape.header.get('upstream')}, "
+            f"{summary(tape)}"
+        )
+    for event in events:
+        emit(event)
 
 
 @app.command()
@@ -270,14 +413,15 @@ def backend(
     log: Annotated[Path | None, typer.Option(help="Append one JSON line per request.")] = None,
 ) -> None:
     """Run the fake model backend (OpenAI Responses API over SSE) for offline turns."""
-    from urllib.parse import urlsplit
-
     try:
         from .backend import DEFAULT_REPLY, serve_backend
     except MissingExtra as exc:
         raise _fail(exc) from None
 
-    parts = urlsplit(listen)
+    try:
+        parts = urlsplit(_port_checked("--listen", listen))
+    except UsageError as exc:
+        raise _fail(exc) from None
     if parts.scheme != "http" or not parts.hostname or parts.port is None:
         raise _fail(UsageError(f"--listen must look like http://127.0.0.1:0, not {listen!r}"))
 
@@ -287,14 +431,20 @@ def backend(
                 serve_backend(parts.hostname or "", parts.port or 0, reply or DEFAULT_REPLY, log),
                 name="backend",
             )
+            stopping = asyncio.create_task(stop.wait(), name="backend:signals")
             try:
-                await stop.wait()
+                await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if task.done():
+                    task.result()  # it could not start: raise why
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for pending in (task, stopping):
+                    pending.cancel()
+                await asyncio.gather(task, stopping, return_exceptions=True)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        raise _fail(_bind_error(exc, listen)) from None
 
 
 @app.command()
@@ -386,6 +536,14 @@ def replay(
                 await asyncio.gather(serving, stopping, return_exceptions=True)
 
     try:
+        _cassette_file(cassette)
+        if upstream is not None:
+            _port_checked("--upstream", upstream)
+            if parse_mode(RecordMode, record_mode, "record mode") is RecordMode.NONE:
+                raise UsageError(
+                    "--upstream is only used to record (--record-mode once, new_episodes or "
+                    "all); record mode none only replays: drop --upstream or pick a record mode"
+                )
         if stdio and listen is not None:
             raise UsageError("--stdio and --listen exclude each other: stdio does not listen")
         if stdio and parse_mode(RecordMode, record_mode, "record mode") is not RecordMode.NONE:
@@ -394,7 +552,7 @@ def replay(
                 "(record the session with rpctape record or wrap, then replay it)"
             )
         listen = listen or "ws://127.0.0.1:4223"
-        address = ListenAddress.parse(listen)
+        address = _listen_address(listen)
         if not address.is_loopback:
             raise UsageError(
                 f"--listen {listen} is not a loopback address; replay serves only this machine"
@@ -411,7 +569,9 @@ def replay(
             rules=build_rules(rules or (), attest or (), advertise_attestation),
         )
         report = asyncio.run(serve_stdio(server) if stdio else _replay(server))
-    except (RpctapeError, OSError) as exc:
+    except OSError as exc:
+        raise _fail(_bind_error(exc, listen or "")) from None
+    except RpctapeError as exc:
         raise _fail(exc) from None
     if stdio:
         _warn(report.render())  # stdout carries the protocol only
@@ -441,15 +601,20 @@ def wrap(
     from .wrap import run_wrap
 
     _setup_logging(verbose, log)
+    existed = cassette.exists()
     try:
+        _executable(command, "wrap --")
         rule_list = build_rules(rules or (), attest or (), advertise_attestation)
-        redactor = Redactor.build(
-            redact_key or (), enabled=not no_redact, values=redact_value or ()
-        )
+        redactor = _redactor(redact_key, no_redact, redact_value)
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+    try:
         status = asyncio.run(
             run_wrap(command, cassette, rules=rule_list, redactor=redactor, overwrite=overwrite)
         )
     except (RpctapeError, OSError) as exc:
+        if not existed and not isinstance(exc, CassetteError):
+            cassette.unlink(missing_ok=True)  # it could not start: no cassette left behind
         raise _fail(exc) from None
     raise typer.Exit(status)
 
@@ -465,8 +630,10 @@ def attest_check(
     ),
 ) -> None:
     """Check x-oai-attestation end to end against the real app-server, case by case."""
+    from .appserver import find_codex
+
     try:
-        from .attest_check import render_table, run_all, to_json
+        from .attest_check import run_all, to_json
     except MissingExtra as exc:
         raise _fail(exc) from None
 
@@ -474,6 +641,7 @@ def attest_check(
         _warn(f"rpctape attest-check {line}")
 
     try:
+        find_codex(codex)  # one clear line instead of a failed row per case
         outcomes = asyncio.run(run_all(out, codex, progress=progress))
     except RpctapeError as exc:
         raise _fail(exc) from None
@@ -481,14 +649,159 @@ def attest_check(
         sys.stdout.buffer.write(to_json(outcomes) + b"\n")
         sys.stdout.flush()
     else:
-        for line in render_table(outcomes):
-            _say(line)
+        table = Table("case", "expected", "observed", "verdict", box=None, pad_edge=False)
+        for o in outcomes:
+            problems = "".join(f"\n  - {p}" for p in o.problems)
+            verdict = Text("ok", "green") if o.ok else Text("FAIL", "bold red")
+            table.add_row(Text(o.case), Text(o.expected), Text(o.observed + problems), verdict)
+        Console(highlight=False, width=max(120, shutil.get_terminal_size().columns)).print(table)
         failed = sum(not o.ok for o in outcomes)
         _say(
             f"{len(outcomes) - failed} passed, {failed} failed; cassettes and backend logs in {out}"
         )
     if not all(o.ok for o in outcomes):
         raise typer.Exit(1)
+
+
+def _output(source: Path, out: Path | None, suffix: str, overwrite: bool) -> Path:
+    target = out or source.with_suffix(suffix)
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target} already exists; pass --overwrite to replace it, or -o FILE")
+    return target
+
+
+@app.command()
+def report(
+    cassette: Annotated[Path, typer.Argument(help="Cassette file.")],
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="HTML file (default: CASSETTE.html).")
+    ] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Write a cassette as one self-contained HTML page: a sequence diagram to share."""
+    from .report import render_html
+
+    try:
+        tape = _load(cassette)
+        target = _output(cassette, out, ".html", overwrite)
+        target.write_text(render_html(tape, cassette.name), encoding="utf-8")
+    except (RpctapeError, OSError) as exc:
+        raise _fail(exc) from None
+    _say(f"wrote {target} ({len(tape.events)} events); open it in a browser")
+
+
+@app.command()
+def har(
+    cassette: Annotated[Path, typer.Argument(help="Cassette file.")],
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="HAR file (default: CASSETTE.har).")
+    ] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Export a cassette as HAR 1.2 with DevTools' websocket messages (one entry per connection)."""
+    from .har import to_har
+
+    try:
+        tape = _load(cassette)
+        target = _output(cassette, out, ".har", overwrite)
+        document = to_har(tape)
+        target.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    except (RpctapeError, OSError) as exc:
+        raise _fail(exc) from None
+    entries = document["log"]["entries"]
+    _say(f"wrote {target} ({len(entries)} websocket entr{'y' if len(entries) == 1 else 'ies'})")
+
+
+@app.command("import-har")
+def import_har_command(
+    har_file: Annotated[Path, typer.Argument(metavar="FILE.har", help="A HAR file.")],
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Cassette to write (default: FILE.jsonl).")
+    ] = None,
+    redact_key: RedactKeyOption = None,
+    no_redact: NoRedactOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Turn a DevTools capture of an app-server websocket into a cassette `replay` serves."""
+    from .har import import_har
+
+    try:
+        redactor = _redactor(redact_key, no_redact)
+        if not har_file.is_file():
+            raise UsageError(f"no HAR file at {har_file}")
+        try:
+            document = orjson.loads(har_file.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise UsageError(f"{har_file} is not JSON ({exc}); save the capture as HAR") from None
+        target = out or har_file.with_suffix(".jsonl")
+        recorder = import_har(document, target, redactor, overwrite=overwrite)
+    except (RpctapeError, OSError) as exc:
+        raise _fail(exc) from None
+    _say(
+        f"wrote {target}: {recorder.connections} connection(s), "
+        f"{recorder.frames[Direction.C2S]} frame(s) client>server, "
+        f"{recorder.frames[Direction.S2C]} frame(s) server>client"
+    )
+
+
+@app.command()
+def client(
+    target: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="(URL | -- COMMAND...)",
+            help="ws://HOST:PORT of an app-server (or of rpctape), or after --: a stdio "
+            "app-server to start, e.g. -- codex app-server.",
+        ),
+    ] = None,
+    prompt: Annotated[
+        list[str] | None, typer.Option("--prompt", "-p", help="One turn per prompt (repeatable).")
+    ] = None,
+    approve: Annotated[
+        str, typer.Option(help="Answer approval requests: accept, decline or cancel.")
+    ] = "accept",
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Longest wait for one reply, in seconds.")
+    ] = 120.0,
+) -> None:
+    """Drive one session: initialize, thread/start, a turn per --prompt; print the replies."""
+    from .client import DECISIONS, ClientOptions, SessionClient, prompt_session
+
+    argv = list(target or ())
+    options = ClientOptions(approval_decision=approve, timeout=timeout)
+    try:
+        if not argv:
+            raise UsageError("give a URL (ws://127.0.0.1:4223) or -- COMMAND (a stdio app-server)")
+        if approve not in DECISIONS:
+            raise UsageError(f"--approve {approve!r} is not one of {', '.join(DECISIONS)}")
+        if len(argv) > 1 and urlsplit(argv[0]).scheme in ("ws", "wss"):
+            raise UsageError(f"{' '.join(argv)!r}: give one URL, or -- before a command")
+        if len(argv) == 1 and urlsplit(argv[0]).scheme in ("ws", "wss"):
+            session = SessionClient(_port_checked("URL", argv[0]), options)
+        else:
+            _executable(argv, "client --")
+            session = SessionClient(None, options, command=argv)
+
+        async def drive() -> list[str]:
+            async with session:
+                return await prompt_session(session, prompt or ["Say hello."])
+
+        replies = asyncio.run(drive())
+    except TimeoutError:
+        raise _fail(
+            f"no reply from {session.url} within {timeout:g} s", "Raise --timeout"
+        ) from None
+    except UsageError as exc:
+        raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(
+            f"cannot reach {' '.join(argv)}: {exc.strerror or exc}",
+            "Is the app-server running and the URL right?",
+        ) from None
+    except RpctapeError as exc:
+        raise _fail(exc, "Is the app-server running and the URL right?") from None
+    for reply in replies:
+        _say(reply)
 
 
 @app.command()
@@ -594,6 +907,23 @@ def version() -> None:
     _say(f"rpctape {__version__}")
 
 
-def main() -> None:
+def _run(args: Sequence[str] | None = None) -> int:
+    """Run the command line; usage errors in the one error style. Returns the exit status."""
+    command = typer.main.get_command(app)
+    try:
+        status = command.main(args=args, prog_name="rpctape", standalone_mode=False)
+    except NoArgsIsHelpError:
+        return 2  # the help is printed already
+    except ClickException as exc:
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "rpctape"
+        _fail(exc.format_message(), f"Run `{where} -h` for help", code=exc.exit_code)
+        return exc.exit_code
+    except typer.Abort:
+        return 130
+    return status if isinstance(status, int) else 0
+
+
+def main() -> NoReturn:
     """Console entry point."""
-    app()
+    sys.exit(_run())

@@ -12,14 +12,14 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from . import __version__
-from .errors import RpctapeError
+from .errors import RpctapeError, UsageError
 from .jsonrpc import Direction, MessageType, parse
 
 log = logging.getLogger("rpctape.client")
@@ -28,6 +28,13 @@ APPROVAL_METHODS = frozenset(
     {"item/commandExecution/requestApproval", "item/fileChange/requestApproval"}
 )
 LEGACY_APPROVAL_METHODS = frozenset({"execCommandApproval", "applyPatchApproval"})
+
+
+LEGACY_DECISIONS = {"accept": "approved", "decline": "denied", "cancel": "abort"}
+"""``--approve`` value -> the decision of the legacy approval requests."""
+DECISIONS = tuple(LEGACY_DECISIONS)
+STDIO_LINE_LIMIT = 1 << 26
+"""Longest line read from a stdio app-server (64 MiB)."""
 
 
 class RpcError(RpctapeError):
@@ -54,16 +61,112 @@ class ClientOptions:
     """Longest wait for one response or notification."""
 
 
-class SessionClient:
-    """One websocket connection speaking the app-server protocol.
+class ChannelClosed(Exception):
+    """The peer ended the conversation (websocket closed, or end of the child's output)."""
 
-    Use as ``async with SessionClient(url, options) as client:``. A reader task answers server
-    requests (approvals, attestation) and routes responses; notifications are queued for
-    :meth:`wait_for`.
+
+class Channel(Protocol):
+    """How frames travel: a websocket, or a child's stdin/stdout (JSON Lines)."""
+
+    async def send(self, frame: str | bytes) -> None: ...
+
+    async def recv(self) -> str | bytes:
+        """The next frame; raises :class:`ChannelClosed` at the end."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class WebSocketChannel:
+    """A websocket client connection."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, url: str) -> WebSocketChannel:
+        return cls(await connect(url, max_size=None, compression=None, ping_interval=None))
+
+    async def send(self, frame: str | bytes) -> None:
+        await self.ws.send(frame)
+
+    async def recv(self) -> str | bytes:
+        try:
+            return await self.ws.recv()
+        except ConnectionClosed:
+            raise ChannelClosed from None
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class StdioChannel:
+    """A spawned app-server spoken to over its stdin/stdout, one JSON message per line."""
+
+    def __init__(self, process: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+        self.process = process
+        self.grace = grace
+
+    @classmethod
+    async def spawn(cls, command: Sequence[str]) -> StdioChannel:
+        """Start ``command``; its stderr goes to ours."""
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=STDIO_LINE_LIMIT,
+        )
+        return cls(process)
+
+    async def send(self, frame: str | bytes) -> None:
+        assert self.process.stdin is not None
+        data = frame.encode() if isinstance(frame, str) else frame
+        try:
+            self.process.stdin.write(data + b"\n")
+            await self.process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            raise ChannelClosed from None
+
+    async def recv(self) -> str | bytes:
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            raise ChannelClosed
+        return line.removesuffix(b"\n").decode(errors="replace")
+
+    async def close(self) -> None:
+        """End its input, then wait for it to exit (terminate, then kill, if it lingers)."""
+        if self.process.stdin is not None and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+        for stop in (None, self.process.terminate, self.process.kill):
+            if self.process.returncode is not None:
+                return
+            if stop is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), self.grace)
+
+
+class SessionClient:
+    """One connection speaking the app-server protocol, over a websocket or stdio.
+
+    Use as ``async with SessionClient(url, options) as client:`` (or ``command=[...]`` to
+    spawn a stdio app-server). A reader task answers server requests (approvals,
+    attestation) and routes responses; notifications are queued for :meth:`wait_for`.
     """
 
-    def __init__(self, url: str, options: ClientOptions | None = None) -> None:
-        self.url = url
+    def __init__(
+        self,
+        url: str | None,
+        options: ClientOptions | None = None,
+        *,
+        command: Sequence[str] = (),
+    ) -> None:
+        if (url is None) == (not command):
+            raise UsageError("give SessionClient a url or a command, not both or neither")
+        self.url = url or f"stdio:{' '.join(command)}"
+        self.command = tuple(command)
         self.options = options or ClientOptions()
         self.frames: list[tuple[Direction, str | bytes]] = []
         """Every frame sent (c2s) and received (s2c), exactly, in order."""
@@ -72,11 +175,14 @@ class SessionClient:
         self._ids = itertools.count(1)
         self._waiting: dict[Any, asyncio.Future[Any]] = {}
         self._notified = asyncio.Condition()
-        self._ws: ClientConnection | None = None
+        self._ws: Channel | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> SessionClient:
-        self._ws = await connect(self.url, max_size=None, compression=None, ping_interval=None)
+        if self.command:
+            self._ws = await StdioChannel.spawn(self.command)
+        else:
+            self._ws = await WebSocketChannel.connect(self.url)
         self._reader = asyncio.create_task(self._read(), name=f"client-reader {self.url}")
         return self
 
@@ -143,7 +249,7 @@ class SessionClient:
                 self.frames.append((Direction.S2C, frame))
                 if isinstance(frame, str):
                     await self._dispatch(frame)
-        except ConnectionClosed:
+        except ChannelClosed:
             pass
         finally:
             for future in self._waiting.values():
@@ -175,7 +281,8 @@ class SessionClient:
         elif method in APPROVAL_METHODS:
             reply = {"id": request_id, "result": {"decision": self.options.approval_decision}}
         elif method in LEGACY_APPROVAL_METHODS:
-            reply = {"id": request_id, "result": {"decision": "approved"}}
+            decision = LEGACY_DECISIONS.get(self.options.approval_decision, "denied")
+            reply = {"id": request_id, "result": {"decision": decision}}
         else:
             error = {"code": -32601, "message": f"rpctape client does not handle {method}"}
             reply = {"id": request_id, "error": error}
@@ -227,3 +334,33 @@ async def scripted_session(
         for prompt in prompts:
             await client.run_turn(thread_id, prompt)
     return client
+
+
+def agent_messages(notifications: Sequence[dict[str, Any]]) -> list[str]:
+    """The text of every completed ``agentMessage`` item, in order."""
+    texts: list[str] = []
+    for note in notifications:
+        item = (
+            (note.get("params") or {}).get("item")
+            if note.get("method") == "item/completed"
+            else None
+        )
+        if isinstance(item, dict) and item.get("type") == "agentMessage":
+            texts.append(str(item.get("text", "")))
+    return texts
+
+
+async def prompt_session(client: SessionClient, prompts: Sequence[str]) -> list[str]:
+    """``rpctape client``: initialize, thread/start, one turn per prompt; the agent's replies.
+
+    Each reply is the text of the agent messages completed during that turn, joined by
+    blank lines. ``client`` must be entered (``async with``).
+    """
+    await client.initialize()
+    thread_id = await client.start_thread()
+    replies = []
+    for prompt in prompts:
+        mark = len(client.notifications)
+        await client.run_turn(thread_id, prompt)
+        replies.append("\n\n".join(agent_messages(client.notifications[mark:])))
+    return replies

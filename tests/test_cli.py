@@ -188,7 +188,11 @@ def test_show_filters_and_json(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert [orjson.loads(line)["seq"] for line in result.stdout.splitlines()] == [2, 3]
     result = runner.invoke(app, ["show", str(path), "--conn", "2", "--json"])
-    assert result.stdout == ""
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"rpctape: error: no event of {path} matches --conn 2. "
+        "It has connection(s) 1 and methods model/list\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -308,7 +312,9 @@ async def test_live_status_on_a_terminal(tmp_path: Path) -> None:
             async with connect(url) as ws:
                 await ws.send("{}")
                 await ws.recv()
-                expected = "\r\x1b[Krpctape: 1 open / 1 connection(s), 1 > 1 < frames"
+                expected = (
+                    "1 open\x1b[0m / 1 connection(s), \x1b[36m1 >\x1b[0m \x1b[32m1 <\x1b[0m frames"
+                )
                 screen = ""
                 for _ in range(100):  # redrawn every 0.5 s; give it up to 10 s
                     await asyncio.sleep(0.1)
@@ -339,6 +345,116 @@ def test_record_refuses_an_invalid_redact_value(tmp_path: Path) -> None:
     assert not cassette.exists()
 
 
+# -- CLI edges: each one clear line, driving the real command line ----------------------------
+
+
+def rpctape(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m proxy ARGS` to completion (for commands that fail before serving)."""
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        capture_output=True, text=True, timeout=60, check=False, cwd=cwd,
+    )  # fmt: skip
+
+
+def one_error(done: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The single `rpctape: error:` line of a failed run (and nothing on stdout)."""
+    assert (done.returncode, done.stdout) == (code, ""), done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("rpctape: error: ")
+    return line.removeprefix("rpctape: error: ")
+
+
+RECORD = ("record", "--upstream", "ws://127.0.0.1:9", "--listen", "ws://127.0.0.1:0")
+LISTEN_99999 = "--listen ws://127.0.0.1:99999: the port must be a number from 0 to 65535"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("record", "--upstream", "ws://127.0.0.1:9", "--listen", "ws://127.0.0.1:99999"),
+            f"{LISTEN_99999} (0 picks a free one)",
+        ),
+        (
+            ("replay", "cassettes/two-turns.jsonl", "--listen", "ws://127.0.0.1:99999"),
+            f"{LISTEN_99999} (0 picks a free one)",
+        ),
+        (
+            ("backend", "--listen", "http://127.0.0.1:99999"),
+            "--listen http://127.0.0.1:99999: the port must be a number from 0 to 65535 "
+            "(0 picks a free one)",
+        ),
+        (
+            ("record", "--upstream", "ws://127.0.0.1:99999", "--listen", "ws://127.0.0.1:0"),
+            "--upstream ws://127.0.0.1:99999: the port must be a number from 0 to 65535",
+        ),
+        (
+            ("replay", "cassettes/two-turns.jsonl", "--record-mode", "all",
+             "--upstream", "ws://127.0.0.1:70000", "--listen", "ws://127.0.0.1:0"),
+            "--upstream ws://127.0.0.1:70000: the port must be a number from 0 to 65535",
+        ),
+        (
+            (*RECORD, "--token-file", "/nonexistent"),
+            "--token-file /nonexistent: no such file; write the token into a file and pass its "
+            "path",
+        ),
+        (
+            (*RECORD, "--no-redact", "--redact-key", "cwd"),
+            "--no-redact and --redact-key exclude each other: --no-redact records every secret "
+            "as it is; drop one of them",
+        ),
+        (
+            (*RECORD, "--max-size", "-5"),
+            "Invalid value for '--max-size': Input should be greater than or equal to 1. "
+            "Run `rpctape record -h` for help",
+        ),
+        (
+            ("show", "cassettes/two-turns.jsonl", "--width", "-3"),
+            "Invalid value for '--width': Input should be greater than or equal to 0. "
+            "Run `rpctape show -h` for help",
+        ),
+        (
+            ("replay", "cassettes/two-turns.jsonl", "--upstream", "ws://127.0.0.1:9"),
+            "--upstream is only used to record (--record-mode once, new_episodes or all); "
+            "record mode none only replays: drop --upstream or pick a record mode",
+        ),
+        (
+            ("attest-check", "--codex", "/nonexistent"),
+            "codex not found at /nonexistent (the given codex path). Run `./dev setup` to "
+            "install @openai/codex@0.169.0 into .tools/, or set RPCTAPE_CODEX to a codex "
+            "executable.",
+        ),
+        (("record", "--bogus"), "No such option: --bogus. Run `rpctape record -h` for help"),
+    ],
+)  # fmt: skip
+def test_bad_options_give_one_line(
+    args: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
+    """Bad options and values: one `rpctape: error:` line, exit 2, no traceback, no cassette."""
+    cassette = tmp_path / "c.jsonl"
+    argv = [*args, "--cassette", str(cassette)] if args[0] == "record" else list(args)
+    done = rpctape(*argv, cwd=Path(__file__).parent.parent)
+    assert one_error(done) == message
+    assert not cassette.exists()
+
+
+@pytest.mark.parametrize("command", ["show", "replay", "report", "har"])
+def test_a_directory_is_not_a_cassette_for_any_command(command: str, tmp_path: Path) -> None:
+    """show, replay, report and har say the same thing about a directory."""
+    message = f"{tmp_path} is a directory, not a cassette file; name a .jsonl file"
+    assert one_error(rpctape(command, str(tmp_path))) == message
+
+
+def test_wrap_missing_command_leaves_no_cassette(tmp_path: Path) -> None:
+    """`wrap -- /nonexistent`: one line naming the command, no cassette."""
+    cassette = tmp_path / "w.jsonl"
+    done = rpctape("wrap", "--cassette", str(cassette), "--", "/nonexistent", "app-server")
+    assert one_error(done) == (
+        "wrap -- /nonexistent: no such executable; give a path to it or a command on PATH"
+    )
+    assert not cassette.exists()
+
+
 @pytest.mark.parametrize(
     ("line", "exit_code", "stderr"),
     [
@@ -365,3 +481,145 @@ def test_show_crafted_cassettes_without_a_traceback(
     path.write_bytes(CASSETTE + line + b"\n")
     result = runner.invoke(app, ["show", str(path)])
     assert (result.exit_code, result.stderr) == (exit_code, stderr.format(path=path))
+
+
+@pytest.mark.parametrize("command", ["record", "replay", "backend"])
+def test_port_in_use_is_one_line_and_leaves_no_cassette(command: str, tmp_path: Path) -> None:
+    """A taken port: a clear line; record removes the cassette it created, so a retry works."""
+    import socket
+
+    cassette = tmp_path / "c.jsonl"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        scheme = "http" if command == "backend" else "ws"
+        listen = ("--listen", f"{scheme}://127.0.0.1:{port}")
+        argv = {
+            "record": ["record", "--upstream", "ws://127.0.0.1:9", *listen, "--cassette",
+                       str(cassette)],
+            "replay": ["replay", "cassettes/two-turns.jsonl", *listen],
+            "backend": ["backend", *listen],
+        }[command]  # fmt: skip
+        done = rpctape(*argv, cwd=Path(__file__).parent.parent)
+    assert one_error(done) == (
+        f"cannot listen on {scheme}://127.0.0.1:{port}: the address is already in use; stop "
+        "what holds it or pick another port (port 0 picks a free one)"
+    )
+    assert not cassette.exists()
+
+
+def test_help_version_and_usage_errors() -> None:
+    """-h works for the app and each command; --version prints it; no command is usage."""
+    assert rpctape("--version").stdout == "rpctape 0.1.0\n"
+    assert "Usage: rpctape [OPTIONS] COMMAND" in rpctape("-h").stdout
+    assert "Usage: rpctape show [OPTIONS]" in rpctape("show", "-h").stdout
+    assert "--install-completion" in rpctape("--help").stdout
+    completion = subprocess.run(
+        [sys.executable, "-m", "proxy"], capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "_RPCTAPE_COMPLETE": "complete_bash", "COMP_WORDS": "rpctape re",
+             "COMP_CWORD": "1"},
+    )  # fmt: skip
+    assert completion.stdout.split() == ["record", "replay", "report"]
+    assert one_error(rpctape("nope")) == (
+        "No such command 'nope'. Run `rpctape -h` for help"
+    )
+
+
+def test_show_method_matching_nothing_says_so(tmp_path: Path) -> None:
+    """`show --method X` that matches nothing: one line listing what there is, exit 1."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(CASSETTE)
+    assert one_error(rpctape("show", str(path), "--method", "X"), code=1) == (
+        f"no event of {path} matches --method X. It has connection(s) 1 and methods model/list"
+    )
+
+
+def test_show_colour_and_rule_effects(tmp_path: Path) -> None:
+    """On a colour terminal arrows and kinds are coloured; what rules did is shown."""
+    path = tmp_path / "c.jsonl"
+    dropped = (
+        b'{"seq":5,"t":0.03,"conn":1,"kind":"text","dir":"c2s","type":"notification",'
+        b'"method":"noise","rules":[{"rule":"quiet","action":"drop"}],"forwarded":false,'
+        b'"msg":{"method":"noise"}}\n'
+    )
+    path.write_bytes(CASSETTE + dropped)
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "200"}
+    env.pop("NO_COLOR", None)
+    coloured = subprocess.run(
+        [sys.executable, "-m", "proxy", "show", str(path), "--width", "160"],
+        capture_output=True, text=True, timeout=60, check=True, env=env,
+    ).stdout  # fmt: skip
+    assert "\x1b[36m>\x1b[0m" in coloured  # c2s arrow in cyan
+    assert "\x1b[32m<\x1b[0m" in coloured  # s2c arrow in green
+    plain = rpctape("show", str(path), "--width", "160").stdout
+    assert "\x1b[" not in plain
+    assert plain.splitlines()[-1] == (
+        f"    0.030   1 > notification {'noise':<40} [dropped] {{\"method\":\"noise\"}}"
+    )
+
+
+async def test_show_follow_prints_appended_events(tmp_path: Path) -> None:
+    """`show --follow` prints what is there, then each line as it is appended; Ctrl-C ends it."""
+    path = tmp_path / "c.jsonl"
+    lines = CASSETTE.splitlines(keepends=True)
+    path.write_bytes(lines[0] + lines[1])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "show", "--follow", str(path), "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+
+        async def next_seq() -> int:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+            return int(orjson.loads(line)["seq"])
+
+        assert await next_seq() == 1
+        with path.open("ab") as out:
+            out.write(lines[2])
+            out.flush()
+            assert await next_seq() == 2
+            out.write(lines[3][:10])  # a line being written is not printed half
+            out.flush()
+            out.write(lines[3][10:] + lines[4])
+            out.flush()
+            assert await next_seq() == 3
+            assert await next_seq() == 4
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert proc.stderr is not None
+        assert await proc.stderr.read() == b""
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_report_and_har_commands(tmp_path: Path) -> None:
+    """report and har write their files next to the cassette or to -o; import-har reads back."""
+    source = Path(__file__).parent.parent / "cassettes" / "two-turns.jsonl"
+    cassette = tmp_path / "two.jsonl"
+    cassette.write_bytes(source.read_bytes())
+    done = rpctape("report", str(cassette))
+    assert done.stdout == f"wrote {tmp_path / 'two.html'} (40 events); open it in a browser\n"
+    assert one_error(rpctape("report", str(cassette))) == (
+        f"{tmp_path / 'two.html'} already exists; pass --overwrite to replace it, or -o FILE"
+    )
+    har = tmp_path / "s.har"
+    assert rpctape("har", str(cassette), "-o", str(har)).stdout == (
+        f"wrote {har} (1 websocket entry)\n"
+    )
+    back = tmp_path / "back.jsonl"
+    done = rpctape("import-har", str(har), "-o", str(back))
+    assert done.stdout == (
+        f"wrote {back}: 1 connection(s), 5 frame(s) client>server, 33 frame(s) server>client\n"
+    )
+    assert [frame_of(e) for e in load(back).frames()] == [
+        frame_of(e) for e in load(cassette).frames()
+    ]
+    (tmp_path / "bad.har").write_text("{nope")
+    assert one_error(rpctape("import-har", str(tmp_path / "bad.har"))).startswith(
+        f"{tmp_path / 'bad.har'} is not JSON ("
+    )

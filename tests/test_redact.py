@@ -266,3 +266,14 @@ def test_frame_text_redaction_keeps_everything_else() -> None:
         '{"token": null, "text": "\\u00e9"',
         False,
     )
+
+
+def test_redacting_twice_changes_nothing() -> None:
+    """A marker under a secret key stays as it is: imports of redacted captures keep bytes."""
+    redactor = Redactor.build()
+    once, pointers = redactor.redact_json({"token": "s3cret", "nested": {"apiKey": 5}})
+    twice, again = redactor.redact_json(once)
+    assert twice == once == {"token": marker("s3cret"), "nested": {"apiKey": marker(5)}}
+    assert pointers == again == ["/token", "/nested/apiKey"]
+    headers = redactor.redact_headers([("Authorization", marker("Bearer x"))])
+    assert headers == {"Authorization": marker("Bearer x")}

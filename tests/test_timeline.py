@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
+
+import orjson
+import pytest
 
 from proxy.cassette import Cassette
-from proxy.timeline import Row, describe, format_row, select, shorten, summary
+from proxy.errors import CassetteError, CassetteNotFound
+from proxy.timeline import (
+    Row,
+    describe,
+    effects,
+    follow,
+    format_row,
+    select,
+    shorten,
+    styled,
+    summary,
+)
 
 OPEN = {"seq": 1, "t": 0.0, "conn": 1, "kind": "open", "path": "/", "headers": {"A": "b"},
         "upstream": "ws://u/", "transport": "websocket", "client_transport": "stdio"}  # fmt: skip
@@ -55,3 +70,53 @@ def test_select_and_summary() -> None:
     assert summary(tape) == (
         "3 connection(s), 1 frame(s) client>server, 2 frame(s) server>client, 1 warning(s)"
     )
+
+
+def test_effects_name_what_rules_did() -> None:
+    """Each annotation of docs/rules.md reads as what happened to the frame."""
+    assert effects(REQ) == []
+    assert effects({**REQ, "rules": [{"rule": "q", "action": "drop"}], "forwarded": False}) == [
+        "dropped"
+    ]
+    patched = {**REQ, "rules": [{"rule": "p", "action": "patch"}, {"rule": "d", "action": "delay"}],
+               "delivered": {"id": 1}, "delay_ms": 50}  # fmt: skip
+    assert effects(patched) == ["patched", "delayed", "held 50 ms"]
+    assert effects({**RESP, "origin": "rpctape", "rule": "fake"}) == ["sent by rpctape (fake)"]
+    assert effects({**RESP, "hidden": True, "forwarded": False}) == ["hidden"]
+    assert effects({**RESP, "forwarded": False}) == ["not forwarded"]
+
+
+def test_styled_row_is_the_plain_row_plus_effects() -> None:
+    """Coloured rows read like format_row, with the rules' effects in brackets."""
+    assert styled(describe(REQ), REQ).plain == format_row(describe(REQ))
+    dropped = {**REQ, "rules": [{"rule": "q", "action": "drop"}], "forwarded": False}
+    assert styled(describe(dropped), dropped).plain == (
+        f"    0.250   1 > request      {'thread/start':<40} [dropped] "
+        '{"id":1,"method":"thread/start"}'
+    )
+    server_request = {**REQ, "dir": "s2c"}
+    spans = styled(describe(server_request), server_request).spans
+    assert [s.style for s in spans] == ["dim", "green", "yellow", "yellow"]
+
+
+def test_follow_yields_header_events_and_waits_for_whole_lines(tmp_path: Path) -> None:
+    """follow(): the header, the events there, then appended lines once they are complete."""
+    path = tmp_path / "c.jsonl"
+    header = b'{"rpctape":1,"upstream":"ws://u"}\n'
+    path.write_bytes(header + orjson.dumps(OPEN) + b"\n" + orjson.dumps(REQ)[:10])
+    stream = follow(path, poll=0.01)
+    assert next(stream)["upstream"] == "ws://u"
+    assert next(stream) == OPEN
+    with path.open("ab") as out:
+        out.write(orjson.dumps(REQ)[10:] + b"\n\n")
+    assert next(stream) == REQ
+    with path.open("ab") as out:
+        out.write(b"not json\n")
+    with pytest.raises(CassetteError, match="corrupt line"):
+        next(stream)
+
+
+def test_follow_missing_file(tmp_path: Path) -> None:
+    """A cassette that is not there: the reader's own message."""
+    with pytest.raises(CassetteNotFound, match="no cassette at"):
+        next(follow(tmp_path / "none.jsonl"))
