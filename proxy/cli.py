@@ -506,6 +506,13 @@ def replay(
         typer.Option(help="Also ignore this JSON pointer when matching (repeatable)."),
     ] = None,
     match: Annotated[str, typer.Option(help="strict or any-order.")] = "strict",
+    match_on: Annotated[
+        str,
+        typer.Option(
+            help="What is compared: codex (default: ignores clientInfo, working directories and "
+            "timestamps), exact, or aspects such as method,body,cwd (docs/replay.md)."
+        ),
+    ] = "codex",
     record_mode: Annotated[
         str, typer.Option(help="none, once, new_episodes or all (as in VCR.py).")
     ] = "none",
@@ -564,6 +571,7 @@ def replay(
             pace=pace,
             on_miss=on_miss,
             match=match,
+            match_on=match_on,
             ignore=ignore or (),
             listen=address,
             rules=build_rules(rules or (), attest or (), advertise_attestation),
@@ -630,9 +638,8 @@ def attest_check(
     ),
 ) -> None:
     """Check x-oai-attestation end to end against the real app-server, case by case."""
-    from .appserver import find_codex
-
     try:
+        from .appserver import find_codex
         from .attest_check import run_all, to_json
     except MissingExtra as exc:
         raise _fail(exc) from None

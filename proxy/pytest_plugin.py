@@ -34,7 +34,19 @@ from .replay_server import ReplayServer
 
 MARKER = "rpctape"
 MARKER_OPTIONS = frozenset(
-    {"cassette", "record_mode", "strict", "match", "on_miss", "pace", "ignore", "upstream"}
+    {
+        "cassette",
+        "record_mode",
+        "strict",
+        "match",
+        "match_on",
+        "on_miss",
+        "pace",
+        "ignore",
+        "upstream",
+        "redact_keys",
+        "redact_values",
+    }
 )
 """Keyword arguments ``@pytest.mark.rpctape(...)`` accepts."""
 

@@ -284,10 +284,10 @@ class Redactor:
 
     @staticmethod
     def _secret(value: Any, here: str, pointers: list[str]) -> Any:
-        if value is None:
+        if value is None or is_marker(value):
             return value
-        pointers.append(here)  # a marker stays as it is, still a redacted value
-        return value if is_marker(value) else marker(value)
+        pointers.append(here)
+        return marker(value)
 
     def _env(self, env: dict[str, Any] | list[Any], here: str, pointers: list[str]) -> Any:
         """Every value of an environment map (or list) is a secret."""

@@ -156,6 +156,7 @@ async def recording_proxy(
     overwrite: bool = False,
     redact: bool = True,
     redact_keys: tuple[str, ...] = (),
+    redact_values: tuple[str, ...] = (),
     meta: dict[str, Any] | None = None,
     **options: Any,
 ) -> AsyncIterator[str]:
@@ -168,7 +169,7 @@ async def recording_proxy(
     target = relay_options.target
     header = new_header(target.url, transport=target.kind, meta=meta)
     writer = CassetteWriter(Path(cassette), header, overwrite=overwrite)
-    recorder = Recorder(writer, Redactor.build(redact_keys, enabled=redact))
+    recorder = Recorder(writer, Redactor.build(redact_keys, enabled=redact, values=redact_values))
     try:
         async with RecordingRelay(relay_options, recorder) as relay:
             yield relay.url

@@ -41,6 +41,7 @@ from .listener import (
     Refused,
     subprotocol_for,
 )
+from .matching import MatchOn, Preset
 from .modes import RecordMode, parse_mode
 from .playback import RecordedLeg
 from .recorder import Recorder
@@ -219,11 +220,13 @@ class ReplayServer:
         on_miss: str = "error",
         match: str = "strict",
         ignore: Iterable[str] = (),
+        match_on: MatchOn = Preset.CODEX,
         strict: bool = False,
         listen: ListenAddress | str = "ws://127.0.0.1:0",
         max_size: int = DEFAULT_MAX_SIZE,
         redact: bool = True,
         redact_keys: tuple[str, ...] = (),
+        redact_values: tuple[str, ...] = (),
         connect_timeout: float = 10.0,
         close_timeout: float = 1.0,
         handshake_timeout: float = 10.0,
@@ -233,14 +236,16 @@ class ReplayServer:
         self.path = Path(cassette)
         self.rules = tuple(rules)
         self.record_mode = parse_mode(RecordMode, record_mode, "record mode")
-        self.options = ReplayOptions.build(pace=pace, on_miss=on_miss, match=match, ignore=ignore)
+        self.options = ReplayOptions.build(
+            pace=pace, on_miss=on_miss, match=match, ignore=ignore, match_on=match_on
+        )
         self.strict = strict
         self.listen = ListenAddress.parse(listen) if isinstance(listen, str) else listen
         self.upstream = upstream
         if upstream is not None:
             RelayOptions(upstream)  # validates the URL
         self.max_size = max_size
-        self.redactor = Redactor.build(redact_keys, enabled=redact)
+        self.redactor = Redactor.build(redact_keys, enabled=redact, values=redact_values)
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
         self.policy = HandshakePolicy(

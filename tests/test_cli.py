@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from proxy.appserver import installed_codex_versions
 from proxy.cassette import frame_of, load
 from proxy.cli import app
 from tests.scripted_upstream import ScriptedUpstream
@@ -400,8 +401,8 @@ LISTEN_99999 = "--listen ws://127.0.0.1:99999: the port must be a number from 0 
         ),
         (
             (*RECORD, "--no-redact", "--redact-key", "cwd"),
-            "--no-redact and --redact-key exclude each other: --no-redact records every secret "
-            "as it is; drop one of them",
+            "--no-redact excludes --redact-key and --redact-value: --no-redact records every "
+            "secret as it is; drop one of them",
         ),
         (
             (*RECORD, "--max-size", "-5"),
@@ -420,7 +421,8 @@ LISTEN_99999 = "--listen ws://127.0.0.1:99999: the port must be a number from 0 
         ),
         (
             ("attest-check", "--codex", "/nonexistent"),
-            "codex not found at /nonexistent (the given codex path). Run `./dev setup` to "
+            "codex not found at /nonexistent (the given codex path; installed in .tools/: "
+            f"{', '.join(installed_codex_versions()) or 'none'}). Run `./dev setup` to "
             "install @openai/codex@0.169.0 into .tools/, or set RPCTAPE_CODEX to a codex "
             "executable.",
         ),

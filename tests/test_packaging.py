@@ -54,6 +54,7 @@ def test_runtime_requirements_are_ranges_and_the_backend_is_an_extra(wheel: Path
     assert runtime == [
         "jsonschema<5,>=4.18",
         "orjson<4,>=3.10",
+        "rich<16,>=13.7",
         "typer<1,>=0.26",
         "websockets<18,>=16.0",
     ]
@@ -79,16 +80,17 @@ def test_lowest_constraints_pin_every_lower_end() -> None:
         for line in (ROOT / "requirements" / "dev.lock").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert lines[:7] == [
+    assert lines[:8] == [
         "websockets==16.0",
         "orjson==3.10",
         "typer==0.26",
         "jsonschema==4.18",
+        "rich==13.7",
         "aiohttp==3.11",
         "aiohttp-sse==3.0",
         "tomli-w==1.0",
     ]
-    assert lines[7:] == [
+    assert lines[8:] == [
         f"{name}=={locked[name]}"
         for name in ("pytest", "pytest-asyncio", "pytest-timeout", "hypothesis")
     ]

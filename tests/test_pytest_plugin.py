@@ -69,7 +69,8 @@ async def test_replay_sync_async_strict_and_refusals(tmp_path: Path) -> None:
     assert "During handling of the above exception" not in out
     assert (
         "rpctape: unknown @pytest.mark.rpctape option(s) cassete; valid: cassette, ignore, "
-        "match, on_miss, pace, record_mode, strict, upstream"
+        "match, match_on, on_miss, pace, record_mode, redact_keys, redact_values, strict, "
+        "upstream"
     ) in out
     assert (
         "rpctape: no recorded match for request initialize "

@@ -274,6 +274,6 @@ def test_redacting_twice_changes_nothing() -> None:
     once, pointers = redactor.redact_json({"token": "s3cret", "nested": {"apiKey": 5}})
     twice, again = redactor.redact_json(once)
     assert twice == once == {"token": marker("s3cret"), "nested": {"apiKey": marker(5)}}
-    assert pointers == again == ["/token", "/nested/apiKey"]
+    assert (pointers, again) == (["/token", "/nested/apiKey"], [])
     headers = redactor.redact_headers([("Authorization", marker("Bearer x"))])
     assert headers == {"Authorization": marker("Bearer x")}

@@ -146,7 +146,7 @@ async def test_wrong_request_gets_the_explanatory_error() -> None:
         "method": "initialize",
         "params": {"clientInfo": {"name": "someone-else", "version": "0.1.0"}},
     }
-    async with replay_server(cassette) as url, connect(url) as ws:
+    async with replay_server(cassette, match_on="exact") as url, connect(url) as ws:
         await ws.send(orjson.dumps(request).decode())
         reply = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
     assert reply["id"] == "x"

@@ -141,7 +141,7 @@ async def test_killed_wrap_leaves_no_child(tmp_path: Path) -> None:
 
 
 async def test_missing_command(tmp_path: Path) -> None:
-    """A command that does not exist: a clear error, exit 2, the attempt recorded."""
+    """A command that does not exist: one clear line, exit 2, and no cassette left behind."""
     cassette = tmp_path / "w.jsonl"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy", "wrap", "--cassette", str(cassette), "--",
@@ -151,9 +151,11 @@ async def test_missing_command(tmp_path: Path) -> None:
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert (proc.returncode, out) == (2, b"")
-    assert b"rpctape: error: [Errno 2] No such file or directory" in err
-    (error,) = load(cassette).events
-    assert error["kind"] == "error" and error["stage"] == "connect"
+    assert err == (
+        f"rpctape: error: wrap -- {tmp_path / 'no-such-codex'}: no such executable; give a "
+        "path to it or a command on PATH\n"
+    ).encode()
+    assert not cassette.exists()
 
 
 FAKE_CODEX = """#!/bin/sh

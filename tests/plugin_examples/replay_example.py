@@ -18,7 +18,7 @@ def initialize(request_id: object, name: str = "rpctape-client") -> str:
     return json.dumps({"id": request_id, "method": "initialize", "params": params})
 
 
-@pytest.mark.rpctape(cassette="initialize-model-list-config.jsonl", strict=True)
+@pytest.mark.rpctape(cassette="initialize-model-list-config.jsonl", strict=True, match_on="exact")
 async def test_async_client(rpctape_url: str) -> None:
     """An async client with string ids gets the recorded model list."""
     async with SessionClient(rpctape_url, ClientOptions(string_ids=True)) as client:
@@ -37,7 +37,7 @@ def test_sync_client(rpctape_url: str) -> None:
     assert (reply["id"], reply["result"]["platformOs"]) == ("a", "linux")
 
 
-@pytest.mark.rpctape(cassette="initialize-model-list-config.jsonl", strict=True)
+@pytest.mark.rpctape(cassette="initialize-model-list-config.jsonl", strict=True, match_on="exact")
 def test_strict_miss(rpctape_url: str) -> None:
     """The code under test gets the error reply; the plugin fails the test (strict)."""
     with connect(rpctape_url) as ws:
