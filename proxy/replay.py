@@ -33,6 +33,11 @@ NO_MATCH_CLOSE_CODE = 4404
 """Websocket close code when a request matches nothing and ``on_miss`` is ``close``, or no
 recorded connection is left (RFC 6455 section 7.4.2: 4000-4999 are for private use)."""
 
+ANSWER_MISS_CLOSE_CODE = 4409
+"""Websocket close code when the client's answer to a recorded server request (an approval,
+``attestation/generate``) matches nothing: the recorded server would have gone on differently,
+so the conversation ends at once instead of waiting (RFC 6455 section 7.4.2, private use)."""
+
 CANDIDATES_SHOWN = 3
 """How many recorded candidates a miss message names."""
 
@@ -51,6 +56,8 @@ class ReplayOptions:
     on_miss: OnMiss = OnMiss.ERROR
     match: MatchOrder = MatchOrder.STRICT
     rules: Rules = field(default_factory=Rules)
+    allow_playback_repeats: bool = False
+    """VCR's option: a recorded exchange may answer again once it was used (docs/replay.md)."""
 
     @classmethod
     def build(
@@ -61,6 +68,7 @@ class ReplayOptions:
         match: str | MatchOrder = MatchOrder.STRICT,
         ignore: Iterable[str] = (),
         match_on: MatchOn = Preset.CODEX,
+        allow_playback_repeats: bool = False,
     ) -> ReplayOptions:
         """Options from what a person typed; raises :class:`UsageError` listing valid values.
 
@@ -71,6 +79,7 @@ class ReplayOptions:
             parse_mode(OnMiss, on_miss, "on-miss action"),
             parse_mode(MatchOrder, match, "match order"),
             Rules.build(ignore, match_on=match_on),
+            allow_playback_repeats,
         )
 
 
@@ -476,6 +485,8 @@ class ConnectionReplay:
         self._misses: list[Miss] = []
         self._closing = False
         self._cursor = 0
+        self.repeats = 0
+        """Live requests answered again by an already used recording (allow_playback_repeats)."""
 
     # -- events from the I/O shell --
 
@@ -495,6 +506,10 @@ class ConnectionReplay:
                 frame, item.frame, self.options.rules
             ):
                 return self._on_match(index, frame)
+        if self.options.allow_playback_repeats:
+            repeat = self._repeatable(frame)
+            if repeat is not None:
+                return self._on_repeat(repeat, frame)
         return self._on_miss(frame)
 
     def delivered(self, out: Outgoing) -> None:
@@ -530,6 +545,34 @@ class ConnectionReplay:
         waiting, self._deferred = self._deferred, []
         send = self._plan([*waiting, *self.recorded.segments[index]])
         return Step(tuple(send), self._maybe_close())
+
+    def _repeatable(self, frame: Frame) -> int | None:
+        """The most recent used recorded request that matches ``frame`` and whose answer
+        holds no server request (those cannot be answered twice), for a repeat."""
+        if frame.type is not MessageType.REQUEST:
+            return None
+        for index in sorted(self._matched, reverse=True):
+            item = self.recorded.items[index]
+            assert item.frame is not None
+            segment = self.recorded.segments[index]
+            if (
+                item.type is MessageType.REQUEST
+                and not any(self.recorded.items[i].type is MessageType.REQUEST for i in segment)
+                and matches(frame, item.frame, self.options.rules)
+            ):
+                return index
+        return None
+
+    def _on_repeat(self, index: int, frame: Frame) -> Step:
+        """Answer ``frame`` again with the segment of recorded request ``index``."""
+        self.repeats += 1
+        live_id = LiveId.of(frame)
+        send: list[Outgoing] = []
+        for i in self.recorded.segments[index]:
+            item = self.recorded.items[i]
+            answers_it = item.type in _ANSWERS and item.answers == index
+            send.append(self._outgoing(item, live_id if answers_it else None))
+        return Step(tuple(send))
 
     def _plan(self, indices: Iterable[int]) -> list[Outgoing]:
         """Outgoing frames for recorded server items; responses wait for their request."""
@@ -582,6 +625,16 @@ class ConnectionReplay:
             "" if self.recorded.client else "the recorded connection has no client messages",
         )
         self._misses.append(miss)
+        if frame.type in _ANSWERS:
+            # The recorded server went on after the recorded answer; after another answer
+            # it would not have: end the conversation now rather than let the client wait.
+            if miss.candidates:
+                best = miss.candidates[0]
+                what = best.description.removesuffix(", next in order")
+                reason = close_reason(f"rpctape: {what}: {best.note}")
+            else:
+                reason = close_reason(f"rpctape: no recorded match for {frame.describe()}")
+            return Step(close=Close(ANSWER_MISS_CLOSE_CODE, reason), miss=miss)
         if frame.type is not MessageType.REQUEST:
             return Step(miss=miss)
         if self.options.on_miss is OnMiss.CLOSE:
@@ -616,7 +669,10 @@ class ConnectionReplay:
                 described += ", next in order"
             scored.append((key, Candidate(item.seq, described, note)))
         scored.sort(key=lambda pair: pair[0])
-        return tuple(c for _, c in scored[:CANDIDATES_SHOWN])
+        useful = [(key, c) for key, c in scored if c.note.startswith("already replayed") is False
+                  or c.note.endswith("; matches")]  # fmt: skip
+        # An already replayed message that does not match either is noise, unless nothing else.
+        return tuple(c for _, c in (useful or scored)[:CANDIDATES_SHOWN])
 
     def _note(
         self, index: int, item: Item, verdict: Verdict, used: bool, is_next: bool, nxt: int | None
@@ -704,6 +760,8 @@ class ReplaySession:
         for recorded in self.recorded:
             if recorded.conn not in self._claimed:
                 return self._claim(live, recorded)
+        if self.options.allow_playback_repeats and self.recorded:
+            return self._claim(live, self.recorded[0])  # used ones replay again, from the first
         miss = Miss(
             live,
             None,

@@ -84,14 +84,12 @@ def plan_for(mode: RecordMode, cassette_exists: bool) -> Plan:
 
 
 def _log_report(replay: ConnectionReplay) -> None:
+    """One line when a live connection ends (each miss was explained when it happened)."""
     report = replay.report()
     clean = not report.misses and not report.unused_client
-    log.log(
-        logging.INFO if clean else logging.WARNING,
-        "live connection %d ended:\n%s",
-        replay.live,
-        "\n".join(report.render()),
-    )
+    counts = report.render()[0].split(": ", 1)[-1]
+    log.log(logging.INFO if clean else logging.WARNING, "live connection %d ended: %s",
+            replay.live, counts)  # fmt: skip
 
 
 def recorded_bridge(client: Leg, replay: ConnectionReplay, rules: Sequence[Rule]) -> Bridge:
@@ -221,6 +219,7 @@ class ReplayServer:
         match: str = "strict",
         ignore: Iterable[str] = (),
         match_on: MatchOn = Preset.CODEX,
+        allow_playback_repeats: bool = False,
         strict: bool = False,
         listen: ListenAddress | str = "ws://127.0.0.1:0",
         max_size: int = DEFAULT_MAX_SIZE,
@@ -237,7 +236,12 @@ class ReplayServer:
         self.rules = tuple(rules)
         self.record_mode = parse_mode(RecordMode, record_mode, "record mode")
         self.options = ReplayOptions.build(
-            pace=pace, on_miss=on_miss, match=match, ignore=ignore, match_on=match_on
+            pace=pace,
+            on_miss=on_miss,
+            match=match,
+            ignore=ignore,
+            match_on=match_on,
+            allow_playback_repeats=allow_playback_repeats,
         )
         self.strict = strict
         self.listen = ListenAddress.parse(listen) if isinstance(listen, str) else listen

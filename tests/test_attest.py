@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from proxy.attest import AttestKind, AttestMode, attestation_rules
 from proxy.cassette import Cassette, load
@@ -355,13 +356,26 @@ async def test_replay_silent_leaves_the_recorded_answer_unused(
 async def test_replay_error_is_a_miss_against_a_recorded_token(
     upstream: ScriptedUpstream, tmp_path: Path
 ) -> None:
-    """error in replay answers with an error where a token was recorded: the report says so."""
+    """error in replay answers with an error where a token was recorded: the conversation
+    ends at once (4409, naming the difference) and the report says so."""
     cassette = tmp_path / "c.jsonl"
     await record_attestation(upstream, cassette, [])
-    seen, report, _ = await replay_session(
-        cassette, ["error"], answer=None, ignore=["/params/capabilities"], match="any-order"
+    rules = build_rules([], ["error"], False)
+    server = replay_server(
+        cassette, rules=rules, ignore=["/params/capabilities"], match="any-order"
     )
+    async with server as url, connect(url) as ws:
+        seen, _ = await drive(ws, None)
+        with pytest.raises(ConnectionClosed) as closed:
+            await sync_with(ws)
     assert seen == [INIT]
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        4409,
+        "rpctape: response to attestation/generate: got an error to id 0, recorded a response "
+        "to id 0",
+    )
+    report = server.report
     (miss,) = report.misses
     assert miss.render().splitlines()[:3] == [
         "rpctape: no recorded match for error to id 0 (live connection 1, recorded connection "

@@ -15,6 +15,7 @@ from proxy.modes import MatchOrder, OnMiss, Pace
 from proxy.recorder import Recorder
 from proxy.redact import Redactor
 from proxy.replay import (
+    ANSWER_MISS_CLOSE_CODE,
     NO_MATCH_CLOSE_CODE,
     NO_MATCH_CODE,
     Close,
@@ -257,21 +258,45 @@ def test_server_request_round_trip() -> None:
     ]
 
 
-def test_a_different_answer_to_a_server_request_is_a_miss_without_reply() -> None:
-    """Declining what was accepted in the recording is logged as a miss; nothing is sent."""
+def test_a_different_answer_to_a_server_request_ends_the_conversation() -> None:
+    """Declining what was accepted in the recording is a miss that closes the connection at
+    once (4409, the difference in the reason), so the client does not wait for a turn that
+    the recording cannot give; already replayed messages are not offered as candidates."""
     replay = replay_of(APPROVAL)
     replay.receive('{"id":5,"method":"turn/start","params":{}}')
     step = replay.receive('{"id":0,"result":{"decision":"decline"}}')
-    assert step.send == () and step.close is None and step.miss is not None
+    assert step.send == () and step.miss is not None
+    assert step.close == Close(
+        ANSWER_MISS_CLOSE_CODE,
+        'rpctape: response to item/commandExecution/requestApproval: /result/decision: got '
+        '"decline", recorded "accept"',
+    )
     assert step.miss.render() == (
         "rpctape: no recorded match for response to id 0 "
         "(live connection 1, recorded connection 1, client message 2)\n"
         "closest recorded client messages:\n"
         "- seq 5 response to item/commandExecution/requestApproval, next in order: "
-        '/result/decision: got "decline", recorded "accept"\n'
-        "- seq 2 request turn/start: already replayed (to client message 1); "
-        "got a response to id 0, recorded a request turn/start"
+        '/result/decision: got "decline", recorded "accept"'
     )
+
+
+def test_playback_repeats_answer_a_used_request_again() -> None:
+    """allow_playback_repeats: a request matching only a used recording is answered again with
+    the live id; without it, it is a miss."""
+    script: Script = [
+        (C, '{"id":1,"method":"model/list","params":{}}'),
+        (S, '{"id":1,"result":{"data":[]}}'),
+    ]
+    again = '{"id":"second","method":"model/list","params":{}}'
+    replay = replay_of(script, allow_playback_repeats=True)
+    assert sent(replay.receive('{"id":7,"method":"model/list","params":{}}')) == [
+        '{"id":7,"result":{"data":[]}}'
+    ]
+    assert sent(replay.receive(again)) == ['{"id":"second","result":{"data":[]}}']
+    assert replay.repeats == 1 and not replay.report().misses
+    plain = replay_of(script)
+    plain.receive('{"id":7,"method":"model/list","params":{}}')
+    assert plain.receive(again).miss is not None
 
 
 def test_unmatched_notification_is_a_miss_without_reply() -> None:
@@ -388,8 +413,6 @@ def test_report_text_and_check() -> None:
         "(live connection 1, recorded connection 1, client message 2)\n"
         "    closest recorded client messages:\n"
         "    - seq 4 request b, next in order: got a notification zzz, recorded a request b\n"
-        "    - seq 2 request a: already replayed (to client message 1); "
-        "got a notification zzz, recorded a request a\n"
         "recorded connection 2: never replayed: 0 of 1 client message(s) matched, "
         "0 of 0 server message(s) sent\n"
         "  not replayed: seq 8 > notification x"
