@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .jsonrpc import Direction
+from .jsonrpc import Direction, MessageType
 from .redact import marker
-from .rules import Rule
+from .rules import Action, Rule
 
 METHOD = "attestation/generate"
 DEFAULT_ERROR_CODE = -32000
@@ -97,7 +97,7 @@ def attestation_rules(modes: Sequence[AttestMode], *, advertise: bool = False) -
         rules.append(
             Rule(
                 name="attest: advertise requestAttestation",
-                action="patch",
+                action=Action.PATCH,
                 dir=Direction.C2S,
                 method="initialize",
                 set={"/params/capabilities/requestAttestation": True},
@@ -107,13 +107,19 @@ def attestation_rules(modes: Sequence[AttestMode], *, advertise: bool = False) -
         if mode.kind is AttestKind.DELAY:
             if local:  # hold rpctape's own answer
                 rules.append(
-                    Rule(f"attest: delay {mode.ms} ms", "delay", Direction.S2C, METHOD, ms=mode.ms)
+                    Rule(
+                        f"attest: delay {mode.ms} ms",
+                        Action.DELAY,
+                        Direction.S2C,
+                        METHOD,
+                        ms=mode.ms,
+                    )
                 )
             else:  # hold the client's answer
                 rules.append(
                     Rule(
                         f"attest: delay {mode.ms} ms",
-                        "delay",
+                        Action.DELAY,
                         Direction.C2S,
                         response_to=METHOD,
                         ms=mode.ms,
@@ -137,31 +143,30 @@ def _rule(mode: AttestMode) -> Rule | None:
     if kind is AttestKind.INJECT:
         return Rule(
             f"attest: inject {token_tag(mode.token)}",
-            "reply",
+            Action.REPLY,
             Direction.S2C,
             METHOD,
             result={"token": mode.token},
-            has_result=True,
         )
     if kind is AttestKind.REWRITE:
         return Rule(
             f"attest: rewrite {token_tag(mode.token)}",
-            "patch",
+            Action.PATCH,
             Direction.C2S,
             response_to=METHOD,
-            type="response",
+            type=MessageType.RESPONSE,
             set={"/result/token": mode.token},
         )
     if kind is AttestKind.ERROR:
         return Rule(
             f"attest: error {mode.code}",
-            "reply",
+            Action.REPLY,
             Direction.S2C,
             METHOD,
             error={"code": mode.code, "message": "attestation refused by rpctape (--attest error)"},
         )
     if kind is AttestKind.GARBAGE:
-        return Rule("attest: garbage", "reply", Direction.S2C, METHOD, result={}, has_result=True)
+        return Rule("attest: garbage", Action.REPLY, Direction.S2C, METHOD, result={})
     if kind is AttestKind.SILENT:
-        return Rule("attest: silent", "drop", Direction.S2C, METHOD)
+        return Rule("attest: silent", Action.DROP, Direction.S2C, METHOD)
     return None

@@ -62,9 +62,9 @@ from typing import Any
 
 import orjson
 
+from . import pointer as _pointer
 from .cassette import Cassette, Event
 from .jsonrpc import Direction, id_key, parse
-from .matching import check_pointer, pointer_token
 
 __all__ = [
     "IGNORED_KEY",
@@ -233,7 +233,7 @@ class Normaliser:
 
     def __init__(self, ignore: Iterable[str] = ()) -> None:
         self._names: dict[str, dict[Any, str]] = {}
-        self._ignore = [_tokens(check_pointer(p)) for p in ignore]
+        self._ignore = [_pointer.parts(_pointer.check(p)) for p in ignore]
 
     def _name(self, space: str, value: Any) -> str:
         table = self._names.setdefault(space, {})
@@ -272,10 +272,6 @@ class Normaliser:
         return _DATE_PATH.sub("/<date>/", text)
 
 
-def _tokens(pointer: str) -> list[str]:
-    return [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
-
-
 def _remove(doc: Any, tokens: Sequence[str]) -> None:
     """Delete the member at ``tokens`` if it exists."""
     if not tokens:
@@ -303,7 +299,7 @@ def diff_values(a: Any, b: Any, pointer: str = "") -> list[Change]:
     if isinstance(a, dict) and isinstance(b, dict):
         changes = []
         for key in [*a, *(k for k in b if k not in a)]:
-            sub = f"{pointer}/{pointer_token(key)}"
+            sub = f"{pointer}/{_pointer.token(key)}"
             changes += diff_values(a.get(key, MISSING), b.get(key, MISSING), sub)
         return changes
     if isinstance(a, list) and isinstance(b, list):

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from . import pointer as _pointer
 from .cassette import Event, frame_of
 from .errors import UsageError
 from .jsonrpc import MessageType, Parsed, id_key, parse
@@ -41,25 +42,6 @@ VALUE_LIMIT = 40
 _JSON_RPC = frozenset(
     {MessageType.REQUEST, MessageType.NOTIFICATION, MessageType.RESPONSE, MessageType.ERROR}
 )
-
-
-def check_pointer(pointer: str) -> str:
-    """Validate a JSON pointer (RFC 6901 section 3) given by a person; return it unchanged."""
-    if pointer and not pointer.startswith("/"):
-        raise UsageError(
-            f"invalid JSON pointer {pointer!r}: it must start with '/', e.g. /params/cwd"
-        )
-    tokens = pointer.split("/")[1:]
-    for token in tokens:
-        # RFC 6901 section 4: "~" is only valid as "~0" or "~1".
-        if "~" in token.replace("~0", "").replace("~1", ""):
-            raise UsageError(f"invalid JSON pointer {pointer!r}: '~' must be written '~0'")
-    return pointer
-
-
-def pointer_token(key: str | int) -> str:
-    """One reference token of a pointer (RFC 6901 section 3: ``~`` is ``~0``, ``/`` is ``~1``)."""
-    return str(key).replace("~", "~0").replace("/", "~1")
 
 
 class Aspect(enum.Enum):
@@ -163,7 +145,7 @@ class Rules:
     ) -> Rules:
         """The default pointers (unless ``defaults`` is false) plus ``ignore``, validated, and
         the aspects of ``match_on`` (see :func:`parse_match_on`)."""
-        extra = {check_pointer(p) for p in ignore}
+        extra = {_pointer.check(p) for p in ignore}
         return cls(frozenset(DEFAULT_IGNORE if defaults else ()) | extra, parse_match_on(match_on))
 
 
@@ -314,7 +296,7 @@ def differences(
                     got.get(key, ABSENT),
                     recorded.get(key, ABSENT),
                     ignore,
-                    f"{pointer}/{pointer_token(key)}",
+                    f"{pointer}/{_pointer.token(key)}",
                 )
             )
         return out
@@ -354,7 +336,7 @@ def _cwds(value: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
     """``(pointer, path)`` of every string member named ``cwd`` in ``value``."""
     if isinstance(value, dict):
         for key, member in value.items():
-            here = f"{pointer}/{pointer_token(key)}"
+            here = f"{pointer}/{_pointer.token(key)}"
             if key == "cwd" and isinstance(member, str):
                 yield here, member
             else:
@@ -365,9 +347,8 @@ def _cwds(value: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
 
 
 def _at(value: Any, pointer: str) -> Any:
-    """The member of ``value`` at an RFC 6901 pointer built by :func:`pointer_token`."""
-    for token in pointer.split("/")[1:]:
-        key = token.replace("~1", "/").replace("~0", "~")
+    """The member of ``value`` at an RFC 6901 pointer built by :func:`proxy.pointer.token`."""
+    for key in _pointer.parts(pointer):
         if isinstance(value, dict) and key in value:
             value = value[key]
         elif isinstance(value, list) and key.isdigit() and int(key) < len(value):

@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from . import pointer as _pointer
 from .errors import UsageError
 from .jsonrpc import members, object_end
 
@@ -132,11 +133,6 @@ def marker(value: Any) -> str:
 def is_marker(value: Any) -> bool:
     """Whether ``value`` is a redaction marker (a string and nothing else)."""
     return isinstance(value, str) and MARKER.fullmatch(value) is not None
-
-
-def _pointer_token(key: str | int) -> str:
-    # RFC 6901 section 3: "~" is written "~0" and "/" is written "~1".
-    return str(key).replace("~", "~0").replace("/", "~1")
 
 
 def compile_values(patterns: Iterable[str]) -> re.Pattern[str] | None:
@@ -260,7 +256,7 @@ class Redactor:
         if isinstance(node, dict):
             out: dict[str, Any] | None = None
             for key, value in node.items():
-                here = f"{path}/{_pointer_token(key)}"
+                here = f"{path}/{_pointer.token(key)}"
                 name = normalise_key(key)
                 if name in self.keys:
                     new = self._secret(value, here, pointers)
@@ -293,7 +289,7 @@ class Redactor:
         """Every value of an environment map (or list) is a secret."""
         if isinstance(env, dict):
             out = {
-                k: self._secret(v, f"{here}/{_pointer_token(k)}", pointers) for k, v in env.items()
+                k: self._secret(v, f"{here}/{_pointer.token(k)}", pointers) for k, v in env.items()
             }
             return env if all(out[k] is env[k] for k in env) else out
         items = [self._secret(v, f"{here}/{i}", pointers) for i, v in enumerate(env)]

@@ -9,6 +9,7 @@ switches, :mod:`proxy.attest`). No sockets here: the relay carries out a :class:
 from __future__ import annotations
 
 import copy
+import enum
 import logging
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -19,12 +20,43 @@ from typing import Any
 import jsonschema
 import orjson
 
+from . import pointer
 from .errors import UsageError
 from .jsonrpc import Direction, MessageType, Parsed, id_key
+from .pointer import PointerError
 
 log = logging.getLogger("rpctape.rules")
 
-ACTIONS = ("patch", "reply", "drop", "delay", "inject", "close")
+
+class Action(enum.StrEnum):
+    """What a rule does to the message it matches (docs/rules.md)."""
+
+    PATCH = "patch"
+    REPLY = "reply"
+    DROP = "drop"
+    DELAY = "delay"
+    INJECT = "inject"
+    CLOSE = "close"
+
+
+class Towards(enum.StrEnum):
+    """Which peer an injected message goes to."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+    @property
+    def direction(self) -> Direction:
+        """The direction the injected message travels."""
+        return Direction.C2S if self is Towards.SERVER else Direction.S2C
+
+
+class Position(enum.StrEnum):
+    """Whether an injected message goes before or after the matched one."""
+
+    BEFORE = "before"
+    AFTER = "after"
+
 
 RULE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -39,7 +71,7 @@ RULE_SCHEMA: dict[str, Any] = {
         "where": {"type": "object", "propertyNames": {"pattern": "^(/.*)?$"}},
         "nth": {"type": "integer", "minimum": 1},
         "times": {"type": "integer", "minimum": 1},
-        "action": {"enum": list(ACTIONS)},
+        "action": {"enum": [a.value for a in Action]},
         "set": {"type": "object", "propertyNames": {"pattern": "^/"}},
         "remove": {"type": "array", "items": {"type": "string", "pattern": "^/"}},
         "result": {},
@@ -49,9 +81,9 @@ RULE_SCHEMA: dict[str, Any] = {
             "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
         },
         "ms": {"type": "integer", "minimum": 0},
-        "to": {"enum": ["client", "server"]},
+        "to": {"enum": [t.value for t in Towards]},
         "message": {"type": "object"},
-        "position": {"enum": ["before", "after"]},
+        "position": {"enum": [p.value for p in Position]},
         "code": {"type": "integer", "minimum": 1000, "maximum": 4999},
         "reason": {"type": "string", "maxLength": 123},
     },
@@ -85,106 +117,27 @@ class RuleFailure(Exception):
     """A rule could not be applied to one message (logged; the message goes on unchanged)."""
 
 
-# --- JSON pointers (RFC 6901) -----------------------------------------------------------
-
-
-def _tokens(pointer: str) -> list[str]:
-    if pointer == "":
-        return []
-    if not pointer.startswith("/"):
-        raise RuleFailure(f"JSON pointer {pointer!r} must start with '/'")
-    # RFC 6901 section 4: unescape "~1" then "~0".
-    return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
-
-
-def _kind(node: Any) -> str:
-    """A JSON value's kind, for messages: 'an object', 'a number', ..."""
-    if isinstance(node, dict):
-        return "an object"
-    if isinstance(node, list):
-        return "an array"
-    if isinstance(node, str):
-        return "a string"
-    if isinstance(node, bool):
-        return "a boolean"
-    return "null" if node is None else "a number"
-
-
-def _step(node: Any, token: str, pointer: str) -> Any:
-    if isinstance(node, dict):
-        if token not in node:
-            raise KeyError(token)
-        return node[token]
-    if isinstance(node, list):
-        if not token.isdigit() or int(token) >= len(node):
-            raise KeyError(token)
-        return node[int(token)]
-    raise RuleFailure(f"{pointer}: cannot look up {token!r} in {_kind(node)}")
-
-
-def resolve(doc: Any, pointer: str) -> Any:
-    """The value at ``pointer``; raises ``KeyError`` when it does not exist."""
-    node = doc
-    for token in _tokens(pointer):
-        node = _step(node, token, pointer)
-    return node
-
-
-def set_pointer(doc: Any, pointer: str, value: Any) -> None:
-    """Set ``pointer`` in place, creating missing objects on the way; ``-`` appends."""
-    tokens = _tokens(pointer)
-    if not tokens:
-        raise RuleFailure("cannot replace the whole message with a patch; use reply or inject")
-    node = doc
-    for token in tokens[:-1]:
-        if isinstance(node, dict) and node.get(token) is None:
-            node[token] = {}
-        try:
-            node = _step(node, token, pointer)
-        except KeyError:
-            raise RuleFailure(f"{pointer}: no member {token!r}") from None
-    last = tokens[-1]
-    if isinstance(node, dict):
-        node[last] = value
-    elif isinstance(node, list) and last == "-":
-        node.append(value)
-    elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        node[int(last)] = value
-    else:
-        raise RuleFailure(f"{pointer}: cannot set {last!r} in {_kind(node)}")
-
-
-def remove_pointer(doc: Any, pointer: str) -> None:
-    """Remove ``pointer`` in place; a missing member is not an error."""
-    tokens = _tokens(pointer)
-    if not tokens:
-        raise RuleFailure("cannot remove the whole message; use drop")
-    parent = doc
-    try:
-        for token in tokens[:-1]:
-            parent = _step(parent, token, pointer)
-    except KeyError:
-        return
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        parent.pop(last, None)
-    elif isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
-        del parent[int(last)]
-
-
 # --- rules ------------------------------------------------------------------------------
+
+
+_VALIDATOR = jsonschema.Draft202012Validator(RULE_SCHEMA)
 
 
 @dataclass(frozen=True, eq=False)
 class Rule:
-    """One rule: a match and an action (see :data:`RULE_SCHEMA` and docs/rules.md)."""
+    """One rule: a match and an action (see :data:`RULE_SCHEMA` and docs/rules.md).
+
+    Built from a rules file (:meth:`from_dict`) or in code; either way it is checked against
+    :data:`RULE_SCHEMA` when it is made. A ``reply`` sends ``error`` when it is set, else
+    ``result`` (``null`` when not given).
+    """
 
     name: str
-    action: str
+    action: Action
     dir: Direction | None = None
     method: str | None = None
     response_to: str | None = None
-    type: str | None = None
+    type: MessageType | None = None
     where: dict[str, Any] = field(default_factory=dict)
     nth: int | None = None
     times: int | None = None
@@ -193,30 +146,65 @@ class Rule:
     result: Any = None
     error: dict[str, Any] | None = None
     ms: int = 0
-    to: str | None = None
+    to: Towards | None = None
     message: dict[str, Any] | None = None
-    position: str = "after"
+    position: Position = Position.AFTER
     code: int = 1000
     reason: str = ""
-    has_result: bool = False
+
+    def __post_init__(self) -> None:
+        for name, kind in (("action", Action), ("to", Towards), ("position", Position),
+                           ("type", MessageType), ("dir", Direction)):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                try:
+                    object.__setattr__(self, name, kind(value))
+                except ValueError:
+                    valid = ", ".join(k.value for k in kind)
+                    raise RuleError(
+                        f"rule {self.name!r}: {name} {value!r} is not one of: {valid}"
+                    ) from None
+        object.__setattr__(self, "remove", tuple(self.remove))
+        errors = sorted(_VALIDATOR.iter_errors(self.as_dict()), key=lambda e: list(e.path))
+        if errors:
+            where = "/".join(str(p) for p in errors[0].path) or "(rule)"
+            raise RuleError(f"rule {self.name!r}: {where}: {errors[0].message}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The rule as a rules-file table (what :data:`RULE_SCHEMA` describes)."""
+        table: dict[str, Any] = {"name": self.name, "action": self.action.value}
+        for name in ("method", "response_to", "nth", "times", "error", "message"):
+            if getattr(self, name) is not None:
+                table[name] = getattr(self, name)
+        for name, value in (("dir", self.dir), ("type", self.type), ("to", self.to)):
+            if value is not None:
+                table[name] = value.value
+        for name in ("where", "set"):
+            if getattr(self, name):
+                table[name] = getattr(self, name)
+        if self.remove:
+            table["remove"] = list(self.remove)
+        if self.action is Action.REPLY and self.error is None:
+            table["result"] = self.result
+        if self.action is Action.DELAY:
+            table["ms"] = self.ms
+        if self.action is Action.INJECT:
+            table["position"] = self.position.value
+        if self.action is Action.CLOSE:
+            table["code"] = self.code
+            if self.reason:
+                table["reason"] = self.reason
+        return table
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<rules>") -> Rule:
         """Validate one rule table and build it; :class:`RuleError` names what is wrong."""
         name = data.get("name", "?")
-        errors = sorted(
-            jsonschema.Draft202012Validator(RULE_SCHEMA).iter_errors(data),
-            key=lambda e: list(e.path),
-        )
+        errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: list(e.path))
         if errors:
             where = "/".join(str(p) for p in errors[0].path) or "(rule)"
             raise RuleError(f"{source}: rule {name!r}: {where}: {errors[0].message}")
-        fields = dict(data)
-        if "dir" in fields:
-            fields["dir"] = Direction(fields["dir"])
-        fields["remove"] = tuple(fields.get("remove", ()))
-        fields["has_result"] = "result" in data
-        return cls(**fields)
+        return cls(**data)
 
     def matches(self, direction: Direction, parsed: Parsed, response_to: str | None) -> bool:
         """Whether the message fits this rule's match fields (not nth/times: see Engine)."""
@@ -226,13 +214,13 @@ class Rule:
             return False
         if self.response_to is not None and response_to != self.response_to:
             return False
-        if self.type is not None and parsed.type.value != self.type:
+        if self.type is not None and parsed.type is not self.type:
             return False
-        for pointer, expected in self.where.items():
+        for where, expected in self.where.items():
             try:
-                if resolve(parsed.msg, pointer) != expected:
+                if pointer.resolve(parsed.msg, where) != expected:
                     return False
-            except (KeyError, RuleFailure):
+            except (KeyError, PointerError):
                 return False
         return True
 
@@ -343,9 +331,13 @@ class Engine:
                 continue
             try:
                 patched = self._act(rule, direction, msg, patched, parsed, decision)
-            except RuleFailure as exc:
+            except (RuleFailure, PointerError) as exc:
                 what = parsed.method or parsed.type.value
                 log.warning("rule %r failed on %s: %s (left unchanged)", rule.name, what, exc)
+                continue
+            except Exception:  # a broken rule is logged in full; the connection lives on
+                what = parsed.method or parsed.type.value
+                log.exception("rule %r raised on %s (left unchanged)", rule.name, what)
                 continue
             self._fired[rule] = self._fired.get(rule, 0) + 1
             decision.applied.append((rule.name, rule.action))
@@ -365,38 +357,38 @@ class Engine:
         decision: Decision,
     ) -> Any:
         action = rule.action
-        if action == "patch":
+        if action is Action.PATCH:
             work = copy.deepcopy(patched if patched is not None else msg)
             if not isinstance(work, dict):
                 raise RuleFailure("only JSON objects can be patched")
-            for pointer, value in rule.set.items():
-                set_pointer(work, pointer, copy.deepcopy(value))
-            for pointer in rule.remove:
-                remove_pointer(work, pointer)
+            for where, value in rule.set.items():
+                pointer.set_value(work, where, copy.deepcopy(value))
+            for where in rule.remove:
+                pointer.remove(work, where)
             return work
-        if action == "reply":
+        if action is Action.REPLY:
             if parsed.type is not MessageType.REQUEST:
                 raise RuleFailure(f"reply needs a request, got a {parsed.type.value}")
             answer: dict[str, Any] = {"id": parsed.id}
-            if rule.has_result:
-                answer["result"] = rule.result
-            else:
+            if rule.error is not None:
                 answer["error"] = rule.error
+            else:
+                answer["result"] = rule.result
             decision.to_sender.append((rule.name, _dumps(answer)))
             decision.forward = None
-        elif action == "drop":
+        elif action is Action.DROP:
             decision.forward = None
-        elif action == "delay":
+        elif action is Action.DELAY:
             decision.delay_ms += rule.ms
-        elif action == "inject":
+        elif action is Action.INJECT:
             assert rule.message is not None and rule.to is not None
-            towards = Direction.C2S if rule.to == "server" else Direction.S2C
+            towards = rule.to.direction
             message = dict(rule.message)
             if message.get("id") == AUTO_ID:
                 message["id"] = self._allocate_id(towards)
-            target = decision.before if rule.position == "before" else decision.after
+            target = decision.before if rule.position is Position.BEFORE else decision.after
             target.append((rule.name, towards, _dumps(message)))
-        elif action == "close":
+        elif action is Action.CLOSE:
             decision.close = (rule.code, rule.reason or f"closed by rpctape rule {rule.name!r}")
             decision.forward = None
         return patched

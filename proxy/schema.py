@@ -40,10 +40,10 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
+from . import pointer as _pointer
 from .cassette import Cassette, Event
 from .errors import AppServerError, UsageError
 from .jsonrpc import Direction, MessageType, classify, parse
-from .matching import pointer_token
 
 __all__ = [
     "Checked",
@@ -146,7 +146,7 @@ def response_names(method: str, params_schema: Any) -> list[str]:
 
 def pointer_of(path: Iterable[str | int], prefix: str = "") -> str:
     """The RFC 6901 pointer of a path of keys and indexes, after ``prefix``."""
-    return prefix + "".join("/" + pointer_token(p) for p in path)
+    return prefix + "".join("/" + _pointer.token(p) for p in path)
 
 
 def _discriminated(error: ValidationError) -> list[ValidationError] | None:

@@ -52,6 +52,7 @@ def test_runtime_requirements_are_ranges_and_the_backend_is_an_extra(wheel: Path
     runtime = sorted(r for r in requires if ";" not in r)
     backend = sorted(r for r in requires if r.endswith("extra == 'backend'"))
     assert runtime == [
+        "jsonpointer<4,>=2.4",
         "jsonschema<5,>=4.18",
         "orjson<4,>=3.10",
         "rich<16,>=13.7",
@@ -80,17 +81,18 @@ def test_lowest_constraints_pin_every_lower_end() -> None:
         for line in (ROOT / "requirements" / "dev.lock").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert lines[:8] == [
+    assert lines[:9] == [
         "websockets==16.0",
         "orjson==3.10",
         "typer==0.26",
         "jsonschema==4.18",
+        "jsonpointer==2.4",
         "rich==13.7",
         "aiohttp==3.11",
         "aiohttp-sse==3.0",
         "tomli-w==1.0",
     ]
-    assert lines[8:] == [
+    assert lines[9:] == [
         f"{name}=={locked[name]}"
         for name in ("pytest", "pytest-asyncio", "pytest-timeout", "hypothesis")
     ]

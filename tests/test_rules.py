@@ -11,14 +11,14 @@ import pytest
 
 from proxy.jsonrpc import Direction, Pairing, parse
 from proxy.rules import (
+    Action,
     Decision,
     Engine,
+    Position,
     Rule,
     RuleError,
+    Towards,
     load_rules,
-    remove_pointer,
-    resolve,
-    set_pointer,
 )
 
 C2S, S2C = Direction.C2S, Direction.S2C
@@ -40,24 +40,6 @@ class Conn:
 def loads(frame: bytes | None) -> Any:
     assert frame is not None
     return orjson.loads(frame)
-
-
-def test_pointers() -> None:
-    """RFC 6901 resolve, set (creating objects, replacing nulls, appending) and remove."""
-    doc: dict[str, Any] = {"a/b": {"m~n": [1, 2]}, "p": {"caps": None}}
-    assert resolve(doc, "/a~1b/m~0n/1") == 2
-    with pytest.raises(KeyError):
-        resolve(doc, "/nope")
-    set_pointer(doc, "/p/caps/requestAttestation", True)
-    set_pointer(doc, "/x/y", 1)
-    set_pointer(doc, "/a~1b/m~0n/-", 3)
-    remove_pointer(doc, "/a~1b/m~0n/0")
-    remove_pointer(doc, "/missing/member")
-    assert doc == {
-        "a/b": {"m~n": [2, 3]},
-        "p": {"caps": {"requestAttestation": True}},
-        "x": {"y": 1},
-    }
 
 
 def test_untouched_message_is_forwarded_as_is() -> None:
@@ -125,7 +107,6 @@ def test_reply_answers_the_sender_with_the_live_id(request_id: int | str) -> Non
             dir=S2C,
             method="attestation/generate",
             result={"token": "T"},
-            has_result=True,
         )
     )
     decision = conn.send(S2C, {"id": request_id, "method": "attestation/generate", "params": {}})
@@ -146,7 +127,7 @@ def test_reply_with_error() -> None:
 def test_failing_rule_is_logged_and_message_unchanged(caplog: pytest.LogCaptureFixture) -> None:
     """reply on a notification and a bad pointer fail: logged, the message goes on as is."""
     conn = Conn(
-        Rule("bad reply", "reply", method="initialized", result=1, has_result=True),
+        Rule("bad reply", "reply", method="initialized", result=1),
         Rule("bad pointer", "patch", method="initialized", set={"/params/0/x": 1}),
     )
     raw = b'{"method":"initialized","params":[5]}'
@@ -240,11 +221,11 @@ remove = ["/trace"]
 """,
     )
     first, second = load_rules([path])
-    assert (first.name, first.dir, first.result, first.has_result) == (
+    assert (first.name, first.dir, first.result, first.error) == (
         "fake token",
         S2C,
         {"token": "T"},
-        True,
+        None,
     )
     assert (second.action, second.remove) == ("patch", ("/trace",))
 
@@ -289,3 +270,45 @@ def test_missing_rules_file(tmp_path: Path) -> None:
     """A missing file is named."""
     with pytest.raises(RuleError, match=r"rules file .*nope\.toml does not exist"):
         load_rules([tmp_path / "nope.toml"])
+
+
+def test_code_built_rules_are_checked_and_typed() -> None:
+    """A rule built in code is checked against the rules-file schema and gets enums; a reply
+    without error sends result (null when not given), never "error": null."""
+    with pytest.raises(RuleError, match=r"rule 'r': action 'frobnicate' is not one of: patch"):
+        Rule("r", "frobnicate")  # type: ignore[arg-type]
+    with pytest.raises(RuleError) as info:
+        Rule("d", Action.INJECT, to=Towards.SERVER)
+    assert str(info.value) == "rule 'd': (rule): 'message' is a required property"
+    rule = Rule("r", "reply", method="model/list")  # type: ignore[arg-type]
+    assert (rule.action, rule.position) == (Action.REPLY, Position.AFTER)
+    decision = Conn(rule).send(C2S, {"id": 3, "method": "model/list"})
+    assert decision.to_sender == [("r", b'{"id":3,"result":null}')]
+
+
+def test_a_rule_that_raises_is_logged_and_the_message_goes_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any exception from a rule (not only RuleFailure) is logged with the rule's name; the
+    message is forwarded unchanged and later rules still run."""
+    broken = Rule("broken", Action.DROP, method="a")
+    later = Rule("later", Action.DELAY, method="a", ms=5)
+    engine = Engine([broken, later])
+    original = engine._act
+
+    def act(rule: Rule, *args: Any) -> Any:
+        if rule is broken:
+            raise ZeroDivisionError("boom")
+        return original(rule, *args)
+
+    monkeypatch.setattr(engine, "_act", act)
+    raw = b'{"method":"a"}'
+    with caplog.at_level(logging.ERROR, logger="rpctape.rules"):
+        decision = engine.decide(C2S, raw, parse(raw), None)
+    assert (decision.forward, decision.delay_ms, decision.applied) == (
+        raw,
+        5,
+        [("later", Action.DELAY)],
+    )
+    assert "rule 'broken' raised on a (left unchanged)" in caplog.text
+    assert "ZeroDivisionError: boom" in caplog.text

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from proxy.cli import app
 from proxy.errors import UsageError
 from proxy.jsonrpc import Direction, MessageType
-from proxy.rules import resolve
+from proxy.pointer import resolve
 from proxy.schema import (
     Validator,
     Violation,
