@@ -53,6 +53,11 @@ class ClientOptions:
     """Advertise ``capabilities.requestAttestation`` in ``initialize``."""
     attestation_token: str | None = None
     """Answer ``attestation/generate`` with this token (else with a JSON-RPC error)."""
+    attestation_reply: dict[str, Any] | None = None
+    """Members of the answer to ``attestation/generate`` (``{"error": {...}}``, a result
+    without a token, ...); overrides ``attestation_token``."""
+    answer_attestation: bool = True
+    """False: never answer ``attestation/generate`` (the server times out)."""
     approval_decision: str = "accept"
     string_ids: bool = False
     """Use string request ids (``"req-1"``) instead of integers."""
@@ -276,7 +281,11 @@ class SessionClient:
     async def _answer(self, request: dict[str, Any]) -> None:
         method, request_id = request["method"], request["id"]
         reply: dict[str, Any]
-        if method == "attestation/generate" and self.options.attestation_token is not None:
+        if method == "attestation/generate" and not self.options.answer_attestation:
+            return
+        if method == "attestation/generate" and self.options.attestation_reply is not None:
+            reply = {"id": request_id, **self.options.attestation_reply}
+        elif method == "attestation/generate" and self.options.attestation_token is not None:
             reply = {"id": request_id, "result": {"token": self.options.attestation_token}}
         elif method in APPROVAL_METHODS:
             reply = {"id": request_id, "result": {"decision": self.options.approval_decision}}
@@ -287,6 +296,10 @@ class SessionClient:
             error = {"code": -32601, "message": f"rpctape client does not handle {method}"}
             reply = {"id": request_id, "error": error}
         await self.send_raw(orjson.dumps(reply).decode())
+
+    def named(self, method: str) -> list[Any]:
+        """The params of every notification named ``method`` received so far, in order."""
+        return [m.get("params") for m in self.notifications if m.get("method") == method]
 
     async def initialize(self) -> Any:
         """``initialize`` then ``initialized``; returns the initialize result."""

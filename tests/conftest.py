@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from proxy.appserver import PINNED_CODEX_VERSION, find_codex, installed_codex_versions
+from proxy.backend import FakeBackend
 from proxy.errors import AppServerError
 from proxy.schema import schema_dir
+from tests.scripted_upstream import ScriptedUpstream
 
 DRIFT_CODEX_VERSION = "0.171.0"
 """The second codex release ``./dev setup`` installs, for the protocol drift tests."""
@@ -67,3 +69,17 @@ def codex_schema(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
         return schema_dir(codex, cache=cache)
 
     return get
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[FakeBackend]:
+    """A started fake model backend with the default reply, closed at teardown."""
+    async with FakeBackend() as started:
+        yield started
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[ScriptedUpstream]:
+    """A scripted websocket upstream (tests/scripted_upstream.py), closed at teardown."""
+    async with ScriptedUpstream() as server:
+        yield server

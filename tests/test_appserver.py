@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import datetime
 import os
 import tomllib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 
 from proxy.appserver import (
     LOCAL_CODEX,
@@ -32,6 +28,7 @@ from proxy.appserver import (
 from proxy.backend import DEFAULT_REPLY, FakeBackend, Reply, id_token_claims
 from proxy.client import ClientOptions, SessionClient
 from proxy.errors import AppServerError, UsageError
+from tests.helpers import decode_jwt_payload
 
 EXEC_ARGS = {"cmd": "touch x", "sandbox_permissions": "require_escalated", "justification": "why"}
 
@@ -45,89 +42,14 @@ LONG_AGO = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 """A ``last_refresh`` old enough for codex to refresh its ChatGPT tokens at start."""
 
 
-@pytest.fixture
-async def backend() -> AsyncIterator[FakeBackend]:
-    """A started FakeBackend with the default reply, closed at teardown."""
-    async with FakeBackend() as started:
-        yield started
-
-
 def process_group_alive(pgid: int) -> bool:
     """Whether any process of the group ``pgid`` is still running (zombies do not count)."""
     return bool(live_group_members(pgid))
 
 
-class Session:
-    """A minimal JSON-RPC client over one websocket, recording every message it receives."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.received: list[dict[str, Any]] = []
-        self._next_id = 1
-        self.request_attestation = False
-        """Advertise ``capabilities.requestAttestation`` in ``initialize``."""
-        self.attestation_answer: dict[str, Any] | None = None
-        """Members (``result`` or ``error``) answering ``attestation/generate``; None: silence."""
-
-    async def send(self, message: dict[str, Any]) -> None:
-        """Send one message as a text frame."""
-        await self.ws.send(orjson.dumps(message).decode())
-
-    async def recv(self) -> dict[str, Any]:
-        """Receive and record the next message (10 s at most)."""
-        message: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.ws.recv(), 10))
-        self.received.append(message)
-        if message.get("method") == "attestation/generate" and self.attestation_answer:
-            await self.send({"id": message["id"], **self.attestation_answer})
-        return message
-
-    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Send a request and return its result, recording whatever arrives meanwhile."""
-        request_id = self._next_id
-        self._next_id += 1
-        await self.send({"id": request_id, "method": method, "params": params})
-        while True:
-            message = await self.recv()
-            if message.get("id") == request_id and "method" not in message:
-                assert "error" not in message, message
-                result: dict[str, Any] = message["result"]
-                return result
-
-    async def start_thread(self) -> str:
-        """initialize, initialized, thread/start; return the thread id."""
-        params: dict[str, Any] = {"clientInfo": {"name": "t", "version": "0"}}
-        if self.request_attestation:
-            params["capabilities"] = {"requestAttestation": True}
-        result = await self.request("initialize", params)
-        assert result["userAgent"].startswith(f"t/{PINNED_CODEX_VERSION} ")
-        await self.send({"method": "initialized"})
-        thread = await self.request("thread/start", {})
-        thread_id: str = thread["thread"]["id"]
-        return thread_id
-
-    async def run_turn(self, thread_id: str, text: str, decision: str = "accept") -> None:
-        """turn/start with ``text``; answer approvals with ``decision``; stop at turn/completed."""
-        await self.request(
-            "turn/start", {"threadId": thread_id, "input": [{"type": "text", "text": text}]}
-        )
-        while True:
-            message = await self.recv()
-            method = message.get("method")
-            if method == "item/commandExecution/requestApproval":
-                await self.send({"id": message["id"], "result": {"decision": decision}})
-            elif method == "turn/completed":
-                return
-
-    def notifications(self, method: str) -> list[dict[str, Any]]:
-        """Params of every received notification named ``method``, in order."""
-        return [m["params"] for m in self.received if m.get("method") == method and "id" not in m]
-
-
-@contextlib.asynccontextmanager
-async def session(server: AppServer) -> AsyncIterator[Session]:
-    """A websocket Session to ``server`` (no Origin header: the server refuses any)."""
-    async with connect(server.url) as ws:
-        yield Session(ws)
+def received(client: SessionClient) -> list[Any]:
+    """Every message the client received, parsed, in order."""
+    return [orjson.loads(frame) for direction, frame in client.frames if direction == "s2c"]
 
 
 # --- no app-server needed ---------------------------------------------------------------
@@ -155,12 +77,6 @@ def test_write_codex_home_config(tmp_path: Path) -> None:
             }
         },
     }
-
-
-def decode_jwt_payload(token: str) -> Any:
-    """The claims of an unsigned JWT (three base64url parts)."""
-    payload = token.split(".")[1]
-    return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def test_write_codex_home_chatgpt_mode(tmp_path: Path) -> None:
@@ -319,18 +235,19 @@ async def test_never_ready_times_out_and_kills(tmp_path: Path) -> None:
 @pytest.mark.e2e
 async def test_text_turn_streams_backend_reply(backend: FakeBackend) -> None:
     """A full turn: deltas stream the backend's reply and the agent message equals it."""
-    async with AppServer(backend.url) as server, session(server) as client:
+    async with AppServer(backend.url) as server, SessionClient(server.url) as client:
+        await client.initialize()
         thread_id = await client.start_thread()
         await client.run_turn(thread_id, "hi")
-    deltas = [p["delta"] for p in client.notifications("item/agentMessage/delta")]
+    deltas = [p["delta"] for p in client.named("item/agentMessage/delta")]
     assert deltas == ["Hello from ", "rpctape's fake ", "backend."]
-    completed = [p["item"] for p in client.notifications("item/completed")]
+    completed = [p["item"] for p in client.named("item/completed")]
     assert [item["type"] for item in completed] == ["userMessage", "agentMessage"]
     assert completed[1]["text"] == DEFAULT_REPLY
     assert completed[0]["content"] == [{"type": "text", "text": "hi", "text_elements": []}]
-    (turn,) = [p["turn"] for p in client.notifications("turn/completed")]
+    (turn,) = [p["turn"] for p in client.named("turn/completed")]
     assert turn["status"] == "completed"
-    methods = [m["method"] for m in client.received if "method" in m]
+    methods = [m["method"] for m in received(client) if "method" in m]
     turn_methods = methods[methods.index("turn/started") :]
     assert [m for m in turn_methods if m.startswith(("turn/", "item/"))] == [
         "turn/started",
@@ -356,13 +273,14 @@ async def test_approval_flow_runs_command(backend: FakeBackend) -> None:
     backend.script(Reply.function_call(name="exec_command", arguments=EXEC_ARGS))
     async with (
         AppServer(backend.url, approval_policy="on-request") as server,
-        session(server) as client,
+        SessionClient(server.url) as client,
     ):
+        await client.initialize()
         thread_id = await client.start_thread()
         await client.run_turn(thread_id, "make a file")
         assert (server.workdir / "x").is_file()
         workdir = str(server.workdir)
-    (approval,) = [m for m in client.received if m.get("method", "").endswith("requestApproval")]
+    (approval,) = [m for m in client.server_requests if m["method"].endswith("requestApproval")]
     assert approval["method"] == "item/commandExecution/requestApproval"
     assert isinstance(approval["id"], int)
     params = approval["params"]
@@ -371,15 +289,15 @@ async def test_approval_flow_runs_command(backend: FakeBackend) -> None:
     assert params["cwd"] == workdir
     assert params["reason"] == "why"
     assert params["threadId"] == thread_id
-    (resolved,) = client.notifications("serverRequest/resolved")
+    (resolved,) = client.named("serverRequest/resolved")
     assert resolved == {"threadId": thread_id, "requestId": approval["id"]}
-    command = [p["item"] for p in client.notifications("item/completed")][1]
+    command = [p["item"] for p in client.named("item/completed")][1]
     assert (command["type"], command["status"], command["exitCode"]) == (
         "commandExecution",
         "completed",
         0,
     )
-    assert client.notifications("turn/completed")[0]["turn"]["items"][-1]["text"] == DEFAULT_REPLY
+    assert client.named("turn/completed")[0]["turn"]["items"][-1]["text"] == DEFAULT_REPLY
     # The second POST carries the tool output back; the default text reply ends the turn.
     assert [r["path"] for r in backend.requests] == ["/v1/responses", "/v1/responses"]
     last_input = backend.requests[1]["body"]["input"]
@@ -497,16 +415,21 @@ async def test_chatgpt_attestation_outcomes(
     backend: FakeBackend, advertise: bool, answer: dict[str, Any] | None, header: str | None
 ) -> None:
     """Each client behaviour gives its envelope on the POST, and the turn still completes."""
-    async with AppServer(backend.url, auth="chatgpt") as server, session(server) as client:
-        client.request_attestation = advertise
-        client.attestation_answer = answer
+    options = ClientOptions(
+        request_attestation=advertise, attestation_reply=answer, answer_attestation=bool(answer)
+    )
+    async with (
+        AppServer(backend.url, auth="chatgpt") as server,
+        SessionClient(server.url, options) as client,
+    ):
+        await client.initialize()
         thread_id = await client.start_thread()
         await client.run_turn(thread_id, "hi")
-    asked = [m for m in client.received if m.get("method") == "attestation/generate"]
+    asked = [m for m in client.server_requests if m["method"] == "attestation/generate"]
     assert asked == (
         [{"method": "attestation/generate", "id": 0, "params": {}}] if advertise else []
     )
-    (turn,) = client.notifications("turn/completed")
+    (turn,) = client.named("turn/completed")
     assert turn["turn"]["status"] == "completed"
     seen = attestation_headers(backend)
     assert [h for *request, h in seen if tuple(request) == SCOPED_POST] == [header]

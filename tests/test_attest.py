@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +90,6 @@ def test_rules_per_mode() -> None:
 
 
 # --- through the relay ----------------------------------------------------------------
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[ScriptedUpstream]:
-    async with ScriptedUpstream() as server:
-        yield server
 
 
 async def session(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ from proxy.backend import (
     split_text,
     websocket_request_kind,
 )
+from tests.helpers import decode_jwt_payload
 
 # Headers the client would add on its own; skipped so the logged headers are exactly known.
 SKIP_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
@@ -64,13 +64,6 @@ ONE_TWO_THREE_FOUR_SSE = (
     '{"input_tokens":10,"input_tokens_details":null,"output_tokens":4,'
     '"output_tokens_details":null,"total_tokens":14}}}\n\n'
 )
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[FakeBackend]:
-    """A started FakeBackend with the default reply, closed at teardown."""
-    async with FakeBackend() as started:
-        yield started
 
 
 @pytest.fixture
@@ -339,18 +332,6 @@ async def test_serve_backend_prints_url_and_stops_on_cancel(
 
 
 # --- ChatGPT mode -------------------------------------------------------------------------
-
-
-def decode_jwt_payload(token: str) -> Any:
-    """The payload of a JWT, checking it has three parts and an ``alg: none`` header."""
-    header, payload, signature = token.split(".")
-
-    def b64(part: str) -> bytes:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-    assert orjson.loads(b64(header)) == {"alg": "none", "typ": "JWT"}
-    assert b64(signature) == b"sig"
-    return orjson.loads(b64(payload))
 
 
 async def test_chatgpt_models_and_accounts_check(

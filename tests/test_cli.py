@@ -102,8 +102,10 @@ async def test_sigkill_leaves_every_received_frame_in_the_cassette(tmp_path: Pat
     assert proc.returncode == -signal.SIGKILL
     tape = load(cassette)
     recorded = [frame_of(e) for e in tape.frames(1) if e["dir"] == "s2c"]
-    assert len(received) >= 300
-    assert recorded[: len(received)] == [f.encode() for f in received if isinstance(f, str)]
+    assert all(isinstance(f, str) for f in received)  # the burst is text frames only
+    # Every frame the client got (300 before the kill, and whatever was in flight) is in the
+    # cassette, in order: a shorter cassette would make the slice shorter than the list.
+    assert recorded[: len(received)] == [str(f).encode() for f in received]
     assert len(recorded) < 20000  # it really was killed mid-stream
 
 
