@@ -114,7 +114,7 @@ async def run_pairs(url: str, n: int) -> float:
         for i in range(n // 2):
             await ws.send(f'{{"id":"r{i}","method":"thread/read","params":{{"n":{i}}}}}')
             reply = await ws.recv()
-            assert reply.startswith(f'{{"id":"r{i}"'), reply
+            assert str(reply).startswith(f'{{"id":"r{i}"'), reply
         return time.perf_counter() - start
 
 

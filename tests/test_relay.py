@@ -18,8 +18,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy.cassette import Cassette, frame_of, load
 from proxy.errors import UsageError
-from proxy.relay import ListenAddress, Upstream, recording_proxy
+from proxy.relay import ListenAddress, recording_proxy
 from proxy.rules import load_rules
+from proxy.upstream import Transport, Upstream
 from tests.scripted_upstream import ScriptedUpstream
 
 RelayFactory = Callable[..., AbstractAsyncContextManager[str]]
@@ -435,19 +436,24 @@ async def test_rules_file_through_the_relay(
 def test_upstream_forms(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """ws://, unix://PATH, unix:// (the default control socket) and a command."""
     monkeypatch.setenv("CODEX_HOME", str(tmp_path))
-    assert Upstream.parse("ws://127.0.0.1:4222") == Upstream("websocket", "ws://127.0.0.1:4222")
+    assert Upstream.parse("ws://127.0.0.1:4222") == Upstream(
+        Transport.WEBSOCKET, "ws://127.0.0.1:4222"
+    )
     assert Upstream.parse("unix:///run/a.sock") == Upstream(
-        "unix", "unix:///run/a.sock", socket="/run/a.sock"
+        Transport.UNIX, "unix:///run/a.sock", socket="/run/a.sock"
     )
     default = f"{tmp_path}/app-server-control/app-server-control.sock"
-    assert Upstream.parse("unix://") == Upstream("unix", f"unix://{default}", socket=default)
+    assert Upstream.parse("unix://") == Upstream(
+        Transport.UNIX, f"unix://{default}", socket=default
+    )
     assert Upstream.parse(None, ["codex", "app-server", "--x", "a b"]) == Upstream(
-        "stdio",
+        Transport.STDIO,
         "stdio:codex app-server --x 'a b'",
         command=("codex", "app-server", "--x", "a b"),
     )
     for bad, message in [
         ("http://x", "--upstream must be a ws:// URL or unix://PATH"),
+        ("ws://127.0.0.1:99999", "the port must be a number from 1 to 65535"),
         (None, "give --upstream ws://HOST:PORT or unix://PATH, or -- COMMAND"),
     ]:
         with pytest.raises(UsageError, match=re.escape(message)):

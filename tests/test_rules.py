@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.jsonrpc import Direction, Pairing, parse
+from proxy.jsonrpc import Direction, MessageType, Pairing, parse
 from proxy.rules import (
     Action,
     Decision,
@@ -44,7 +44,7 @@ def loads(frame: bytes | None) -> Any:
 
 def test_untouched_message_is_forwarded_as_is() -> None:
     """No matching rule: the original bytes go on."""
-    conn = Conn(Rule("r", "drop", method="other"))
+    conn = Conn(Rule("r", Action.DROP, method="other"))
     raw = b'{ "id": 1, "method": "initialize" }'
     decision = conn.send(C2S, raw)
     assert decision.forward is raw and decision.untouched and decision.applied == []
@@ -54,10 +54,10 @@ def test_match_fields() -> None:
     """dir, method, type, where and response_to all have to fit."""
     rule = Rule(
         "r",
-        "drop",
+        Action.DROP,
         dir=S2C,
         response_to="thread/start",
-        type="response",
+        type=MessageType.RESPONSE,
         where={"/result/thread/ephemeral": False},
     )
     conn = Conn(rule)
@@ -70,13 +70,13 @@ def test_match_fields() -> None:
 
 def test_nth_and_times() -> None:
     """nth picks one occurrence; times caps how often a rule acts."""
-    second = Conn(Rule("r", "drop", method="n", nth=2))
+    second = Conn(Rule("r", Action.DROP, method="n", nth=2))
     assert [second.send(S2C, {"method": "n"}).forward is None for _ in range(3)] == [
         False,
         True,
         False,
     ]
-    twice = Conn(Rule("r", "drop", method="n", times=2))
+    twice = Conn(Rule("r", Action.DROP, method="n", times=2))
     assert [twice.send(S2C, {"method": "n"}).forward is None for _ in range(3)] == [
         True,
         True,
@@ -87,8 +87,8 @@ def test_nth_and_times() -> None:
 def test_patch_set_and_remove_chain() -> None:
     """Patches accumulate across rules and keep member order; the original is untouched."""
     conn = Conn(
-        Rule("a", "patch", method="initialize", set={"/params/capabilities/x": 1}),
-        Rule("b", "patch", method="initialize", remove=("/trace",)),
+        Rule("a", Action.PATCH, method="initialize", set={"/params/capabilities/x": 1}),
+        Rule("b", Action.PATCH, method="initialize", remove=("/trace",)),
     )
     original = {"id": 1, "method": "initialize", "params": {}, "trace": {"t": 1}}
     decision = conn.send(C2S, original)
@@ -103,7 +103,7 @@ def test_reply_answers_the_sender_with_the_live_id(request_id: int | str) -> Non
     conn = Conn(
         Rule(
             "r",
-            "reply",
+            Action.REPLY,
             dir=S2C,
             method="attestation/generate",
             result={"token": "T"},
@@ -119,7 +119,7 @@ def test_reply_answers_the_sender_with_the_live_id(request_id: int | str) -> Non
 def test_reply_with_error() -> None:
     """reply can answer with a JSON-RPC error."""
     error = {"code": -32000, "message": "no"}
-    conn = Conn(Rule("r", "reply", method="model/list", error=error))
+    conn = Conn(Rule("r", Action.REPLY, method="model/list", error=error))
     decision = conn.send(C2S, {"id": 3, "method": "model/list"})
     assert loads(decision.to_sender[0][1]) == {"id": 3, "error": error}
 
@@ -127,8 +127,8 @@ def test_reply_with_error() -> None:
 def test_failing_rule_is_logged_and_message_unchanged(caplog: pytest.LogCaptureFixture) -> None:
     """reply on a notification and a bad pointer fail: logged, the message goes on as is."""
     conn = Conn(
-        Rule("bad reply", "reply", method="initialized", result=1),
-        Rule("bad pointer", "patch", method="initialized", set={"/params/0/x": 1}),
+        Rule("bad reply", Action.REPLY, method="initialized", result=1),
+        Rule("bad pointer", Action.PATCH, method="initialized", set={"/params/0/x": 1}),
     )
     raw = b'{"method":"initialized","params":[5]}'
     with caplog.at_level(logging.WARNING, logger="rpctape.rules"):
@@ -145,10 +145,10 @@ def test_failing_rule_is_logged_and_message_unchanged(caplog: pytest.LogCaptureF
 def test_drop_delay_close() -> None:
     """drop stops forwarding; delays add up; close ends the connection."""
     conn = Conn(
-        Rule("d1", "delay", method="a", ms=100),
-        Rule("d2", "delay", method="a", ms=50),
-        Rule("x", "drop", method="b"),
-        Rule("c", "close", method="c", code=4000, reason="bye"),
+        Rule("d1", Action.DELAY, method="a", ms=100),
+        Rule("d2", Action.DELAY, method="a", ms=50),
+        Rule("x", Action.DROP, method="b"),
+        Rule("c", Action.CLOSE, method="c", code=4000, reason="bye"),
     )
     assert conn.send(C2S, {"method": "a"}).delay_ms == 150
     assert conn.send(C2S, {"method": "b"}).forward is None
@@ -160,9 +160,9 @@ def test_inject_ids_never_collide_and_replies_are_hidden() -> None:
     """Injected requests get ids no peer used; the answers to them are hidden."""
     inject = Rule(
         "ping server",
-        "inject",
+        Action.INJECT,
         method="initialized",
-        to="server",
+        to=Towards.SERVER,
         message={"id": "auto", "method": "model/list", "params": {}},
     )
     conn = Conn(inject)
@@ -182,10 +182,10 @@ def test_inject_to_client_before() -> None:
     conn = Conn(
         Rule(
             "n",
-            "inject",
+            Action.INJECT,
             method="turn/started",
-            to="client",
-            position="before",
+            to=Towards.CLIENT,
+            position=Position.BEFORE,
             message={"method": "rpctape/note", "params": {}},
         )
     )
