@@ -184,6 +184,14 @@ def build_rules(files: Sequence[Path], attest: Sequence[str], advertise: bool) -
     )
 
 
+def _at_least(value: int, low: int) -> int:
+    """An option callback: the same message whatever typer's version (its range check's
+    wording changed between releases)."""
+    if value < low:
+        raise typer.BadParameter(f"{value} is less than {low}, the smallest allowed")
+    return value
+
+
 def _fail(what: BaseException | str, todo: str = "", code: int = 2) -> typer.Exit:
     """The one error style of every command: ``rpctape: error: WHAT. WHAT TO DO`` on stderr.
 
@@ -267,7 +275,10 @@ def record(
         "ws://127.0.0.1:4223"
     ),
     max_size: Annotated[
-        int, typer.Option(min=1, help="Largest message in bytes (1009 beyond).")
+        int,
+        typer.Option(
+            callback=lambda v: _at_least(v, 1), help="Largest message in bytes (1009 beyond)."
+        ),
     ] = DEFAULT_MAX_SIZE,
     allow_origin: Annotated[
         list[str] | None, typer.Option(help="Accept upgrades with this Origin (repeatable).")
@@ -343,7 +354,12 @@ def show(
     conn: Annotated[int | None, typer.Option(help="Only this connection.")] = None,
     method: Annotated[str | None, typer.Option(help="Only this method and its responses.")] = None,
     json: Annotated[bool, typer.Option("--json", help="One event per line, as JSON.")] = False,
-    width: Annotated[int, typer.Option(min=0, help="Line width (default: the terminal's).")] = 0,
+    width: Annotated[
+        int,
+        typer.Option(
+            callback=lambda v: _at_least(v, 0), help="Line width (default: the terminal's)."
+        ),
+    ] = 0,
     follow_: Annotated[
         bool,
         typer.Option(

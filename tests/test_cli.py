@@ -408,12 +408,12 @@ LISTEN_99999 = "--listen ws://127.0.0.1:99999: the port must be a number from 0 
         ),
         (
             (*RECORD, "--max-size", "-5"),
-            "Invalid value for '--max-size': Input should be greater than or equal to 1. "
+            "Invalid value for '--max-size': -5 is less than 1, the smallest allowed. "
             "Run `rpctape record -h` for help",
         ),
         (
             ("show", "cassettes/two-turns.jsonl", "--width", "-3"),
-            "Invalid value for '--width': Input should be greater than or equal to 0. "
+            "Invalid value for '--width': -3 is less than 0, the smallest allowed. "
             "Run `rpctape show -h` for help",
         ),
         (

@@ -55,7 +55,7 @@ def test_runtime_requirements_are_ranges_and_the_backend_is_an_extra(wheel: Path
         "jsonpointer<4,>=2.4",
         "jsonschema<5,>=4.18",
         "orjson<4,>=3.10",
-        "rich<16,>=13.7",
+        "rich<16,>=13.8",
         "typer<1,>=0.26",
         "websockets<18,>=16.0",
     ]
@@ -87,7 +87,7 @@ def test_lowest_constraints_pin_every_lower_end() -> None:
         "typer==0.26",
         "jsonschema==4.18",
         "jsonpointer==2.4",
-        "rich==13.7",
+        "rich==13.8",
         "aiohttp==3.11",
         "aiohttp-sse==3.0",
         "tomli-w==1.0",
