@@ -10,8 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -83,9 +82,9 @@ def classify(msg: Any) -> MessageType:
     return MessageType.INVALID
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """One text frame, parsed.
+class Parsed(NamedTuple):
+    """One text frame, parsed (a named tuple: it is built for every frame, and a tuple is the
+    cheapest immutable record to build).
 
     ``msg`` is the parsed JSON when orjson can represent it (``None`` with ``has_msg`` false
     otherwise); ``exact`` says whether ``orjson.dumps(msg)`` reproduces the frame byte for byte.
@@ -127,11 +126,17 @@ def parse(data: bytes | str) -> Parsed:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _unrepresentable(lenient_loads(raw))
-    try:  # one write tells both: exactness, and that MAX_DEPTH is not exceeded
-        wrapped = orjson.dumps(_nest(msg, _DEPTH_MARGIN))
-    except orjson.JSONEncodeError:  # nested deeper than MAX_DEPTH
-        return _unrepresentable(msg)
-    exact = memoryview(wrapped)[_DEPTH_MARGIN:-_DEPTH_MARGIN] == raw
+    if len(raw) < 2 * MAX_DEPTH:  # too short to nest MAX_DEPTH deep: only exactness to learn
+        try:
+            exact = orjson.dumps(msg) == raw
+        except orjson.JSONEncodeError:  # e.g. an integer orjson reads but cannot write
+            return _unrepresentable(msg)
+    else:
+        try:  # one write tells both: exactness, and that MAX_DEPTH is not exceeded
+            wrapped = orjson.dumps(_nest(msg, _DEPTH_MARGIN))
+        except orjson.JSONEncodeError:  # nested deeper than MAX_DEPTH
+            return _unrepresentable(msg)
+        exact = memoryview(wrapped)[_DEPTH_MARGIN:-_DEPTH_MARGIN] == raw
     kind = classify(msg)
     return Parsed(msg, True, exact, kind, _method(msg, kind), _id(msg, kind))
 
