@@ -75,6 +75,34 @@ async def session(command: list[str], env: dict[str, str], requests: int) -> lis
     return times
 
 
+async def big_line(command: list[str], env: dict[str, str], size: int) -> float:
+    """Seconds from writing one JSON line of ``size`` bytes to reading its echo back."""
+    line = b'{"method":"big","params":{"text":"' + b"x" * (size - 39) + b'"}}\n'
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+        limit=size + (1 << 20),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(b'{"method":"warm-up"}\n')  # both paths started and ready
+        await proc.stdin.drain()
+        assert await proc.stdout.readline() == b'{"method":"warm-up"}\n'
+        start = time.perf_counter()
+        proc.stdin.write(line)
+        await proc.stdin.drain()
+        echoed = await proc.stdout.readline()
+        elapsed = time.perf_counter() - start
+        assert echoed == line, (len(echoed), len(line))
+    finally:
+        proc.stdin.close()
+        await proc.wait()
+    return elapsed
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -84,6 +112,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--big", type=int, default=10 << 20, help="bytes of the big line")
     args = parser.parse_args()
     rpctape = str(Path(sys.executable).parent / "rpctape")
     with tempfile.TemporaryDirectory(prefix="rpctape-bench-wrap-") as tmp:
@@ -115,6 +144,21 @@ async def main() -> None:
                 added = median - results["direct"][0]
                 extra = f"{added * 1e6:13.0f}" if path == "wrap" else ""
                 print(f"{name:12} {path:7} {median * 1e6:8.0f} {p99 * 1e6:8.0f} {extra}")
+        print(f"one {args.big >> 20} MiB line through the python echo child, median of {args.repeat}")
+        big: dict[str, float] = {}
+        for path in ("direct", "wrap"):
+            runs = []
+            for run in range(args.repeat):
+                cassette = Path(tmp, f"big-{run}.jsonl")
+                command = (
+                    echo
+                    if path == "direct"
+                    else [rpctape, "wrap", "--cassette", str(cassette), "--", *echo]
+                )
+                runs.append(await big_line(command, env, args.big))
+            big[path] = statistics.median(runs)
+            print(f"{'big line':12} {path:7} {big[path] * 1e3:8.1f} ms")
+        print(f"wrap / direct for the big line: {big['wrap'] / big['direct']:.2f}x")
 
 
 if __name__ == "__main__":
