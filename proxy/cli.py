@@ -411,6 +411,12 @@ def backend(
     ),
     reply: Annotated[str | None, typer.Option(help="The assistant's reply text.")] = None,
     log: Annotated[Path | None, typer.Option(help="Append one JSON line per request.")] = None,
+    deltas: Annotated[
+        int, typer.Option(min=1, help="Stream each text reply in at most N deltas.")
+    ] = 3,
+    delta_delay: Annotated[
+        float, typer.Option(min=0, help="Milliseconds between two text deltas (slow streaming).")
+    ] = 0.0,
 ) -> None:
     """Run the fake model backend (OpenAI Responses API over SSE) for offline turns."""
     try:
@@ -428,7 +434,14 @@ def backend(
     async def run() -> None:
         with _stop_on_signals() as stop:
             task = asyncio.create_task(
-                serve_backend(parts.hostname or "", parts.port or 0, reply or DEFAULT_REPLY, log),
+                serve_backend(
+                    parts.hostname or "",
+                    parts.port or 0,
+                    reply or DEFAULT_REPLY,
+                    log,
+                    deltas=deltas,
+                    delta_delay=delta_delay / 1000,
+                ),
                 name="backend",
             )
             stopping = asyncio.create_task(stop.wait(), name="backend:signals")
