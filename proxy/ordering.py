@@ -170,7 +170,8 @@ class Ordering:
 
     @classmethod
     def build(
-        cls, connections: Iterable[tuple[int, Sequence[tuple[int, bool, Any, str | None, str]]]],
+        cls,
+        connections: Iterable[tuple[int, Sequence[tuple[int, bool, Any, str | None, str]]]],
         order: Order = Order.THREAD,
     ) -> Ordering:
         """From ``(conn, [(seq, is_client, msg, response_to, description), ...])``."""

@@ -105,9 +105,7 @@ def recorded_bridge(
 ) -> Bridge:
     """A bridge from a live client leg to the recorded connection ``replay`` plays; with
     ``session``, its frames keep the recorded order across the session's connections."""
-    log.info(
-        "live connection %d replays recorded connection %d", replay.live, replay.recorded.conn
-    )
+    log.info("live connection %d replays recorded connection %d", replay.live, replay.recorded.conn)
     gate = None
     if session is not None:
         live = replay.live
