@@ -937,7 +937,7 @@ class ReplaySession:
                 "no unused recorded connection starts with this client message; replaying "
                 f"the closest, recorded connection {best.conn} ({best.why})",
             )
-        elif best.why:
+        elif best.client_name or best.path:
             self.note(live, f"chose recorded connection {best.conn} despite: {best.why}")
         recorded = next(r for r in self.recorded if r.conn == best.conn)
         return self._claim(live, recorded)

@@ -494,9 +494,12 @@ def test_pair_by_path_then_headers() -> None:
     live = Handshake("/", (("user-agent", "x"), ("Host", "h")))
     assert paired(session, init_named("a"), live) == 3
     assert paired(session, init_named("a"), live) == 2
-    assert session.report().connections[1].notes == (
-        "chose recorded connection 2 despite: header(s) differ: user-agent",
-    )
+    assert paired(session, init_named("a"), live) == 1
+    assert [c.notes for c in session.report().connections] == [
+        (),
+        (),
+        ("chose recorded connection 1 despite: path: got '/', recorded '/other'",),
+    ]
 
 
 def test_pair_when_nothing_matches_takes_the_closest_and_its_miss_explains() -> None:
