@@ -526,6 +526,19 @@ def replay(
             "timestamps), exact, or aspects such as method,body,cwd (docs/replay.md)."
         ),
     ] = "codex",
+    order: Annotated[
+        str,
+        typer.Option(
+            help="Order across connections: thread (default: a frame about a thread waits for "
+            "earlier messages about it on other connections), global, or none (docs/replay.md)."
+        ),
+    ] = "thread",
+    hold_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a frame is held for another connection before it is sent anyway."
+        ),
+    ] = 10.0,
     record_mode: Annotated[
         str, typer.Option(help="none, once, new_episodes or all (as in VCR.py).")
     ] = "none",
@@ -585,6 +598,8 @@ def replay(
             on_miss=on_miss,
             match=match,
             match_on=match_on,
+            order=order,
+            hold_timeout=hold_timeout,
             ignore=ignore or (),
             listen=address,
             rules=build_rules(rules or (), attest or (), advertise_attestation),

@@ -691,3 +691,27 @@ async def test_a_client_gone_before_speaking_uses_no_recording(tmp_path: Path) -
         "live connection 2 = recorded connection 1: 1 of 1 client message(s) matched, "
         "1 of 1 server message(s) sent",
     ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--order", "sideways"), "invalid order 'sideways'; valid values: thread, global, none"),
+        (("--hold-timeout", "0"), "invalid hold timeout 0.0; give a number of seconds above 0"),
+    ],
+)
+async def test_cli_bad_order_or_hold_timeout_exits_2(flags: tuple[str, ...], message: str) -> None:
+    """A typo in --order or a hold timeout of 0 is refused in one line with exit code 2."""
+    cassette = REPO / "cassettes" / "many-clients" / "rejoin.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "replay",
+        str(cassette),
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert (proc.returncode, out, err.decode()) == (2, b"", f"rpctape: error: {message}\n")
