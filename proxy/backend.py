@@ -80,6 +80,7 @@ __all__ = [
     "ReplyKind",
     "WsRequestKind",
     "accounts_check_body",
+    "delta_pause",
     "fake_id_token",
     "id_token_claims",
     "prewarm_events",
