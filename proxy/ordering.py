@@ -177,7 +177,11 @@ class Ordering:
         """From ``(conn, [(seq, is_client, msg, response_to, description), ...])``."""
         flat = [(conn, *m) for conn, items in connections for m in items]
         flat.sort(key=lambda m: m[1])
-        concerns = thread_concerns((msg, response_to) for _, _, _, msg, response_to, _ in flat)
+        concerns = (
+            [frozenset[str]()] * len(flat)
+            if order is Order.NONE
+            else thread_concerns((msg, response_to) for _, _, _, msg, response_to, _ in flat)
+        )
         messages = [
             Message(seq, conn, is_client, threads, description)
             for (conn, seq, is_client, _, _, description), threads in zip(
@@ -264,9 +268,13 @@ class Ordering:
 
     def give_up(self, seq: int) -> list[Message]:
         """Server frame ``seq`` was held too long: stop waiting for what it waits for (every
-        later frame stops waiting for those too). Returns what was given up on."""
+        later frame stops waiting for those too). A recorded connection no live connection
+        replays (none :meth:`register` ed it) is given up whole: nothing of it will happen.
+        Returns what ``seq`` waited for."""
         missing = self.waiting_for(seq)
         self._done.update(m.seq for m in missing)
+        for conn in {m.conn for m in missing} - self._wake.keys():
+            self._done.update(m.seq for m in self.messages.values() if m.conn == conn)
         if missing:
             self._recheck()
         return missing

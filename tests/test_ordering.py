@@ -164,6 +164,26 @@ def test_give_up_reports_and_stops_waiting_for_those() -> None:
     assert ordering.give_up(12) == []
 
 
+def test_give_up_on_a_connection_nobody_replays_gives_it_up_whole() -> None:
+    """A never connected: once B's resume answer gave up on it, B's later frames do not
+    wait for A's later messages either (each would wait a hold timeout otherwise)."""
+    ordering = rejoin()
+    Wakes(ordering, 2)
+    assert seqs(ordering.give_up(11)) == [4, 5, 6, 7]
+    assert ordering.may_send(2, 12)
+    assert ordering.ended(1) == []
+
+
+def test_give_up_on_a_live_connection_gives_up_only_what_was_waited_for() -> None:
+    """A is live (registered) but did something else: only the messages waited for are
+    given up; a later frame still waits for A's later ones."""
+    ordering = rejoin()
+    Wakes(ordering, 1, 2)
+    assert seqs(ordering.give_up(11)) == [4, 5, 6, 7]
+    assert ordering.may_send(2, 12)
+    assert seqs(ordering.ended(1)) == [1, 2, 3, 13, 14]
+
+
 def test_a_connection_that_ended_is_not_waited_for() -> None:
     """When A's live connection ends, B stops waiting for what A never did."""
     ordering = rejoin()
