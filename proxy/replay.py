@@ -942,6 +942,24 @@ class ReplaySession:
         recorded = next(r for r in self.recorded if r.conn == best.conn)
         return self._claim(live, recorded)
 
+    def pair_matching(
+        self, live: int, handshake: Handshake, first: str | bytes
+    ) -> ConnectionReplay | None:
+        """``new_episodes``: the best unused recording (as :meth:`pair` ranks them) among those
+        whose first client message matches ``first``; ``None`` if none does."""
+        fits = [f for f in self.fits(handshake, first) if not f.first]
+        if not fits:
+            return None
+        tied = [f.conn for f in fits if f.key == fits[0].key]
+        if len(tied) > 1:
+            self.note(
+                live,
+                f"recorded connections {', '.join(map(str, tied))} fit equally; chose "
+                f"{fits[0].conn}, the first",
+            )
+        recorded = next(r for r in self.recorded if r.conn == fits[0].conn)
+        return self._claim(live, recorded)
+
     def gone_before_speaking(self, live: int) -> None:
         """Live connection ``live`` closed before its first message: no recording was used."""
         self._connections[live] = ConnectionReport(live, None)

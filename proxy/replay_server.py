@@ -217,7 +217,7 @@ class _EpisodePending:
         if first is None:
             client.close(CloseCode.NORMAL_CLOSURE, "")
             return None
-        replay = session.claim_matching(self.live, first)
+        replay = session.pair_matching(self.live, handshake_of(self.request), first)
         if replay is not None:
             return recorded_bridge(client, replay, side.rules, session)
         assert side.live is not None

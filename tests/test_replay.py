@@ -588,3 +588,14 @@ def test_order_and_hold_timeout_options() -> None:
         assert str(info.value) == (
             f"invalid hold timeout {bad!r}; give a number of seconds above 0"
         )
+
+
+def test_pair_matching_for_new_episodes_prefers_the_client_name() -> None:
+    """new_episodes: among recordings whose first message matches, the same client name
+    wins; a first message none starts with is left for the live server (None)."""
+    session = ReplaySession(handshake_tape(named("a"), named("b")), ReplayOptions(), "t.jsonl")
+    replay = session.pair_matching(session.open(), HANDSHAKE, init_named("b"))
+    assert replay is not None and replay.recorded.conn == 2
+    assert session.pair_matching(session.open(), HANDSHAKE, '{"id":1,"method":"x"}') is None
+    replay = session.pair_matching(session.open(), HANDSHAKE, init_named("b"))
+    assert replay is not None and replay.recorded.conn == 1
