@@ -144,7 +144,8 @@ async def main() -> None:
                 added = median - results["direct"][0]
                 extra = f"{added * 1e6:13.0f}" if path == "wrap" else ""
                 print(f"{name:12} {path:7} {median * 1e6:8.0f} {p99 * 1e6:8.0f} {extra}")
-        print(f"one {args.big >> 20} MiB line through the python echo child, median of {args.repeat}")
+        mib = args.big >> 20
+        print(f"one {mib} MiB line through the python echo child, median of {args.repeat}")
         big: dict[str, float] = {}
         for path in ("direct", "wrap"):
             runs = []

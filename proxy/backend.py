@@ -56,7 +56,7 @@ from typing import IO, Any, Self
 
 import orjson
 
-from .errors import MissingExtra
+from .errors import MissingExtra, UsageError
 
 try:
     from aiohttp import WSCloseCode, WSMsgType, web
@@ -80,6 +80,7 @@ __all__ = [
     "ReplyKind",
     "WsRequestKind",
     "accounts_check_body",
+    "delta_pause",
     "fake_id_token",
     "id_token_claims",
     "prewarm_events",
@@ -219,8 +220,11 @@ def _usage(output_tokens: int) -> dict[str, Any]:
     }
 
 
-def response_events(reply: Reply, serial: int) -> list[SseEvent]:
+def response_events(reply: Reply, serial: int, deltas: int = 3) -> list[SseEvent]:
     """The SSE events that answer one Responses API request with ``reply``.
+
+    A text reply is streamed in at most ``deltas`` ``response.output_text.delta`` events
+    (cut at word starts, see :func:`split_text`).
 
     ``serial`` numbers the response (1 for the first POST) and makes the ids deterministic:
     ``resp-N`` for the response, ``msg-N`` for a message item, ``fc-N`` for a function call.
@@ -246,7 +250,7 @@ def response_events(reply: Reply, serial: int) -> list[SseEvent]:
                     "delta": chunk,
                 },
             )
-            for chunk in split_text(reply.message)
+            for chunk in split_text(reply.message, deltas)
         )
         item = {**item, "content": [{"type": "output_text", "text": reply.message}]}
         output_chars = len(reply.message)
@@ -426,13 +430,30 @@ def request_record(
 # --- I/O shell ----------------------------------------------------------------------------
 
 
-async def write_sse(request: web.Request, events: list[SseEvent]) -> web.StreamResponse:
-    """Stream ``events`` as ``event: <type>\\ndata: <json>\\n\\n`` and end the response.
+DELTA_EVENT = "response.output_text.delta"
+
+
+def delta_pause(events: list[SseEvent], index: int, delta_delay: float) -> float:
+    """Seconds to wait before sending ``events[index]``: ``delta_delay`` before every text
+    delta but the first, so that a turn streams slowly (``--delta-delay``)."""
+    if delta_delay <= 0 or events[index][0] != DELTA_EVENT:
+        return 0.0
+    return delta_delay if any(e[0] == DELTA_EVENT for e in events[:index]) else 0.0
+
+
+async def write_sse(
+    request: web.Request, events: list[SseEvent], delta_delay: float = 0.0
+) -> web.StreamResponse:
+    """Stream ``events`` as ``event: <type>\\ndata: <json>\\n\\n`` and end the response,
+    waiting ``delta_delay`` seconds between text deltas.
 
     Shared by the POST endpoints of both modes.
     """
     async with sse_response(request, sep="\n", allow_all_methods=True) as response:
-        for event_type, payload in events:
+        for index, (event_type, payload) in enumerate(events):
+            pause = delta_pause(events, index, delta_delay)
+            if pause:
+                await asyncio.sleep(pause)
             await response.send(orjson.dumps(payload).decode(), event=event_type)
     return response
 
@@ -454,7 +475,18 @@ class FakeBackend:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        deltas: int = 3,
+        delta_delay: float = 0.0,
     ) -> None:
+        if deltas < 1 or not delta_delay >= 0:
+            raise UsageError(
+                f"the fake backend needs deltas >= 1 and delta_delay >= 0 seconds, not "
+                f"{deltas} and {delta_delay}"
+            )
+        self.deltas = deltas
+        """At most how many text deltas a reply is streamed in."""
+        self.delta_delay = delta_delay
+        """Seconds between two text deltas (0: all at once)."""
         self.default_reply = Reply.text(reply)
         self.log_path = log_path
         self.host = host
@@ -583,7 +615,8 @@ class FakeBackend:
     async def _handle_responses(self, request: web.Request, body: Any) -> web.StreamResponse:
         """Answer a Responses API request with the next scripted reply as an SSE stream."""
         reply = self._next_reply()
-        return await write_sse(request, response_events(reply, self._next_serial()))
+        events = response_events(reply, self._next_serial(), self.deltas)
+        return await write_sse(request, events, self.delta_delay)
 
     async def _handle_responses_websocket(
         self, request: web.Request, body: Any
@@ -605,7 +638,12 @@ class FakeBackend:
             else:
                 break  # ERROR; CLOSE frames end the iteration themselves
             self._log(WEBSOCKET_MESSAGE, request.path, {}, {}, message)
-            for payload in self._websocket_answer(message, binary=frame.type is WSMsgType.BINARY):
+            answer = self._websocket_answer(message, binary=frame.type is WSMsgType.BINARY)
+            events = [(str(payload.get("type")), payload) for payload in answer]
+            for index, (_, payload) in enumerate(events):
+                pause = delta_pause(events, index, self.delta_delay)
+                if pause:
+                    await asyncio.sleep(pause)
                 await ws.send_str(orjson.dumps(payload).decode())
         return ws
 
@@ -613,7 +651,7 @@ class FakeBackend:
         """The frames answering one client frame on a Responses websocket."""
         kind = WsRequestKind.INVALID if binary else websocket_request_kind(message)
         if kind is WsRequestKind.CREATE:
-            events = response_events(self._next_reply(), self._next_serial())
+            events = response_events(self._next_reply(), self._next_serial(), self.deltas)
         elif kind is WsRequestKind.PREWARM:
             events = prewarm_events(self._next_serial())
         elif kind is WsRequestKind.PROCESSED:
@@ -649,12 +687,22 @@ def _not_found(request: web.Request) -> web.Response:
     return web.Response(status=404, text=f"not found: {request.method} {request.path}\n")
 
 
-async def serve_backend(host: str, port: int, reply: str, log_path: Path | None) -> None:
+async def serve_backend(
+    host: str,
+    port: int,
+    reply: str,
+    log_path: Path | None,
+    *,
+    deltas: int = 3,
+    delta_delay: float = 0.0,
+) -> None:
     """Run a :class:`FakeBackend` for the command line until cancelled.
 
     Prints exactly one line, ``listening on http://HOST:PORT``, once it accepts connections,
     then serves until the task is cancelled, and closes cleanly.
     """
-    async with FakeBackend(reply, log_path, host=host, port=port) as backend:
+    async with FakeBackend(
+        reply, log_path, host=host, port=port, deltas=deltas, delta_delay=delta_delay
+    ) as backend:
         print(f"listening on {backend.url}", flush=True)
         await asyncio.Event().wait()

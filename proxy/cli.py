@@ -427,6 +427,12 @@ def backend(
     ),
     reply: Annotated[str | None, typer.Option(help="The assistant's reply text.")] = None,
     log: Annotated[Path | None, typer.Option(help="Append one JSON line per request.")] = None,
+    deltas: Annotated[
+        int, typer.Option(min=1, help="Stream each text reply in at most N deltas.")
+    ] = 3,
+    delta_delay: Annotated[
+        float, typer.Option(min=0, help="Milliseconds between two text deltas (slow streaming).")
+    ] = 0.0,
 ) -> None:
     """Run the fake model backend (OpenAI Responses API over SSE) for offline turns."""
     try:
@@ -444,7 +450,14 @@ def backend(
     async def run() -> None:
         with _stop_on_signals() as stop:
             task = asyncio.create_task(
-                serve_backend(parts.hostname or "", parts.port or 0, reply or DEFAULT_REPLY, log),
+                serve_backend(
+                    parts.hostname or "",
+                    parts.port or 0,
+                    reply or DEFAULT_REPLY,
+                    log,
+                    deltas=deltas,
+                    delta_delay=delta_delay / 1000,
+                ),
                 name="backend",
             )
             stopping = asyncio.create_task(stop.wait(), name="backend:signals")
@@ -529,6 +542,19 @@ def replay(
             "timestamps), exact, or aspects such as method,body,cwd (docs/replay.md)."
         ),
     ] = "codex",
+    order: Annotated[
+        str,
+        typer.Option(
+            help="Order across connections: thread (default: a frame about a thread waits for "
+            "earlier messages about it on other connections), global, or none (docs/replay.md)."
+        ),
+    ] = "thread",
+    hold_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a frame is held for another connection before it is sent anyway."
+        ),
+    ] = 10.0,
     record_mode: Annotated[
         str, typer.Option(help="none, once, new_episodes or all (as in VCR.py).")
     ] = "none",
@@ -588,6 +614,8 @@ def replay(
             on_miss=on_miss,
             match=match,
             match_on=match_on,
+            order=order,
+            hold_timeout=hold_timeout,
             ignore=ignore or (),
             listen=address,
             rules=build_rules(rules or (), attest or (), advertise_attestation),

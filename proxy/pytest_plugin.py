@@ -41,6 +41,8 @@ MARKER_OPTIONS = frozenset(
         "match",
         "match_on",
         "on_miss",
+        "order",
+        "hold_timeout",
         "pace",
         "ignore",
         "upstream",

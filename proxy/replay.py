@@ -12,16 +12,17 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from .cassette import Cassette, Event, frame_of
-from .errors import RpctapeError
+from .errors import RpctapeError, UsageError
 from .jsonrpc import Direction, MessageType, id_key, raw_id, with_raw_id
 from .matching import Frame, MatchOn, Preset, Rules, Verdict, explain, matches
 from .modes import MatchOrder, OnMiss, Pace, parse_mode
+from .ordering import DEFAULT_HOLD_TIMEOUT, Order, Ordering
 
 NO_MATCH_CODE = -32099
 """JSON-RPC error code of rpctape's reply to a request that matches no recording.
@@ -58,6 +59,10 @@ class ReplayOptions:
     rules: Rules = field(default_factory=Rules)
     allow_playback_repeats: bool = False
     """VCR's option: a recorded exchange may answer again once it was used (docs/replay.md)."""
+    order: Order = Order.THREAD
+    """How replayed frames are ordered against other connections (:mod:`proxy.ordering`)."""
+    hold_timeout: float = DEFAULT_HOLD_TIMEOUT
+    """Seconds a frame is held for another connection before it is sent anyway."""
 
     @classmethod
     def build(
@@ -69,17 +74,28 @@ class ReplayOptions:
         ignore: Iterable[str] = (),
         match_on: MatchOn = Preset.CODEX,
         allow_playback_repeats: bool = False,
+        order: str | Order = Order.THREAD,
+        hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
     ) -> ReplayOptions:
         """Options from what a person typed; raises :class:`UsageError` listing valid values.
 
         ``match_on`` names what is compared (:func:`~proxy.matching.parse_match_on`): the
-        ``codex`` preset, ``exact``, or aspects such as ``"method,body,cwd"``."""
+        ``codex`` preset, ``exact``, or aspects such as ``"method,body,cwd"``. ``order`` is
+        ``thread``, ``global`` or ``none`` (docs/replay.md); ``hold_timeout`` is in seconds."""
+        if isinstance(hold_timeout, bool) or not (
+            isinstance(hold_timeout, int | float) and 0 < hold_timeout < float("inf")
+        ):
+            raise UsageError(
+                f"invalid hold timeout {hold_timeout!r}; give a number of seconds above 0"
+            )
         return cls(
             Pace.parse(pace),
             parse_mode(OnMiss, on_miss, "on-miss action"),
             parse_mode(MatchOrder, match, "match order"),
             Rules.build(ignore, match_on=match_on),
             allow_playback_repeats,
+            parse_mode(Order, order, "order"),
+            float(hold_timeout),
         )
 
 
@@ -136,6 +152,8 @@ class RecordedConnection:
     segments: dict[int, list[int]]
     subprotocol: str | None
     close: Event | None
+    open: Event | None = None
+    """The ``open`` event (path, headers), for pairing live connections by their handshake."""
 
     @classmethod
     def build(cls, conn: int, events: Sequence[Event]) -> RecordedConnection:
@@ -147,10 +165,12 @@ class RecordedConnection:
         open_requests: dict[Direction, dict[str, int]] = {Direction.C2S: {}, Direction.S2C: {}}
         subprotocol: str | None = None
         close: Event | None = None
+        opened: Event | None = None
         last_t: float | None = None
         for event in events:
             kind = event["kind"]
             if kind == "open":
+                opened = event
                 subprotocol = event.get("subprotocol")
                 last_t = float(event.get("t", 0.0))
                 continue
@@ -188,7 +208,7 @@ class RecordedConnection:
                 segments[client[-1]].append(index)
             else:
                 prelude.append(index)
-        return cls(conn, items, client, prelude, segments, subprotocol, close)
+        return cls(conn, items, client, prelude, segments, subprotocol, close, opened)
 
     @property
     def server_count(self) -> int:
@@ -299,6 +319,8 @@ class Step:
     send: tuple[Outgoing, ...] = ()
     close: Close | None = None
     miss: Miss | None = None
+    matched: int | None = None
+    """The recorded client item the live frame matched (for the cross-connection order)."""
 
 
 def error_reply(request_id: Any, miss: Miss) -> bytes:
@@ -350,6 +372,8 @@ class ConnectionReport:
     unused_client: tuple[Unused, ...] = ()
     unused_server: tuple[Unused, ...] = ()
     misses: tuple[Miss, ...] = ()
+    notes: tuple[str, ...] = ()
+    """How the recording was chosen, frames held too long for another connection."""
 
     def render(self) -> list[str]:
         """Lines of the report for this connection."""
@@ -368,6 +392,7 @@ class ConnectionReport:
             f"{head}: {self.client[0]} of {self.client[1]} client message(s) matched, "
             f"{self.server[0]} of {self.server[1]} server message(s) sent"
         ]
+        lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  not replayed: seq {u.seq} {u.description}" for u in self.unused_client]
         lines += [f"  not sent: seq {u.seq} {u.description}" for u in self.unused_server]
         for miss in self.misses:
@@ -544,7 +569,7 @@ class ConnectionReplay:
             self._live_ids[index] = LiveId.of(frame)
         waiting, self._deferred = self._deferred, []
         send = self._plan([*waiting, *self.recorded.segments[index]])
-        return Step(tuple(send), self._maybe_close())
+        return Step(tuple(send), self._maybe_close(), matched=index)
 
     def _repeatable(self, frame: Frame) -> int | None:
         """The most recent used recorded request that matches ``frame`` and whose answer
@@ -727,27 +752,153 @@ class ConnectionReplay:
 # --- the whole cassette -----------------------------------------------------------------------
 
 
-class ReplaySession:
-    """Pairs live connections with recorded ones and gathers the report.
+VARYING_HEADERS = frozenset(
+    {"host", "sec-websocket-key", "authorization", "cookie", "content-length", "date"}
+)
+"""Upgrade headers that change from run to run (a port, a nonce, a secret): not compared
+when a live connection is paired with a recorded one."""
 
-    One per replay server. Each live connection gets a number from :meth:`open`, then either
-    :meth:`claim_next` (replay the next unused recorded connection), :meth:`claim_matching`
+
+@dataclass(frozen=True)
+class Handshake:
+    """What a live client's upgrade request says, for pairing it with a recording."""
+
+    path: str = "/"
+    headers: tuple[tuple[str, str], ...] = ()
+    subprotocols: tuple[str, ...] = ()
+    """The subprotocols the client offers, in its order."""
+
+
+def _header_map(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key not in VARYING_HEADERS:
+            out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+def _client_name(frame: Frame | None) -> Any:
+    """``initialize``'s ``params.clientInfo.name`` (``None`` for anything else)."""
+    if frame is None or not frame.structured or frame.parsed.method != "initialize":
+        return None
+    msg = frame.parsed.msg
+    params = msg.get("params") if isinstance(msg, dict) else None
+    info = params.get("clientInfo") if isinstance(params, dict) else None
+    return info.get("name") if isinstance(info, dict) else None
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How well one unused recorded connection fits a live one; smaller is better."""
+
+    conn: int
+    first: int
+    """0 when the first client messages match under the session's rules (or none is known
+    yet), else 1."""
+    client_name: int
+    """0 when ``initialize``'s ``clientInfo.name`` is the same (a preference even when
+    ``match_on`` ignores clientInfo), else 1."""
+    path: int
+    """0 when the upgrade paths are the same, else 1."""
+    headers: int
+    """How many upgrade headers differ (``VARYING_HEADERS`` left out)."""
+    differences: int
+    """Matcher failures and member differences of the first client messages."""
+    why: str = ""
+    """What differs, for the report."""
+
+    @property
+    def key(self) -> tuple[int, int, int, int, int]:
+        """The rank without the tie-breaker (the recorded connection number)."""
+        return (self.first, self.client_name, self.path, self.headers, self.differences)
+
+
+def fit(
+    recorded: RecordedConnection, handshake: Handshake, first: Frame | None, rules: Rules
+) -> Fit:
+    """Score ``recorded`` for a live connection that sent ``handshake`` then ``first``."""
+    open_event = recorded.open or {}
+    why: list[str] = []
+    path = 0 if open_event.get("path", "/") == handshake.path else 1
+    if path:
+        why.append(f"path: got {handshake.path!r}, recorded {open_event.get('path')!r}")
+    raw = open_event.get("headers") or {}
+    pairs = raw.items() if isinstance(raw, dict) else ()
+    got, was = _header_map(handshake.headers), _header_map(pairs)
+    differing = sorted(k for k in got.keys() | was.keys() if got.get(k) != was.get(k))
+    if differing:
+        why.append(f"header(s) differ: {', '.join(differing)}")
+    first_miss = differences = name = 0
+    recorded_first = recorded.first_client_frame()
+    if first is not None:
+        if recorded_first is None:
+            first_miss, differences = 1, 1
+            why.append("the recorded connection has no client messages")
+        else:
+            verdict = explain(first, recorded_first, rules)
+            first_miss = 0 if verdict.matched else 1
+            differences = len(verdict.failures) + len(verdict.differences)
+            if not verdict.matched:
+                why.append(f"first client message: {verdict.render()}")
+            if _client_name(first) != _client_name(recorded_first):
+                name = 1
+                if verdict.matched:
+                    why.append(
+                        f"clientInfo.name: got {_client_name(first)!r}, recorded "
+                        f"{_client_name(recorded_first)!r}"
+                    )
+    return Fit(recorded.conn, first_miss, name, path, len(differing), differences, "; ".join(why))
+
+
+class ReplaySession:
+    """Pairs live connections with recorded ones, keeps the order across them, gathers the
+    report.
+
+    One per replay server. Each live connection gets a number from :meth:`open`, then
+    :meth:`pair` (by its handshake and first message: the best unused recording), or
+    :meth:`claim_next` (the next unused recorded connection), :meth:`claim_matching`
     (``new_episodes``: the first unused one whose first client frame matches), or
-    :meth:`recorded_live` (it was relayed and recorded instead).
+    :meth:`recorded_live` (it was relayed and recorded instead). :attr:`ordering` keeps the
+    recorded order across connections (:mod:`proxy.ordering`).
     """
 
     def __init__(self, cassette: Cassette | None, options: ReplayOptions, name: str) -> None:
         self.options = options
         self.name = name
         self.recorded = recorded_connections(cassette) if cassette is not None else []
+        self.ordering = Ordering.build(
+            (
+                (
+                    r.conn,
+                    [
+                        (
+                            item.seq,
+                            item.direction is Direction.C2S,
+                            item.event.get("msg"),
+                            item.event.get("response_to"),
+                            item.describe(),
+                        )
+                        for item in r.items
+                    ],
+                )
+                for r in self.recorded
+            ),
+            options.order,
+        )
         self._claimed: set[int] = set()
         self._live = 0
         self._connections: dict[int, ConnectionReplay | ConnectionReport] = {}
+        self._notes: dict[int, list[str]] = {}
 
     def open(self) -> int:
         """Number a new live connection (from 1)."""
         self._live += 1
         return self._live
+
+    def note(self, live: int, text: str) -> None:
+        """Add a line to live connection ``live``'s part of the report."""
+        self._notes.setdefault(live, []).append(text)
 
     def _claim(self, live: int, recorded: RecordedConnection) -> ConnectionReplay:
         self._claimed.add(recorded.conn)
@@ -755,13 +906,17 @@ class ReplaySession:
         self._connections[live] = replay
         return replay
 
-    def claim_next(self, live: int) -> ConnectionReplay | Miss:
-        """The next unused recorded connection, or the miss of there being none left."""
-        for recorded in self.recorded:
-            if recorded.conn not in self._claimed:
-                return self._claim(live, recorded)
-        if self.options.allow_playback_repeats and self.recorded:
-            return self._claim(live, self.recorded[0])  # used ones replay again, from the first
+    def unused(self) -> list[RecordedConnection]:
+        """The recorded connections not replayed yet, in cassette order."""
+        left = [r for r in self.recorded if r.conn not in self._claimed]
+        if not left and self.options.allow_playback_repeats:
+            return list(self.recorded)  # allow_playback_repeats: every recording answers again
+        return left
+
+    def none_left(self, live: int) -> Miss | None:
+        """The miss of there being no unused recorded connection (recorded in the report)."""
+        if self.unused():
+            return None
         miss = Miss(
             live,
             None,
@@ -773,9 +928,101 @@ class ReplaySession:
         self._connections[live] = ConnectionReport(live, None, misses=(miss,))
         return miss
 
+    def claim_next(self, live: int) -> ConnectionReplay | Miss:
+        """The next unused recorded connection, or the miss of there being none left."""
+        for recorded in self.recorded:
+            if recorded.conn not in self._claimed:
+                return self._claim(live, recorded)
+        miss = self.none_left(live)
+        assert miss is not None
+        return miss
+
     def peek_next(self) -> RecordedConnection | None:
         """The recorded connection :meth:`claim_next` would return (for the handshake)."""
         return next((r for r in self.recorded if r.conn not in self._claimed), None)
+
+    def subprotocol(self, handshake: Handshake) -> str | None:
+        """The subprotocol to accept before the recording is chosen: the first one an unused
+        recording negotiated that the client offers."""
+        for recorded in self.unused():
+            if recorded.subprotocol is not None and recorded.subprotocol in handshake.subprotocols:
+                return recorded.subprotocol
+        return None
+
+    def fits(self, handshake: Handshake, first: str | bytes | None) -> list[Fit]:
+        """Every unused recording scored for this live connection, best first."""
+        frame = None if first is None else Frame.live(first)
+        scored = [fit(r, handshake, frame, self.options.rules) for r in self.unused()]
+        return sorted(scored, key=lambda f: (f.key, f.conn))
+
+    def speaks_first(self, handshake: Handshake) -> bool:
+        """Whether the recording the handshake alone would choose has server frames before
+        its first client frame: then it is chosen at once (a client waiting for them would
+        never speak first)."""
+        fits = self.fits(handshake, None)
+        if not fits:
+            return False
+        best = next(r for r in self.recorded if r.conn == fits[0].conn)
+        return bool(best.prelude)
+
+    def pair(
+        self, live: int, handshake: Handshake, first: str | bytes | None
+    ) -> ConnectionReplay | Miss:
+        """Choose the best unused recording for a live connection by its ``handshake`` and
+        ``first`` message (``None`` when deciding before it).
+
+        Best means, in this order: its first client message matches, the same
+        ``clientInfo.name``, the same path, fewer differing headers, fewer differences, then
+        the lowest recorded connection number. A tie, or a choice whose first message does
+        not match, is noted in the report (the mismatch itself is then an ordinary miss of
+        that connection, answered per ``on_miss``).
+        """
+        fits = self.fits(handshake, first)
+        if not fits:
+            miss = self.none_left(live)
+            assert miss is not None
+            return miss
+        best = fits[0]
+        tied = [f.conn for f in fits if f.key == best.key]
+        if len(tied) > 1:
+            self.note(
+                live,
+                f"recorded connections {', '.join(map(str, tied))} fit equally; chose "
+                f"{best.conn}, the first",
+            )
+        if best.first:
+            self.note(
+                live,
+                "no unused recorded connection starts with this client message; replaying "
+                f"the closest, recorded connection {best.conn} ({best.why})",
+            )
+        elif best.client_name or best.path:
+            self.note(live, f"chose recorded connection {best.conn} despite: {best.why}")
+        recorded = next(r for r in self.recorded if r.conn == best.conn)
+        return self._claim(live, recorded)
+
+    def pair_matching(
+        self, live: int, handshake: Handshake, first: str | bytes
+    ) -> ConnectionReplay | None:
+        """``new_episodes``: the best unused recording (as :meth:`pair` ranks them) among those
+        whose first client message matches ``first``; ``None`` if none does."""
+        fits = [f for f in self.fits(handshake, first) if not f.first]
+        if not fits:
+            return None
+        tied = [f.conn for f in fits if f.key == fits[0].key]
+        if len(tied) > 1:
+            self.note(
+                live,
+                f"recorded connections {', '.join(map(str, tied))} fit equally; chose "
+                f"{fits[0].conn}, the first",
+            )
+        recorded = next(r for r in self.recorded if r.conn == fits[0].conn)
+        return self._claim(live, recorded)
+
+    def gone_before_speaking(self, live: int) -> None:
+        """Live connection ``live`` closed before its first message: no recording was used."""
+        self._connections[live] = ConnectionReport(live, None)
+        self.note(live, "closed before its first message; no recorded connection was used")
 
     def claim_matching(self, live: int, first: str | bytes) -> ConnectionReplay | None:
         """The first unused recorded connection whose first client frame matches ``first``."""
@@ -804,7 +1051,9 @@ class ReplaySession:
         reports: list[ConnectionReport] = []
         for live in sorted(self._connections):
             entry = self._connections[live]
-            reports.append(entry.report() if isinstance(entry, ConnectionReplay) else entry)
+            report = entry.report() if isinstance(entry, ConnectionReplay) else entry
+            notes = tuple(self._notes.get(live, ()))
+            reports.append(replace(report, notes=report.notes + notes) if notes else report)
         for recorded in self.recorded:
             if recorded.conn in self._claimed:
                 continue

@@ -39,16 +39,19 @@ from .listener import (
     ListenAddress,
     Listener,
     Refused,
-    subprotocol_for,
+    offered_subprotocols,
 )
 from .matching import MatchOn, Preset
 from .modes import RecordMode, parse_mode
-from .playback import RecordedLeg
+from .ordering import DEFAULT_HOLD_TIMEOUT
+from .playback import Gate, RecordedLeg
 from .recorder import Recorder
 from .redact import Redactor
 from .relay import LiveSide, RelayOptions
 from .replay import (
+    NO_MATCH_CLOSE_CODE,
     ConnectionReplay,
+    Handshake,
     Miss,
     ReplayOptions,
     ReplayReport,
@@ -92,22 +95,44 @@ def _log_report(replay: ConnectionReplay) -> None:
             replay.live, counts)  # fmt: skip
 
 
-def recorded_bridge(client: Leg, replay: ConnectionReplay, rules: Sequence[Rule]) -> Bridge:
-    """A bridge from a live client leg to the recorded connection ``replay`` plays."""
-    log.info(
-        "live connection %d replays recorded connection %d", replay.live, replay.recorded.conn
-    )
-    server = RecordedLeg(replay)
+def recorded_bridge(
+    client: Leg,
+    replay: ConnectionReplay,
+    rules: Sequence[Rule],
+    session: ReplaySession | None = None,
+) -> Bridge:
+    """A bridge from a live client leg to the recorded connection ``replay`` plays; with
+    ``session``, its frames keep the recorded order across the session's connections."""
+    log.info("live connection %d replays recorded connection %d", replay.live, replay.recorded.conn)
+    gate = None
+    if session is not None:
+        live = replay.live
+        gate = Gate(
+            session.ordering,
+            session.options.hold_timeout,
+            lambda text: session.note(live, text),
+        )
+    server = RecordedLeg(replay, gate)
     bridge = Bridge(replay.live, client, server, None, rules)
     server.start()
     bridge.done.add_done_callback(lambda _: _log_report(replay))
     return bridge
 
 
+def handshake_of(request: Request) -> Handshake:
+    """What pairing compares of an upgrade request."""
+    return Handshake(
+        request.path,
+        tuple(request.headers.raw_items()),
+        tuple(offered_subprotocols(request)),
+    )
+
+
 class PlaybackSide:
-    """The far side of ``replay``: each client gets the next unused recorded connection; with
-    ``live`` (``new_episodes``), its first message chooses a matching recording, or else the
-    connection is relayed to the upstream and recorded."""
+    """The far side of ``replay``: each client is paired with the unused recorded connection
+    that fits it best, by its handshake and its first message (:meth:`ReplaySession.pair`);
+    with ``live`` (``new_episodes``), a first message no recording starts with makes the
+    connection relayed to the upstream and recorded instead."""
 
     def __init__(
         self,
@@ -124,25 +149,54 @@ class PlaybackSide:
         live = session.open()
         if self.live is not None:
             return _EpisodePending(self, live, request)
-        claim = session.claim_next(live)
-        if isinstance(claim, Miss):
-            text = claim.render()
+        miss = session.none_left(live)
+        if miss is not None:
+            text = miss.render()
             log.warning("%s", text)
             raise Refused(NO_RECORDING_STATUS, text + "\n")
-        return _PlaybackPending(self, claim, request)
+        return _PlaybackPending(self, live, request)
+
+
+async def _first_message(client: WebSocketLeg) -> str | bytes | None:
+    """The client's first message (held, not consumed), or ``None`` if it closed first."""
+    await client.first_message()
+    if not client.held:
+        return None
+    is_text, payload = client.held[0]
+    if is_text:
+        return payload.decode()  # a text frame is valid UTF-8: the leg checked
+    return payload
 
 
 class _PlaybackPending:
-    def __init__(self, side: PlaybackSide, replay: ConnectionReplay, request: Request) -> None:
-        self.side = side
-        self.replay = replay
-        self.subprotocol = subprotocol_for(request, replay.recorded.subprotocol)
+    """``replay``: the recording is chosen at the client's first message (or at once when
+    the best fit by handshake has the server speak first)."""
 
-    async def open(self, client: WebSocketLeg) -> Bridge:
-        return recorded_bridge(client, self.replay, self.side.rules)
+    def __init__(self, side: PlaybackSide, live: int, request: Request) -> None:
+        self.side = side
+        self.live = live
+        self.handshake = handshake_of(request)
+        self.subprotocol = side.session.subprotocol(self.handshake)
+
+    async def open(self, client: WebSocketLeg) -> Bridge | None:
+        session = self.side.session
+        first: str | bytes | None = None
+        if not session.speaks_first(self.handshake):
+            first = await _first_message(client)
+            if first is None:
+                session.gone_before_speaking(self.live)
+                client.close(CloseCode.NORMAL_CLOSURE, "")
+                return None
+        claim = session.pair(self.live, self.handshake, first)
+        if isinstance(claim, Miss):
+            log.warning("%s", claim.render())
+            reason = close_reason(claim.render().split("\n", 1)[0])
+            client.close(NO_MATCH_CLOSE_CODE, reason)
+            return None
+        return recorded_bridge(client, claim, self.side.rules, session)
 
     def abandon(self, reason: str, status: int) -> None:
-        log.info("live connection %d: %s", self.replay.live, reason)
+        log.info("live connection %d: %s", self.live, reason)
 
 
 class _EpisodePending:
@@ -157,15 +211,13 @@ class _EpisodePending:
 
     async def open(self, client: WebSocketLeg) -> Bridge | None:
         side, session = self.side, self.side.session
-        await client.first_message()
-        if not client.held:
+        first = await _first_message(client)
+        if first is None:
             client.close(CloseCode.NORMAL_CLOSURE, "")
             return None
-        is_text, payload = client.held[0]
-        first: str | bytes = payload.decode() if is_text else payload
-        replay = session.claim_matching(self.live, first)
+        replay = session.pair_matching(self.live, handshake_of(self.request), first)
         if replay is not None:
-            return recorded_bridge(client, replay, side.rules)
+            return recorded_bridge(client, replay, side.rules, session)
         assert side.live is not None
         recorder = side.live.recorder
         options = side.live.options
@@ -220,6 +272,8 @@ class ReplayServer:
         ignore: Iterable[str] = (),
         match_on: MatchOn = Preset.CODEX,
         allow_playback_repeats: bool = False,
+        order: str = "thread",
+        hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
         strict: bool = False,
         listen: ListenAddress | str = "ws://127.0.0.1:0",
         max_size: int = DEFAULT_MAX_SIZE,
@@ -242,6 +296,8 @@ class ReplayServer:
             ignore=ignore,
             match_on=match_on,
             allow_playback_repeats=allow_playback_repeats,
+            order=order,
+            hold_timeout=hold_timeout,
         )
         self.strict = strict
         self.listen = ListenAddress.parse(listen) if isinstance(listen, str) else listen

@@ -36,6 +36,7 @@ from proxy.backend import FakeBackend, Reply  # noqa: E402
 from proxy.client import ClientOptions, SessionClient  # noqa: E402
 from proxy.relay import recording_proxy  # noqa: E402
 from proxy.schema import codex_version  # noqa: E402
+from tests.rejoin import record_rejoin  # noqa: E402
 
 APPROVAL_ARGUMENTS = {
     "cmd": "touch x",
@@ -162,6 +163,37 @@ async def record(scenario: Scenario, out: Path, codex: Path | None = None) -> Pa
     return target
 
 
+REJOIN = "rejoin"
+REJOIN_DESCRIPTION = (
+    "two clients, one thread: A starts a turn streaming 10 deltas 100 ms apart; after 3 of "
+    "them B connects, initializes and resumes A's thread with thread/resume, and both receive "
+    "the rest of the turn (integer ids; docs/replay.md, many clients)"
+)
+
+
+async def record_rejoin_cassette(out: Path, codex: Path | None = None) -> Path:
+    """Record the thread rejoin scenario (tests/rejoin.py) into ``out/many-clients/rejoin.jsonl``
+    (a folder of its own: the tests that replay every cassette of ``out`` drive one
+    connection at a time)."""
+    codex = codex or find_codex()
+    folder = out / "many-clients"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{REJOIN}.jsonl"
+    temp = folder / f".{REJOIN}.jsonl.recording"
+    temp.unlink(missing_ok=True)
+    meta = {
+        "made_by": "scripts/record_cassettes.py",
+        "scenario": REJOIN,
+        "codex": codex_version(codex),
+    }
+    try:
+        await record_rejoin(codex, temp, meta)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
+
+
 async def serve(codex: Path | None = None) -> None:
     """Backend + app-server until SIGINT/SIGTERM; prints ``listening on ws://...`` first."""
     stop = asyncio.Event()
@@ -178,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", choices=["record", "serve"], default="record")
     parser.add_argument("--out", type=Path, default=REPO / "cassettes")
     parser.add_argument(
-        "--only", action="append", choices=[s.name for s in SCENARIOS], help="repeatable"
+        "--only", action="append", choices=[*(s.name for s in SCENARIOS), REJOIN], help="repeatable"
     )
     parser.add_argument(
         "--codex", help="a codex version from .tools/ (e.g. 0.171.0) or a codex executable"
@@ -195,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = asyncio.run(record(scenario, args.out, codex))
         print(f"recorded {path} ({path.stat().st_size} bytes): {scenario.description}")
+    if not args.only or REJOIN in args.only:
+        path = asyncio.run(record_rejoin_cassette(args.out, codex))
+        print(f"recorded {path} ({path.stat().st_size} bytes): {REJOIN_DESCRIPTION}")
     return 0
 
 

@@ -19,6 +19,7 @@ from proxy.backend import (
     Reply,
     ReplyKind,
     WsRequestKind,
+    delta_pause,
     fake_id_token,
     id_token_claims,
     prewarm_events,
@@ -27,6 +28,7 @@ from proxy.backend import (
     split_text,
     websocket_request_kind,
 )
+from proxy.errors import UsageError
 from tests.helpers import decode_jwt_payload
 
 # Headers the client would add on its own; skipped so the logged headers are exactly known.
@@ -582,3 +584,33 @@ def test_response_events_empty_text_has_no_delta() -> None:
     ]
     assert events[-1][1]["response"]["usage"]["output_tokens"] == 1
     assert events[0][1] == {"type": "response.created", "response": {"id": "resp-7"}}
+
+
+def test_response_events_stream_as_many_deltas_as_asked() -> None:
+    """deltas=N cuts a text reply into at most N deltas, joining back to the text."""
+    text = " ".join(f"part{n}" for n in range(1, 11))
+    events = response_events(Reply.text(text), serial=1, deltas=10)
+    chunks = [p["delta"] for name, p in events if name == "response.output_text.delta"]
+    assert chunks == [f"part{n} " for n in range(1, 10)] + ["part10"]
+
+
+def test_delta_pause_only_between_deltas() -> None:
+    """delta_delay waits before every text delta but the first, never before other events."""
+    events = response_events(Reply.text("a b c"), serial=1, deltas=3)
+    names = [name for name, _ in events]
+    assert names[2:5] == ["response.output_text.delta"] * 3
+    assert [delta_pause(events, i, 0.1) for i in range(len(events))] == [
+        0.0, 0.0, 0.0, 0.1, 0.1, 0.0, 0.0,
+    ]  # fmt: skip
+    assert [delta_pause(events, i, 0.0) for i in range(len(events))] == [0.0] * len(events)
+
+
+def test_fake_backend_refuses_no_deltas_or_a_negative_delay() -> None:
+    """deltas < 1 or delta_delay < 0 is a usage error naming both."""
+    with pytest.raises(UsageError) as info:
+        FakeBackend(deltas=0)
+    assert str(info.value) == (
+        "the fake backend needs deltas >= 1 and delta_delay >= 0 seconds, not 0 and 0.0"
+    )
+    with pytest.raises(UsageError):
+        FakeBackend(delta_delay=-1)

@@ -68,9 +68,9 @@ async def test_replay_sync_async_strict_and_refusals(tmp_path: Path) -> None:
     assert "FAILED test_replay.py::test_strict_miss - Failed: rpctape strict replay failed" in out
     assert "During handling of the above exception" not in out
     assert (
-        "rpctape: unknown @pytest.mark.rpctape option(s) cassete; valid: cassette, ignore, "
-        "match, match_on, on_miss, pace, record_mode, redact_keys, redact_values, strict, "
-        "upstream"
+        "rpctape: unknown @pytest.mark.rpctape option(s) cassete; valid: cassette, "
+        "hold_timeout, ignore, match, match_on, on_miss, order, pace, record_mode, redact_keys, "
+        "redact_values, strict, upstream"
     ) in out
     assert (
         "rpctape: no recorded match for request initialize "

@@ -10,8 +10,10 @@ import orjson
 import pytest
 
 from proxy.cassette import Cassette, new_header
+from proxy.errors import UsageError
 from proxy.jsonrpc import Direction
 from proxy.modes import MatchOrder, OnMiss, Pace
+from proxy.ordering import Order
 from proxy.recorder import Recorder
 from proxy.redact import Redactor
 from proxy.replay import (
@@ -20,6 +22,7 @@ from proxy.replay import (
     NO_MATCH_CODE,
     Close,
     ConnectionReplay,
+    Handshake,
     Miss,
     ReplayMismatch,
     ReplayOptions,
@@ -431,3 +434,191 @@ def test_options_are_validated_with_the_valid_values() -> None:
         ReplayOptions.build(match="anyorder")
     assert str(info.value) == "invalid match order 'anyorder'; valid values: strict, any-order"
     assert ReplayOptions.build(match="any-order").match is MatchOrder.ANY_ORDER
+
+
+# --- pairing live connections with recorded ones by what they say -----------------------------
+
+
+def handshake_tape(*conns: tuple[str, list[tuple[str, str]], str | None, Script]) -> Cassette:
+    """A cassette of connections with their own path, headers and subprotocol."""
+    ticks = itertools.count()
+    recorder = Recorder(None, Redactor(), clock=lambda: next(ticks) * 0.5)
+    events: list[dict[str, Any]] = []
+    for path, headers, subprotocol, script in conns:
+        conn = recorder.new_connection()
+        events.append(
+            recorder.open(
+                conn, path=path, headers=headers, subprotocol=subprotocol, upstream="ws://up"
+            )
+        )
+        events.extend(recorder.text(conn, direction, str(data)) for direction, data in script)
+    return Cassette(None, new_header("ws://up"), events)
+
+
+def init_named(name: str, request_id: int = 1) -> str:
+    params = {"clientInfo": {"name": name, "version": "1"}}
+    return orjson.dumps({"id": request_id, "method": "initialize", "params": params}).decode()
+
+
+def named(name: str) -> tuple[str, list[tuple[str, str]], str | None, Script]:
+    return ("/", [("Host", "127.0.0.1:1")], None, [(C, init_named(name)), (S, INIT_RESULT)])
+
+
+HANDSHAKE = Handshake("/", (("Host", "127.0.0.1:2"), ("Sec-WebSocket-Key", "abc")))
+
+
+def paired(session: ReplaySession, first: str | None, handshake: Handshake = HANDSHAKE) -> int:
+    claim = session.pair(session.open(), handshake, first)
+    assert isinstance(claim, ConnectionReplay)
+    return claim.recorded.conn
+
+
+def test_pair_by_client_name_whatever_the_order_of_connecting() -> None:
+    """B's client speaking first gets B's recording, though match_on codex ignores
+    clientInfo; then A gets A's. Host and Sec-WebSocket-Key vary and are not compared."""
+    session = ReplaySession(handshake_tape(named("a"), named("b")), ReplayOptions(), "t.jsonl")
+    assert paired(session, init_named("b", 7)) == 2
+    assert paired(session, init_named("a", 8)) == 1
+    assert [c.notes for c in session.report().connections] == [(), ()]
+
+
+def test_pair_tie_is_noted_and_the_first_recording_chosen() -> None:
+    """A client name no recording has: both fit equally; the lower number is chosen and the
+    report says so."""
+    session = ReplaySession(handshake_tape(named("a"), named("b")), ReplayOptions(), "t.jsonl")
+    assert paired(session, init_named("c")) == 1
+    (first, _) = session.report().connections
+    assert first.notes == (
+        "recorded connections 1, 2 fit equally; chose 1, the first",
+        "chose recorded connection 1 despite: clientInfo.name: got 'c', recorded 'a'",
+    )
+    assert first.render()[1:3] == [f"  note: {n}" for n in first.notes]
+
+
+def test_pair_prefers_a_matching_first_message_over_the_name() -> None:
+    """A recording whose first message matches wins over one with the same client name."""
+    tape = handshake_tape(
+        ("/", [], None, [(C, init_named("a")), (S, INIT_RESULT)]),
+        ("/", [], None, [(C, '{"id":1,"method":"model/list","params":{}}')]),
+    )
+    session = ReplaySession(tape, ReplayOptions(), "t.jsonl")
+    assert paired(session, '{"id":3,"method":"model/list","params":{}}') == 2
+
+
+def test_pair_by_path_then_headers() -> None:
+    """Same first messages: the same path wins, then fewer differing headers."""
+    script: Script = [(C, init_named("a")), (S, INIT_RESULT)]
+    tape = handshake_tape(
+        ("/other", [("User-Agent", "x")], None, script),
+        ("/", [("User-Agent", "y")], None, script),
+        ("/", [("User-Agent", "x")], None, script),
+    )
+    session = ReplaySession(tape, ReplayOptions(), "t.jsonl")
+    live = Handshake("/", (("user-agent", "x"), ("Host", "h")))
+    assert paired(session, init_named("a"), live) == 3
+    assert paired(session, init_named("a"), live) == 2
+    assert paired(session, init_named("a"), live) == 1
+    assert [c.notes for c in session.report().connections] == [
+        (),
+        (),
+        ("chose recorded connection 1 despite: path: got '/', recorded '/other'",),
+    ]
+
+
+def test_pair_when_nothing_matches_takes_the_closest_and_its_miss_explains() -> None:
+    """No recording starts with the live message: the closest is replayed (noted), and the
+    message itself is an ordinary miss of that connection."""
+    tape = handshake_tape(
+        ("/", [], None, [(C, '{"id":1,"method":"a","params":{"x":1}}')]),
+        ("/", [], None, [(C, '{"id":1,"method":"a","params":{"x":2,"y":3}}')]),
+    )
+    session = ReplaySession(tape, ReplayOptions(), "t.jsonl")
+    live = session.open()
+    replay = session.pair(live, Handshake(), '{"id":1,"method":"a","params":{"x":5}}')
+    assert isinstance(replay, ConnectionReplay)
+    assert replay.recorded.conn == 1
+    step = replay.receive('{"id":1,"method":"a","params":{"x":5}}')
+    assert step.miss is not None and step.matched is None
+    assert session.report().connections[0].notes == (
+        "no unused recorded connection starts with this client message; replaying the "
+        "closest, recorded connection 1 (first client message: /params/x: got 5, recorded 1)",
+    )
+
+
+def test_pair_with_none_left_is_a_miss() -> None:
+    """Every recording used: pairing is the miss of there being none left."""
+    session = ReplaySession(handshake_tape(named("a")), ReplayOptions(), "t.jsonl")
+    assert paired(session, init_named("a")) == 1
+    assert session.none_left(session.open()) is not None
+    miss = session.pair(session.open(), HANDSHAKE, init_named("a"))
+    assert isinstance(miss, Miss)
+    assert miss.render() == (
+        "rpctape: no recorded match for a new connection (live connection 3)\n"
+        "all 1 recorded connection(s) of t.jsonl were already replayed"
+    )
+
+
+def test_speaks_first_and_subprotocol_before_the_choice() -> None:
+    """A recording whose server spoke first is chosen at the handshake; the subprotocol is
+    one an unused recording negotiated that the client offers."""
+    tape = handshake_tape(
+        ("/", [], "v2", [(S, '{"method":"hello"}')]),
+        ("/", [], "v1", [(C, init_named("a"))]),
+    )
+    session = ReplaySession(tape, ReplayOptions(), "t.jsonl")
+    offers = Handshake("/", (), ("v1", "v3"))
+    assert session.subprotocol(offers) == "v1"
+    assert session.subprotocol(Handshake("/", (), ("v3",))) is None
+    assert session.speaks_first(offers)
+    assert paired(session, None, offers) == 1
+    assert not session.speaks_first(offers)
+    assert session.subprotocol(Handshake("/", (), ("v2",))) is None
+
+
+def test_gone_before_speaking_is_noted_and_uses_nothing() -> None:
+    """A client that closes before its first message leaves every recording unused."""
+    session = ReplaySession(handshake_tape(named("a")), ReplayOptions(), "t.jsonl")
+    session.gone_before_speaking(session.open())
+    lines = session.report().render().splitlines()
+    assert lines[1:4] == [
+        "live connection 1: no recorded connection: 0 of 0 client message(s) matched, "
+        "0 of 0 server message(s) sent",
+        "  note: closed before its first message; no recorded connection was used",
+        "recorded connection 1: never replayed: 0 of 1 client message(s) matched, "
+        "0 of 1 server message(s) sent",
+    ]
+
+
+def test_a_match_names_the_recorded_item() -> None:
+    """Step.matched is the recorded client item a live frame matched (for the ordering)."""
+    replay = replay_of(SESSION)
+    replay.connect()
+    assert replay.receive(INIT).matched == 1
+    assert replay.receive('{"method":"initialized"}').matched == 3
+
+
+def test_order_and_hold_timeout_options() -> None:
+    """order and hold_timeout are validated with the list of valid values or the range."""
+    options = ReplayOptions.build(order="global", hold_timeout=2.5)
+    assert (options.order, options.hold_timeout) == (Order.GLOBAL, 2.5)
+    assert ReplayOptions().order is Order.THREAD
+    with pytest.raises(UsageError) as info:
+        ReplayOptions.build(order="threads")
+    assert str(info.value) == "invalid order 'threads'; valid values: thread, global, none"
+    for bad in (0, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(UsageError) as info:
+            ReplayOptions.build(hold_timeout=bad)
+        assert str(info.value) == (
+            f"invalid hold timeout {bad!r}; give a number of seconds above 0"
+        )
+
+
+def test_pair_matching_for_new_episodes_prefers_the_client_name() -> None:
+    """new_episodes: among recordings whose first message matches, the same client name
+    wins; a first message none starts with is left for the live server (None)."""
+    session = ReplaySession(handshake_tape(named("a"), named("b")), ReplayOptions(), "t.jsonl")
+    replay = session.pair_matching(session.open(), HANDSHAKE, init_named("b"))
+    assert replay is not None and replay.recorded.conn == 2
+    assert session.pair_matching(session.open(), HANDSHAKE, '{"id":1,"method":"x"}') is None
+    replay = session.pair_matching(session.open(), HANDSHAKE, init_named("b"))
+    assert replay is not None and replay.recorded.conn == 1

@@ -168,7 +168,9 @@ async def test_wrong_request_gets_the_explanatory_error() -> None:
 
 async def test_on_miss_close_closes_with_4404(tmp_path: Path) -> None:
     """--on-miss close: the unmatched request closes the connection with 4404 and a reason."""
-    cassette = write_tape(tmp_path / "t.jsonl", [(C, '{"id":1,"method":"a"}'), (S, '{"id":1}')])
+    cassette = write_tape(
+        tmp_path / "t.jsonl", [(C, '{"id":1,"method":"a"}'), (S, '{"id":1,"result":{}}')]
+    )
     server = replay_server(cassette, on_miss="close")
     async with server as url, connect(url) as ws:
         await ws.send('{"id":1,"method":"b"}')
@@ -611,3 +613,105 @@ async def test_package_level_api(tmp_path: Path) -> None:
     async with server as url:
         assert await echo(url, ['{"method":"x"}']) == ['{"method":"x"}']
     assert isinstance(server, ReplayServer) and server.report.clean
+
+
+async def test_a_hold_that_never_resolves_is_sent_after_the_timeout_and_reported(
+    tmp_path: Path,
+) -> None:
+    """B's resume answer waits for A's turn/start, but no A ever connects: after
+    hold_timeout the answer is sent anyway and the report names what it waited for."""
+    cassette = write_tape(
+        tmp_path / "t.jsonl",
+        [
+            (C, '{"id":1,"method":"thread/start","params":{}}'),
+            (S, '{"id":1,"result":{"thread":{"id":"T"}}}'),
+            (C, '{"id":2,"method":"turn/start","params":{"threadId":"T"}}'),
+            (S, '{"id":2,"result":{"turn":{"id":"U"}}}'),
+        ],
+        [
+            (C, '{"id":1,"method":"thread/resume","params":{"threadId":"T"}}'),
+            (S, '{"id":1,"result":{"thread":{"id":"T"}}}'),
+        ],
+    )
+    server = replay_server(cassette, hold_timeout=0.2)
+    async with server as url, connect(url) as ws:
+        await ws.send('{"id":9,"method":"thread/resume","params":{"threadId":"T"}}')
+        assert await recv_all(ws, 1) == [b'{"id":9,"result":{"thread":{"id":"T"}}}']
+    (live, _) = server.report.connections
+    assert live.notes == (
+        "held seq 9 (< response to thread/resume) 0.2 s for seq 3 (< response to thread/start "
+        "on recorded connection 1), seq 4 (> request turn/start on recorded connection 1), "
+        "which did not happen; sent it anyway",
+    )
+    assert (live.live, live.recorded, live.misses) == (1, 2, ())
+
+
+async def test_the_last_recording_taken_meanwhile_closes_with_4404(tmp_path: Path) -> None:
+    """Two clients pass the handshake for the one recording; the first to speak gets it, the
+    other is closed with 4404 and the reason, the full explanation in the report."""
+    cassette = write_tape(
+        tmp_path / "t.jsonl", [(C, '{"id":1,"method":"a"}'), (S, '{"id":1,"result":{}}')]
+    )
+    server = replay_server(cassette)
+    async with server as url, connect(url) as first, connect(url) as second:
+        await first.send('{"id":5,"method":"a"}')
+        assert await recv_all(first, 1) == [b'{"id":5,"result":{}}']
+        await second.send('{"id":6,"method":"a"}')
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(second.recv(), 5)
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (
+        4404,
+        "rpctape: no recorded match for a new connection (live connection 2)",
+    )
+    assert [m.render() for m in server.report.misses] == [
+        "rpctape: no recorded match for a new connection (live connection 2)\n"
+        f"all 1 recorded connection(s) of {cassette} were already replayed"
+    ]
+
+
+async def test_a_client_gone_before_speaking_uses_no_recording(tmp_path: Path) -> None:
+    """A client that connects and leaves without a message leaves the recording for the next,
+    which then replays it cleanly."""
+    cassette = write_tape(
+        tmp_path / "t.jsonl", [(C, '{"id":1,"method":"a"}'), (S, '{"id":1,"result":{}}')]
+    )
+    server = replay_server(cassette)
+    async with server as url:
+        async with connect(url):
+            pass
+        async with connect(url) as ws:
+            await ws.send('{"id":2,"method":"a"}')
+            assert await recv_all(ws, 1) == [b'{"id":2,"result":{}}']
+    lines = server.report.render().splitlines()
+    assert lines[1:4] == [
+        "live connection 1: no recorded connection: 0 of 0 client message(s) matched, "
+        "0 of 0 server message(s) sent",
+        "  note: closed before its first message; no recorded connection was used",
+        "live connection 2 = recorded connection 1: 1 of 1 client message(s) matched, "
+        "1 of 1 server message(s) sent",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--order", "sideways"), "invalid order 'sideways'; valid values: thread, global, none"),
+        (("--hold-timeout", "0"), "invalid hold timeout 0.0; give a number of seconds above 0"),
+    ],
+)
+async def test_cli_bad_order_or_hold_timeout_exits_2(flags: tuple[str, ...], message: str) -> None:
+    """A typo in --order or a hold timeout of 0 is refused in one line with exit code 2."""
+    cassette = REPO / "cassettes" / "many-clients" / "rejoin.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "replay",
+        str(cassette),
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert (proc.returncode, out, err.decode()) == (2, b"", f"rpctape: error: {message}\n")
