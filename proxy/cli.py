@@ -908,6 +908,112 @@ def diff(
         raise typer.Exit(1)
 
 
+class _SplitAtDashes(typer.core.TyperCommand):
+    """Keeps what came after ``--`` apart (``ctx.meta["after --"]``): Click passes it on
+    with the other positional arguments."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        ctx.meta["after --"] = args[args.index("--") + 1 :] if "--" in args else []
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_SplitAtDashes)
+def verify(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="CASSETTE... [-- COMMAND...]",
+            help="Cassettes to verify; after --, an app-server to start (one per connection).",
+        ),
+    ],
+    upstream: Annotated[
+        str | None, typer.Option(help="The live app-server: ws://HOST:PORT or unix://PATH.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the new recording here (one cassette only; default: a "
+        "temporary file beside the cassette, removed when equivalent)."),
+    ] = None,
+    update: Annotated[
+        bool, typer.Option(help="Replace each cassette with its new recording (atomic).")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Longest wait for what the recording waited for (s).")
+    ] = 30.0,
+    ignore: Annotated[
+        list[str] | None, typer.Option(help="Ignore this JSON pointer in the diff (repeatable).")
+    ] = None,
+    rules: RulesOption = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Play each cassette's client side against a live app-server, record it, diff it.
+
+    Exit 0 when every cassette is equivalent (with --update: when every one was re-recorded
+    to the end), 1 otherwise (docs/drift.md).
+    """
+    from .recorded_client import default_out, render_outcome, settle, verify_cassette
+    from .upstream import Upstream
+
+    _setup_logging(verbose)
+    command: list[str] = ctx.meta["after --"]
+    cassettes = [Path(a) for a in args[: len(args) - len(command)]]
+    try:
+        if not cassettes:
+            raise UsageError("name at least one cassette to verify")
+        if out is not None and len(cassettes) != 1:
+            raise UsageError("--out names one file: verify one cassette with it")
+        if out is not None and update:
+            raise UsageError("--out and --update exclude each other: --update writes the cassette")
+        if upstream is not None:
+            _port_checked("--upstream", upstream)
+        _executable(command, "verify --")
+        target = Upstream.parse(upstream, command)
+        rule_list = load_rules(rules or ())
+        tapes = [(path, _load(path)) for path in cassettes]
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+
+    async def run() -> list[object]:
+        done = []
+        for path, tape in tapes:
+            outcome = await verify_cassette(
+                path, target, out or default_out(path), rules=rule_list, timeout=timeout,
+                ignore=ignore or (), original=tape,
+            )  # fmt: skip
+            settle(outcome, update=update, keep=out is not None)
+            if not json:
+                for line in render_outcome(outcome):
+                    _say(line)
+            done.append(outcome)
+        return done
+
+    try:
+        outcomes = asyncio.run(run())
+    except (RpctapeError, OSError) as exc:
+        raise _fail(exc) from None
+    from .recorded_client import VerifyOutcome
+
+    results = [o for o in outcomes if isinstance(o, VerifyOutcome)]
+    if json:
+        body = [
+            {
+                "cassette": str(o.source),
+                "new": None if o.updated or not o.out.exists() else str(o.out),
+                "updated": o.updated,
+                "failures": o.failures,
+                "diff": o.diff.to_json() if o.diff is not None else None,
+            }
+            for o in results
+        ]
+        sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+    bad = [o for o in results if o.failures or (not update and not o.ok)]
+    if bad:
+        raise typer.Exit(1)
+
+
 @app.command()
 def version() -> None:
     """Print the rpctape version."""
