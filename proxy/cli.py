@@ -932,8 +932,10 @@ def verify(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Write the new recording here (one cassette only; default: a "
-        "temporary file beside the cassette, removed when equivalent)."),
+        typer.Option(
+            help="Write the new recording here (one cassette only; default: a "
+            "temporary file beside the cassette, removed when equivalent)."
+        ),
     ] = None,
     update: Annotated[
         bool, typer.Option(help="Replace each cassette with its new recording (atomic).")
@@ -953,7 +955,13 @@ def verify(
     Exit 0 when every cassette is equivalent (with --update: when every one was re-recorded
     to the end), 1 otherwise (docs/drift.md).
     """
-    from .recorded_client import default_out, render_outcome, settle, verify_cassette
+    from .recorded_client import (
+        VerifyOutcome,
+        default_out,
+        render_outcome,
+        settle,
+        verify_cassette,
+    )
     from .upstream import Upstream
 
     _setup_logging(verbose)
@@ -975,7 +983,7 @@ def verify(
     except RpctapeError as exc:
         raise _fail(exc) from None
 
-    async def run() -> list[object]:
+    async def run() -> list[VerifyOutcome]:
         done = []
         for path, tape in tapes:
             outcome = await verify_cassette(
@@ -993,9 +1001,7 @@ def verify(
         outcomes = asyncio.run(run())
     except (RpctapeError, OSError) as exc:
         raise _fail(exc) from None
-    from .recorded_client import VerifyOutcome
-
-    results = [o for o in outcomes if isinstance(o, VerifyOutcome)]
+    results = outcomes
     if json:
         body = [
             {

@@ -65,6 +65,7 @@ def learn_uuids(recorded: Any, live: Any, into: dict[bytes, bytes]) -> None:
                 if a != b:
                     into.setdefault(a.encode(), b.encode())
 
+
 _ANSWERS = frozenset({MessageType.RESPONSE, MessageType.ERROR})
 
 Key = tuple[str, str]
@@ -239,4 +240,3 @@ class ClientPlan:
             item = self.recorded.items[wait.index]
             where = f"before client message seq {item.seq} ({item.describe()})"
         return f"{where}: still waiting for {', '.join(self.missing()) or 'nothing'}"
-
