@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
 import orjson
@@ -87,6 +87,18 @@ NoRedactOption = Annotated[
 ]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing cassette.")]
 VerboseOption = Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")]
+ValidateOption = Annotated[
+    bool, typer.Option("--validate", help="Check live frames against codex's JSON Schema.")
+]
+SchemaCodexOption = Annotated[
+    str | None,
+    typer.Option(
+        "--codex", help="--validate against this codex's schema: a path or a version in .tools/."
+    ),
+]
+SchemaDirOption = Annotated[
+    Path | None, typer.Option("--schema", help="--validate against this schema folder instead.")
+]
 
 
 def _say(line: str) -> None:
@@ -135,6 +147,8 @@ async def _live_status(recorder: Recorder) -> None:
         text.append(" ")
         text.append(f"{recorder.frames[Direction.S2C]} <", style="green")
         text.append(" frames")
+        if recorder.validator is not None:
+            text.append(f", {recorder.violations} schema violation(s)", style="red")
         return text
 
     console = Console(stderr=True, highlight=False)
@@ -157,6 +171,11 @@ async def _record(
         f"recorded {recorder.connections} connection(s), "
         f"{recorder.frames[Direction.C2S]} frame(s) client>server, "
         f"{recorder.frames[Direction.S2C]} frame(s) server>client to {writer.path}"
+        + (
+            f"; {recorder.violations} schema violation(s) (annotated in the cassette)"
+            if recorder.validator is not None
+            else ""
+        )
     )
 
 
@@ -174,6 +193,24 @@ async def _wait_with_status(stop: asyncio.Event, recorder: Recorder) -> None:
             status.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await status
+
+
+def _schema_validator(validate: bool, codex: str | None, schema: Path | None) -> Any:
+    """The :class:`proxy.schema.Validator` of ``--validate`` (``None`` without it)."""
+    if not validate:
+        if codex is not None or schema is not None:
+            raise UsageError("--codex and --schema choose the schema of --validate: add --validate")
+        return None
+    from .appserver import choose_codex
+    from .schema import Validator, codex_version, schema_dir
+
+    if codex is not None and schema is not None:
+        raise UsageError("--codex and --schema exclude each other: give one schema source")
+    if schema is not None:
+        return Validator(schema)
+    binary = choose_codex(codex)
+    version = codex_version(binary)
+    return Validator(schema_dir(binary, version=version), label=f"codex {version}")
 
 
 def build_rules(files: Sequence[Path], attest: Sequence[str], advertise: bool) -> list[Rule]:
@@ -286,6 +323,9 @@ def record(
     attest: AttestOption = None,
     advertise_attestation: AdvertiseOption = False,
     verbose: VerboseOption = 0,
+    validate: ValidateOption = False,
+    codex: SchemaCodexOption = None,
+    schema: SchemaDirOption = None,
 ) -> None:
     """Relay clients to an app-server and record every frame to a cassette."""
     _setup_logging(verbose)
@@ -310,6 +350,7 @@ def record(
             if not token:
                 raise UsageError(f"--token-file {token_file} is empty")
         redactor = _redactor(redact_key, no_redact, redact_value)
+        validator = _schema_validator(validate, codex, schema)
         options = RelayOptions(
             upstream,
             command=tuple(command or ()),
@@ -325,7 +366,7 @@ def record(
         writer = CassetteWriter(cassette, header, overwrite=overwrite)
     except (RpctapeError, OSError) as exc:
         raise _fail(exc) from None
-    recorder = Recorder(writer, redactor)
+    recorder = Recorder(writer, redactor, validator=validator.pairs if validator else None)
     started: list[bool] = []
     try:
         line = asyncio.run(_record(options, writer, recorder, started))
@@ -523,6 +564,9 @@ def replay(
     attest: AttestOption = None,
     advertise_attestation: AdvertiseOption = False,
     verbose: VerboseOption = 0,
+    validate: ValidateOption = False,
+    codex: SchemaCodexOption = None,
+    schema: SchemaDirOption = None,
 ) -> None:
     """Serve a cassette to clients as if it were the app-server (docs/replay.md)."""
     _setup_logging(verbose)
@@ -558,6 +602,10 @@ def replay(
                 f"--stdio only replays: record mode {record_mode!r} is not supported over stdio "
                 "(record the session with rpctape record or wrap, then replay it)"
             )
+        from .schema import WatchRule
+
+        validator = _schema_validator(validate, codex, schema)
+        watch = WatchRule.build(validator) if validator is not None else None
         listen = listen or "ws://127.0.0.1:4223"
         address = _listen_address(listen)
         if not address.is_loopback:
@@ -574,17 +622,26 @@ def replay(
             match_on=match_on,
             ignore=ignore or (),
             listen=address,
-            rules=build_rules(rules or (), attest or (), advertise_attestation),
+            rules=build_rules(rules or (), attest or (), advertise_attestation)
+            + ([watch] if watch is not None else []),
         )
         report = asyncio.run(serve_stdio(server) if stdio else _replay(server))
     except OSError as exc:
         raise _fail(_bind_error(exc, listen or "")) from None
     except RpctapeError as exc:
         raise _fail(exc) from None
-    if stdio:
-        _warn(report.render())  # stdout carries the protocol only
-    else:
-        _say(report.render())
+    lines = [report.render()]
+    if watch is not None:
+        found = watch.found
+        lines.append(
+            f"{found['violations']} schema violation(s) in {found['messages']} live client "
+            f"message(s) ({watch.validator.label if watch.validator else ''})"
+        )
+    for line in lines:
+        if stdio:
+            _warn(line)  # stdout carries the protocol only
+        else:
+            _say(line)
     if strict and not report.clean:
         raise typer.Exit(1)
 
