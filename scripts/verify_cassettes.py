@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and scenario.name not in args.only:
             continue
         cassette = args.cassettes / f"{scenario.name}.jsonl"
+        with contextlib.suppress(ValueError):  # name it as the user would, from here
+            cassette = cassette.resolve().relative_to(Path.cwd())
         outcome = asyncio.run(verify_one(scenario, cassette, codex, None))
         settle(outcome, update=args.update, keep=False)
         for line in render_outcome(outcome):
