@@ -1033,8 +1033,8 @@ def verify(
             raise UsageError("--out and --update exclude each other: --update writes the cassette")
         if upstream is not None:
             _port_checked("--upstream", upstream)
-        _executable(command, "verify --")
         target = Upstream.parse(upstream, command)
+        _executable(command, "verify --")
         rule_list = load_rules(rules or ())
         tapes = [(path, _load(path)) for path in cassettes]
     except RpctapeError as exc:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
+from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.cassette import load
+from proxy.cli import _run
 from proxy.jsonrpc import Direction
 from proxy.legs import Message
 from proxy.recorder import Recorder
@@ -15,6 +20,7 @@ from proxy.redact import Redactor
 from proxy.replay import RecordedConnection
 from proxy.verify import ClientPlan, learn_uuids
 
+REPO = Path(__file__).resolve().parent.parent
 C, S = Direction.C2S, Direction.S2C
 T1 = "01a20a63-ea15-7af3-8230-8fcb38eed9ed"
 T2 = "01a20a64-0000-7000-8000-000000000001"
@@ -181,3 +187,71 @@ def test_a_remapped_answer_is_the_recorded_answer_with_the_live_id(
     sent = texts(plan.receive(live))
     result = json.dumps({"token": token}, ensure_ascii=False)
     assert sent == [('{"id": ' + live_text + ', "result": ' + result + "}").encode()]
+
+
+# --- the command line's edges (no server needed) ---------------------------------------------
+
+
+def rpctape(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, str, str]:
+    """Run the command line in-process from the repository root: (status, stdout, stderr)."""
+    monkeypatch.chdir(REPO)
+    status = _run(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["verify", "cassettes/two-turns.jsonl"],
+         "give --upstream ws://HOST:PORT or unix://PATH, or -- COMMAND"),
+        (["verify", "cassettes/two-turns.jsonl", "--upstream", "ws://127.0.0.1:1", "--", "x"],
+         "give either --upstream or a command after --, not both"),
+        (["verify", "--upstream", "ws://127.0.0.1:1", "--", "codex", "app-server"],
+         "name at least one cassette to verify"),
+        (["verify", "nope.jsonl", "--upstream", "ws://127.0.0.1:1"], "no cassette at nope.jsonl"),
+        (["verify", "cassettes/two-turns.jsonl", "cassettes/turn-streamed.jsonl",
+          "--out", "x.jsonl", "--upstream", "ws://127.0.0.1:1"],
+         "--out names one file: verify one cassette with it"),
+        (["verify", "cassettes/two-turns.jsonl", "--", "/nonexistent/codex", "app-server"],
+         "verify -- /nonexistent/codex: no such executable; give a path to it or a command on "
+         "PATH"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Usage errors: one line in the error style, exit 2, nothing written."""
+    status, out, err = rpctape(capsys, monkeypatch, *args)
+    assert (status, out, err) == (2, "", f"rpctape: error: {message}\n")
+
+
+def test_an_unreachable_upstream_fails_the_cassette_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens: the connection fails with the reason, exit 1, the new recording
+    (kept at --out) holds the connect error."""
+    out = tmp_path / "new.jsonl"
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    status, stdout, err = rpctape(
+        capsys, monkeypatch, "verify", "cassettes/two-turns.jsonl",
+        "--upstream", f"ws://127.0.0.1:{port}", "--out", str(out),
+    )  # fmt: skip
+    assert status == 1, err
+    lines = stdout.splitlines()
+    assert lines[-2].startswith(
+        f"cassettes/two-turns.jsonl: FAILED conn 1: cannot reach upstream ws://127.0.0.1:{port}/: "
+    )
+    assert lines[-1] == (
+        "cassettes/two-turns.jsonl: verify: different: A 38 message(s), B 0 message(s); "
+        f"0 added, 38 removed, 0 changed, 0 moved; new recording in {out}"
+    )
+    (error,) = load(out).events
+    assert error["kind"] == "error" and error["stage"] == "connect"
