@@ -15,9 +15,10 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from websockets.datastructures import Headers
 from websockets.frames import CloseCode
@@ -58,8 +59,9 @@ class RecordedClientLeg(Leg):
 
     The live server's frames come in through :meth:`send` (the bridge forwards them here);
     the client messages they make due go out through :meth:`~proxy.legs.Leg.deliver`. It
-    closes (1000) once the plan is finished; if a wait lasts longer than ``timeout`` seconds,
-    or the server closes first, it closes too and :attr:`failure` says what did not come.
+    closes (1000) once the plan is finished; if ``timeout`` seconds pass without progress
+    (no frame counting towards the wait in force, nothing sent), or the server closes first,
+    it closes too and :attr:`failure` says what did not come.
     """
 
     def __init__(self, plan: ClientPlan, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -69,6 +71,7 @@ class RecordedClientLeg(Leg):
         self.failure: str | None = None
         self._plan: ClosePlan | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = -1
 
     def start(self) -> None:
         """Send what needs no wait; call once the bridge is started."""
@@ -87,15 +90,16 @@ class RecordedClientLeg(Leg):
         return True
 
     def _advance(self, due: list[Message]) -> None:
-        if due:
-            self._arm()  # a new wait begins
         self.deliver(due)
-        if self.is_open and self.plan.finished:
+        if not self.is_open:
+            return
+        if self.plan.finished:
             self._finish(ClosePlan("client", 1000, "verify done", 1000, "verify done"))
-        elif self.is_open and self._timer is None:
+        elif self._timer is None or self.plan.progress != self._armed_at:
             self._arm()
 
     def _arm(self) -> None:
+        self._armed_at = self.plan.progress
         if self._timer is not None:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
@@ -219,14 +223,20 @@ async def verify_cassette(
     ignore: Sequence[str] = (),
     max_size: int = DEFAULT_MAX_SIZE,
     original: Cassette | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> VerifyOutcome:
     """Play every recorded connection of ``source`` against ``target``, one after another,
-    record the new session to ``out`` (replaced), and diff it against ``source``."""
+    record the new session to ``out`` (replaced), and diff it against ``source``.
+
+    The new header keeps the original's ``meta`` except ``codex`` (the version that recorded
+    it; give the live one in ``meta`` when known), adds ``verified_from`` (the cassette's
+    name), then ``meta``."""
     tape = original or load(source)
     outcome = VerifyOutcome(source, out)
-    meta = dict(tape.header.get("meta") or {})
-    meta["verified_from"] = source.name
-    header = new_header(target.url, transport=target.kind, meta=meta)
+    header_meta = {k: v for k, v in (tape.header.get("meta") or {}).items() if k != "codex"}
+    header_meta["verified_from"] = source.name
+    header_meta.update(meta or {})
+    header = new_header(target.url, transport=target.kind, meta=header_meta)
     writer = CassetteWriter(out, header, overwrite=True)
     recorder = Recorder(writer, redactor or Redactor())
     opens = {e["conn"]: e for e in tape.events if e["kind"] == "open"}

@@ -108,15 +108,18 @@ class ClientPlan:
     """How many recorded client messages were sent."""
     live_requests: dict[str, list[bytes]] = field(default_factory=dict)
     """The raw ids of the live server's requests, per method, in arrival order."""
-    _waits: list[Wait] = field(default_factory=list)
-    _final: Wait = field(init=False)
-    _labels: dict[Key, str] = field(default_factory=dict)
-    _ordinal: dict[int, tuple[str, int]] = field(default_factory=dict)
-    """Recorded server request index -> (method, n-th of that method, from 0)."""
-    _recorded: dict[Key, list[Any]] = field(default_factory=dict)
-    """The recorded server messages of each key, in order (to learn UUIDs from)."""
     learned: dict[bytes, bytes] = field(default_factory=dict)
     """Recorded UUID -> live UUID, learned from the server's frames."""
+    progress: int = 0
+    """Bumped by each frame that counts towards the wait in force, and by each send: a
+    timeout measures silence, not the length of a turn."""
+    _waits: list[Wait] = field(init=False, default_factory=list)
+    _final: Wait = field(init=False)
+    _labels: dict[Key, str] = field(init=False, default_factory=dict)
+    _ordinal: dict[int, tuple[str, int]] = field(init=False, default_factory=dict)
+    """Recorded server request index -> (method, n-th of that method, from 0)."""
+    _recorded: dict[Key, list[Any]] = field(init=False, default_factory=dict)
+    """The recorded server messages of each key, in order (to learn UUIDs from)."""
 
     def __post_init__(self) -> None:
         items = self.recorded.items
@@ -184,6 +187,8 @@ class ClientPlan:
             recorded = self._recorded.get(key, [])
             if self.got[key] < len(recorded) and parsed.has_msg:
                 learn_uuids(recorded[self.got[key]], parsed.msg, self.learned)
+            if self.got[key] < self.current.need.get(key, 0):
+                self.progress += 1
             self.got[key] += 1
             if parsed.type is MessageType.REQUEST and parsed.method is not None:
                 self.live_requests.setdefault(parsed.method, []).append(raw_id(payload) or b"null")
@@ -197,6 +202,7 @@ class ClientPlan:
         while self.sent < len(self._waits) and self._met(self._waits[self.sent]):
             out.append(self._message(self._waits[self.sent].index))
             self.sent += 1
+            self.progress += 1
         return out
 
     def _message(self, index: int | None) -> Message:

@@ -36,6 +36,7 @@ from proxy.recorded_client import (  # noqa: E402
     settle,
     verify_cassette,
 )
+from proxy.schema import codex_version  # noqa: E402
 from proxy.upstream import Upstream  # noqa: E402
 
 
@@ -51,7 +52,10 @@ async def verify_one(
     ):
         backend.script(*scenario.replies)
         return await verify_cassette(
-            cassette, Upstream.parse(server.url), out or default_out(cassette)
+            cassette,
+            Upstream.parse(server.url),
+            out or default_out(cassette),
+            meta={"made_by": "scripts/verify_cassettes.py", "codex": codex_version(codex)},
         )
 
 

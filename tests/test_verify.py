@@ -156,6 +156,22 @@ def test_describe_wait_names_what_did_not_come_at_the_end() -> None:
     )
 
 
+def test_progress_counts_sends_and_awaited_frames_only() -> None:
+    """The leg's timeout measures silence: progress moves with each send and each frame
+    the wait in force still lacks; not with frames nobody waits for, nor surplus ones."""
+    plan = plan_of((C, START), (S, STARTED % T1), (C, TURN % (3, T1)), (S, COMPLETED % T1))
+    plan.start()
+    assert plan.progress == 1
+    plan.receive(b'{"method":"configWarning","params":{}}')
+    assert plan.progress == 1
+    plan.receive((STARTED % LIVE1).encode())  # awaited, and it makes turn/start due
+    assert plan.progress == 3
+    plan.receive((COMPLETED % LIVE1).encode())
+    assert plan.progress == 4 and plan.finished
+    plan.receive((COMPLETED % LIVE1).encode())  # more than the recording had
+    assert plan.progress == 4
+
+
 def test_learn_uuids_maps_uuids_at_the_same_place_only() -> None:
     """UUIDs are learned where both values hold as many at the same place; others not."""
     learned: dict[bytes, bytes] = {}

@@ -128,7 +128,10 @@ async def test_update_rerecords_the_cassette_through_the_command_line(
     )
     updated = cassette.read_bytes()
     assert updated != original
-    assert load(cassette).header["meta"]["verified_from"] == "turn-streamed.jsonl"
+    meta = load(cassette).header["meta"]
+    assert meta["verified_from"] == "turn-streamed.jsonl"
+    assert meta["scenario"] == "turn-streamed"
+    assert "codex" not in meta  # the version that recorded the original is no longer true
     again = await verify_live(codex_bin, case, "verify", str(cassette), "--json")
     assert again.returncode == 0, again.stdout + again.stderr
     (result,) = orjson.loads(again.stdout)
