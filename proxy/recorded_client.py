@@ -69,7 +69,7 @@ class RecordedClientLeg(Leg):
         self.plan = plan
         self.timeout = timeout
         self.failure: str | None = None
-        self._plan: ClosePlan | None = None
+        self._ended: ClosePlan | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = -1
 
@@ -79,7 +79,7 @@ class RecordedClientLeg(Leg):
 
     @property
     def is_open(self) -> bool:
-        return self._plan is None
+        return self._ended is None
 
     def send(self, messages: Sequence[Message]) -> bool:
         if not self.is_open:
@@ -122,12 +122,17 @@ class RecordedClientLeg(Leg):
         self._finish(ClosePlan("server", code, reason, code, reason))
 
     def close_plan(self) -> ClosePlan:
-        if self._plan is not None:
-            return self._plan
-        return ClosePlan("client", None, "open", CloseCode.NORMAL_CLOSURE, "")
+        if self._ended is not None:
+            return self._ended
+        return ClosePlan("client", None, "still open", CloseCode.NORMAL_CLOSURE, "")
 
-    def _finish(self, plan: ClosePlan) -> None:
-        self._plan = plan
+    def _finish(self, ended: ClosePlan) -> None:
+        log.info(
+            "recorded client ends after %d message(s): %s",
+            self.plan.sent,
+            self.failure or "done",
+        )
+        self._ended = ended
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
