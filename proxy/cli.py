@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import orjson
@@ -36,6 +36,9 @@ from .replay import ReplayReport
 from .replay_server import ReplayServer
 from .rules import Rule, load_rules
 from .timeline import describe, follow, select, styled, summary
+
+if TYPE_CHECKING:
+    from .schema import Validator
 
 app = typer.Typer(
     name="rpctape",
@@ -195,7 +198,7 @@ async def _wait_with_status(stop: asyncio.Event, recorder: Recorder) -> None:
                 await status
 
 
-def _schema_validator(validate: bool, codex: str | None, schema: Path | None) -> Any:
+def _schema_validator(validate: bool, codex: str | None, schema: Path | None) -> Validator | None:
     """The :class:`proxy.schema.Validator` of ``--validate`` (``None`` without it)."""
     if not validate:
         if codex is not None or schema is not None:
