@@ -271,3 +271,23 @@ def test_an_unreachable_upstream_fails_the_cassette_in_one_line(
     )
     (error,) = load(out).events
     assert error["kind"] == "error" and error["stage"] == "connect"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    recorded=st.uuids(),
+    live=st.uuids(),
+    text=st.text(max_size=30),
+)
+def test_a_learned_uuid_replaces_only_that_uuid(recorded: object, live: object, text: str) -> None:
+    """Law: the client frame sent is the recorded frame with the recorded thread id replaced
+    by the live one wherever it stands, and every other byte kept."""
+    old, new = str(recorded), str(live)
+    turn = json.dumps(
+        {"id": 3, "method": "turn/start", "params": {"threadId": old, "note": f"{text} {old}"}},
+        ensure_ascii=False,
+    )
+    plan = plan_of((C, START), (S, STARTED % old), (C, turn))
+    plan.start()
+    sent = texts(plan.receive((STARTED % new).encode()))
+    assert sent == [turn.replace(old, new).encode()]
