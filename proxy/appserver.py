@@ -181,7 +181,7 @@ def find_codex(explicit: str | Path | None = None, *, version: str | None = None
             f"Run `./dev setup` to install @openai/codex@{version or PINNED_CODEX_VERSION} "
             f"into .tools/, or set {CODEX_ENV_VAR} to a codex executable."
         )
-    return candidate
+    return candidate.absolute()  # the app-server starts in a directory of its own
 
 
 _VERSION_CHOICE = re.compile(r"\d+\.\d+\.\d+(?:[-+][\w.]+)?")

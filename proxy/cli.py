@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import orjson
@@ -36,6 +36,9 @@ from .replay import ReplayReport
 from .replay_server import ReplayServer
 from .rules import Rule, load_rules
 from .timeline import describe, follow, select, styled, summary
+
+if TYPE_CHECKING:
+    from .schema import Validator
 
 app = typer.Typer(
     name="rpctape",
@@ -87,6 +90,18 @@ NoRedactOption = Annotated[
 ]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing cassette.")]
 VerboseOption = Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")]
+ValidateOption = Annotated[
+    bool, typer.Option("--validate", help="Check live frames against codex's JSON Schema.")
+]
+SchemaCodexOption = Annotated[
+    str | None,
+    typer.Option(
+        "--codex", help="--validate against this codex's schema: a path or a version in .tools/."
+    ),
+]
+SchemaDirOption = Annotated[
+    Path | None, typer.Option("--schema", help="--validate against this schema folder instead.")
+]
 
 
 def _say(line: str) -> None:
@@ -135,6 +150,8 @@ async def _live_status(recorder: Recorder) -> None:
         text.append(" ")
         text.append(f"{recorder.frames[Direction.S2C]} <", style="green")
         text.append(" frames")
+        if recorder.validator is not None:
+            text.append(f", {recorder.violations} schema violation(s)", style="red")
         return text
 
     console = Console(stderr=True, highlight=False)
@@ -157,6 +174,11 @@ async def _record(
         f"recorded {recorder.connections} connection(s), "
         f"{recorder.frames[Direction.C2S]} frame(s) client>server, "
         f"{recorder.frames[Direction.S2C]} frame(s) server>client to {writer.path}"
+        + (
+            f"; {recorder.violations} schema violation(s) (annotated in the cassette)"
+            if recorder.validator is not None
+            else ""
+        )
     )
 
 
@@ -174,6 +196,24 @@ async def _wait_with_status(stop: asyncio.Event, recorder: Recorder) -> None:
             status.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await status
+
+
+def _schema_validator(validate: bool, codex: str | None, schema: Path | None) -> Validator | None:
+    """The :class:`proxy.schema.Validator` of ``--validate`` (``None`` without it)."""
+    if not validate:
+        if codex is not None or schema is not None:
+            raise UsageError("--codex and --schema choose the schema of --validate: add --validate")
+        return None
+    from .appserver import choose_codex
+    from .schema import Validator, codex_version, schema_dir
+
+    if codex is not None and schema is not None:
+        raise UsageError("--codex and --schema exclude each other: give one schema source")
+    if schema is not None:
+        return Validator(schema)
+    binary = choose_codex(codex)
+    version = codex_version(binary)
+    return Validator(schema_dir(binary, version=version), label=f"codex {version}")
 
 
 def build_rules(files: Sequence[Path], attest: Sequence[str], advertise: bool) -> list[Rule]:
@@ -297,6 +337,9 @@ def record(
     attest: AttestOption = None,
     advertise_attestation: AdvertiseOption = False,
     verbose: VerboseOption = 0,
+    validate: ValidateOption = False,
+    codex: SchemaCodexOption = None,
+    schema: SchemaDirOption = None,
 ) -> None:
     """Relay clients to an app-server and record every frame to a cassette."""
     _setup_logging(verbose)
@@ -321,6 +364,7 @@ def record(
             if not token:
                 raise UsageError(f"--token-file {token_file} is empty")
         redactor = _redactor(redact_key, no_redact, redact_value)
+        validator = _schema_validator(validate, codex, schema)
         options = RelayOptions(
             upstream,
             command=tuple(command or ()),
@@ -336,7 +380,7 @@ def record(
         writer = CassetteWriter(cassette, header, overwrite=overwrite)
     except (RpctapeError, OSError) as exc:
         raise _fail(exc) from None
-    recorder = Recorder(writer, redactor)
+    recorder = Recorder(writer, redactor, validator=validator.pairs if validator else None)
     started: list[bool] = []
     try:
         line = asyncio.run(_record(options, writer, recorder, started))
@@ -565,6 +609,9 @@ def replay(
     attest: AttestOption = None,
     advertise_attestation: AdvertiseOption = False,
     verbose: VerboseOption = 0,
+    validate: ValidateOption = False,
+    codex: SchemaCodexOption = None,
+    schema: SchemaDirOption = None,
 ) -> None:
     """Serve a cassette to clients as if it were the app-server (docs/replay.md)."""
     _setup_logging(verbose)
@@ -600,6 +647,10 @@ def replay(
                 f"--stdio only replays: record mode {record_mode!r} is not supported over stdio "
                 "(record the session with rpctape record or wrap, then replay it)"
             )
+        from .schema import WatchRule
+
+        validator = _schema_validator(validate, codex, schema)
+        watch = WatchRule.build(validator) if validator is not None else None
         listen = listen or "ws://127.0.0.1:4223"
         address = _listen_address(listen)
         if not address.is_loopback:
@@ -618,17 +669,26 @@ def replay(
             hold_timeout=hold_timeout,
             ignore=ignore or (),
             listen=address,
-            rules=build_rules(rules or (), attest or (), advertise_attestation),
+            rules=build_rules(rules or (), attest or (), advertise_attestation)
+            + ([watch] if watch is not None else []),
         )
         report = asyncio.run(serve_stdio(server) if stdio else _replay(server))
     except OSError as exc:
         raise _fail(_bind_error(exc, listen or "")) from None
     except RpctapeError as exc:
         raise _fail(exc) from None
-    if stdio:
-        _warn(report.render())  # stdout carries the protocol only
-    else:
-        _say(report.render())
+    lines = [report.render()]
+    if watch is not None:
+        found = watch.found
+        lines.append(
+            f"{found['violations']} schema violation(s) in {found['messages']} live client "
+            f"message(s) ({watch.validator.label if watch.validator else ''})"
+        )
+    for line in lines:
+        if stdio:
+            _warn(line)  # stdout carries the protocol only
+        else:
+            _say(line)
     if strict and not report.clean:
         raise typer.Exit(1)
 
@@ -949,6 +1009,118 @@ def diff(
                 _say(line)
         _say(f"{a} ~ {b}: {report.summary()}")
     if not report.equivalent:
+        raise typer.Exit(1)
+
+
+class _SplitAtDashes(typer.core.TyperCommand):
+    """Keeps what came after ``--`` apart (``ctx.meta["after --"]``): Click passes it on
+    with the other positional arguments."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        ctx.meta["after --"] = args[args.index("--") + 1 :] if "--" in args else []
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_SplitAtDashes)
+def verify(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="CASSETTE... [-- COMMAND...]",
+            help="Cassettes to verify; after --, an app-server to start (one per connection).",
+        ),
+    ],
+    upstream: Annotated[
+        str | None, typer.Option(help="The live app-server: ws://HOST:PORT or unix://PATH.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the new recording here (one cassette only; default: a "
+            "temporary file beside the cassette, removed when equivalent)."
+        ),
+    ] = None,
+    update: Annotated[
+        bool, typer.Option(help="Replace each cassette with its new recording (atomic).")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Longest wait for what the recording waited for (s).")
+    ] = 30.0,
+    ignore: Annotated[
+        list[str] | None, typer.Option(help="Ignore this JSON pointer in the diff (repeatable).")
+    ] = None,
+    rules: RulesOption = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Play each cassette's client side against a live app-server, record it, diff it.
+
+    Exit 0 when every cassette is equivalent (with --update: when every one was re-recorded
+    to the end), 1 otherwise (docs/drift.md).
+    """
+    from .recorded_client import (
+        VerifyOutcome,
+        default_out,
+        render_outcome,
+        settle,
+        verify_cassette,
+    )
+    from .upstream import Upstream
+
+    _setup_logging(verbose)
+    command: list[str] = ctx.meta["after --"]
+    cassettes = [Path(a) for a in args[: len(args) - len(command)]]
+    try:
+        if not cassettes:
+            raise UsageError("name at least one cassette to verify")
+        if out is not None and len(cassettes) != 1:
+            raise UsageError("--out names one file: verify one cassette with it")
+        if out is not None and update:
+            raise UsageError("--out and --update exclude each other: --update writes the cassette")
+        if upstream is not None:
+            _port_checked("--upstream", upstream)
+        target = Upstream.parse(upstream, command)
+        _executable(command, "verify --")
+        rule_list = load_rules(rules or ())
+        tapes = [(path, _load(path)) for path in cassettes]
+    except RpctapeError as exc:
+        raise _fail(exc) from None
+
+    async def run() -> list[VerifyOutcome]:
+        done = []
+        for path, tape in tapes:
+            outcome = await verify_cassette(
+                path, target, out or default_out(path), rules=rule_list, timeout=timeout,
+                ignore=ignore or (), original=tape,
+            )  # fmt: skip
+            settle(outcome, update=update, keep=out is not None)
+            if not json:
+                for line in render_outcome(outcome):
+                    _say(line)
+            done.append(outcome)
+        return done
+
+    try:
+        outcomes = asyncio.run(run())
+    except (RpctapeError, OSError) as exc:
+        raise _fail(exc) from None
+    results = outcomes
+    if json:
+        body = [
+            {
+                "cassette": str(o.source),
+                "new": None if o.updated or not o.out.exists() else str(o.out),
+                "updated": o.updated,
+                "failures": o.failures,
+                "diff": o.diff.to_json() if o.diff is not None else None,
+            }
+            for o in results
+        ]
+        sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+    bad = [o for o in results if o.failures or (not update and not o.ok)]
+    if bad:
         raise typer.Exit(1)
 
 

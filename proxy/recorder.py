@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +22,12 @@ from .jsonrpc import NOT_JSON, Direction, MessageType, Pairing, Parsed, lenient_
 from .redact import Redactor
 
 _ABSENT = object()
+
+log = logging.getLogger("rpctape.recorder")
+
+FrameValidator = Callable[[Direction, Any, str | None], list[tuple[str, str]]]
+"""Checks one parsed message (direction, message, the method a response answers) and returns
+its violations as ``(JSON pointer, message)`` pairs (see :meth:`proxy.schema.Validator.pairs`)."""
 
 
 class Recorder:
@@ -37,8 +44,13 @@ class Recorder:
         clock: Callable[[], float] = time.monotonic,
         *,
         after: Sequence[Event] = (),
+        validator: FrameValidator | None = None,
     ) -> None:
         self.writer = writer
+        self.validator = validator
+        """Checks every text frame; what it finds goes into the event (``violations``)."""
+        self.violations = 0
+        """Violations the validator found so far."""
         self.redactor = redactor or Redactor()
         self._clock = clock
         # Continuing a cassette (``after`` its events): seq, conn and t carry on from them.
@@ -173,6 +185,8 @@ class Recorder:
             fields.update(extra)
             if "delivered" in extra and self.redactor.enabled:
                 fields["delivered"] = self.redactor.redact_json(extra["delivered"])[0]
+        if self.validator is not None and parsed.has_msg:
+            self._validate(fields, direction, raw, parsed.msg, response_to)
         self.frames[direction] += 1
         if self.redactor.might_redact(raw):
             redacted = self._redact(raw, parsed)
@@ -196,6 +210,34 @@ class Recorder:
         if parsed.has_msg:
             event["msg"] = parsed.msg
         return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+
+    def _validate(
+        self,
+        fields: dict[str, Any],
+        direction: Direction,
+        raw: bytes,
+        msg: Any,
+        response_to: str | None,
+    ) -> None:
+        """Annotate a frame with its schema violations. A message may quote the offending
+        value, so a frame holding secrets is checked in its redacted form, and each message
+        is redacted as text too. A failing validator is logged; the frame is recorded all the
+        same."""
+        assert self.validator is not None
+        if self.redactor.might_redact(raw):
+            msg = self.redactor.redact_json(msg)[0]
+        try:
+            found = self.validator(direction, msg, response_to)
+        except Exception:
+            log.exception("schema validator failed on a %s frame (not annotated)", direction)
+            return
+        if found:
+            redact = self.redactor.redact_text
+            fields["violations"] = [
+                {"pointer": redact(pointer), "message": redact(message)}
+                for pointer, message in found
+            ]
+            self.violations += len(found)
 
     def write(self, lines: Sequence[bytes]) -> None:
         """Append lines built by :meth:`text_line` (and friends) in one write."""

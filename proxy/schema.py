@@ -23,6 +23,7 @@ whole cassette.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -43,7 +44,10 @@ from referencing.jsonschema import DRAFT7
 from . import pointer as _pointer
 from .cassette import Cassette, Event
 from .errors import AppServerError, UsageError
-from .jsonrpc import Direction, MessageType, classify, parse
+from .jsonrpc import Direction, MessageType, Parsed, classify, parse
+from .rules import Action, Rule
+
+_log = logging.getLogger("rpctape.schema")
 
 __all__ = [
     "Checked",
@@ -51,6 +55,7 @@ __all__ = [
     "Report",
     "Validator",
     "Violation",
+    "WatchRule",
     "cache_root",
     "check_cassette",
     "codex_version",
@@ -268,6 +273,13 @@ class Validator:
         """The violations of one parsed message sent in ``direction`` (see :meth:`inspect`);
         call it once per frame on live traffic."""
         return self.inspect(direction, msg, response_to).violations
+
+    def pairs(
+        self, direction: Direction, msg: Any, response_to: str | None = None
+    ) -> list[tuple[str, str]]:
+        """The violations of one message as ``(pointer, message)`` pairs: the
+        :data:`proxy.recorder.FrameValidator` that ``record --validate`` gives the recorder."""
+        return [(v.pointer, v.message) for v in self.check(direction, msg, response_to)]
 
     def precompile(self) -> int:
         """Build every method's validator now rather than on first use; returns how many."""
@@ -489,3 +501,41 @@ def check_cassette(tape: Cassette, validator: Validator, report: Report, name: s
         for violation in result.violations:
             report.counts["unknown_methods" if violation.unknown_method else "violations"] += 1
             report.findings.append(Finding(name, event["seq"], event["conn"], violation))
+
+
+# --- live traffic in replay ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class WatchRule(Rule):
+    """A rule that never acts: it checks each live message it sees (``watch`` direction)
+    against the schema, counts and logs the violations. ``replay --validate`` adds it to the
+    rules, so the bridge's rule engine shows it every live client frame; nothing is recorded
+    in replay, so the count and the log are the report. Build it with :meth:`build`."""
+
+    validator: Validator | None = None
+    watch: Direction = Direction.C2S
+    found: Counter[str] = field(default_factory=Counter)
+    """``messages`` checked and ``violations`` found, over every connection."""
+
+    @classmethod
+    def build(cls, validator: Validator, watch: Direction = Direction.C2S) -> WatchRule:
+        return cls(name="validate", action=Action.DELAY, validator=validator, watch=watch)
+
+    def matches(self, direction: Direction, parsed: Parsed, response_to: str | None) -> bool:
+        if direction is not self.watch or not parsed.has_msg or self.validator is None:
+            return False
+        try:
+            violations = self.validator.check(direction, parsed.msg, response_to)
+        except Exception:  # a broken check is logged; the message goes on
+            _log.exception("schema check failed on a live %s frame", direction)
+            return False
+        self.found["messages"] += 1
+        for v in violations:
+            self.found["violations"] += 1
+            _log.warning(
+                "schema violation (%s) in a live %s %s %s%s: %s",
+                self.validator.label, direction.value, v.type.value, v.method or "?",
+                f" {v.pointer}" if v.pointer else "", v.message,
+            )  # fmt: skip
+        return False

@@ -99,10 +99,14 @@ def test_render_table_lists_problems_under_failures() -> None:
 
 
 @pytest.mark.e2e
-def test_attest_check_against_the_real_app_server(tmp_path: Path) -> None:
-    """`rpctape attest-check --json`: every case passes against codex 0.169.0."""
+def test_attest_check_against_the_real_app_server(
+    tmp_path: Path, codex_bin: Path, codex_version: str
+) -> None:
+    """`rpctape attest-check --json --codex BIN`: every case passes, against each codex
+    release in .tools/ (0.169.0 and 0.171.0)."""
     done = subprocess.run(
-        [sys.executable, "-m", "proxy", "attest-check", "--json", "--out", str(tmp_path)],
+        [sys.executable, "-m", "proxy", "attest-check", "--json", "--out", str(tmp_path),
+         "--codex", str(codex_bin)],
         capture_output=True, timeout=180, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
@@ -135,3 +139,5 @@ def test_attest_check_against_the_real_app_server(tmp_path: Path) -> None:
             if record["path"] != "/backend-api/codex/responses":
                 assert "x-oai-attestation" not in names, (case["case"], record["path"])
         assert Path(case["cassette"]).is_file()
+        # The case ran against the codex asked for: its cassette says which.
+        assert f"/{codex_version} " in Path(case["cassette"]).read_text()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,14 +16,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
+from websockets.asyncio.client import connect
 
+from proxy.appserver import PINNED_CODEX_VERSION, AppServer, find_codex
+from proxy.backend import FakeBackend
+from proxy.cassette import CassetteWriter, load, new_header
 from proxy.cli import app
 from proxy.errors import UsageError
-from proxy.jsonrpc import Direction, MessageType
+from proxy.jsonrpc import Direction, MessageType, parse
 from proxy.pointer import resolve
+from proxy.recorder import Recorder
+from proxy.rules import Engine
 from proxy.schema import (
     Validator,
     Violation,
+    WatchRule,
     cache_root,
     codex_version,
     pointer_of,
@@ -368,3 +379,153 @@ def test_generate_failure_is_one_clear_error(tmp_path: Path) -> None:
         "no such subcommand\n"
     )
     assert list((tmp_path / "cache" / "rpctape" / "schemas").iterdir()) == []
+
+
+# --- live traffic: record --validate (the recorder's hook) and replay --validate ----------------
+
+BAD_TURN = b'{"id":3,"method":"turn/start","params":{"threadId":"t","input":"First question."}}'
+GOOD_INIT = b'{"id":1,"method":"initialize","params":{"clientInfo":{"name":"c","version":"1"}}}'
+
+
+def test_recorder_annotates_violations_and_counts_them(
+    validator: Validator, tmp_path: Path
+) -> None:
+    """A frame that breaks the schema carries `violations` in its cassette line; a good one
+    carries none; the recorder counts them."""
+    path = tmp_path / "c.jsonl"
+    writer = CassetteWriter(path, new_header("ws://x"))
+    recorder = Recorder(writer, validator=validator.pairs)
+    recorder.open(1, path="/", headers=(), subprotocol=None, upstream="ws://x")
+    recorder.record_frames(1, C2S, [(True, GOOD_INIT), (True, BAD_TURN)])
+    writer.close()
+    assert recorder.violations == 1
+    good, bad = load(path).frames()
+    assert "violations" not in good
+    assert bad["violations"] == [
+        {"pointer": "/params/input", "message": "'First question.' is not of type 'array'"}
+    ]
+    assert bad["msg"] == orjson.loads(BAD_TURN)
+
+
+def test_violation_messages_never_carry_a_secret(validator: Validator) -> None:
+    """A secret in the offending value is checked and reported in its redacted form."""
+    secret = "sk-proj-" + "a1b2c3d4" * 6
+    frame = b'{"id":3,"method":"turn/start","params":{"threadId":"t","input":"%s"}}' % (
+        secret.encode()
+    )
+    recorder = Recorder(None, validator=validator.pairs)
+    recorder.open(1, path="/", headers=(), subprotocol=None, upstream="ws://x")
+    event, line = recorder.text_line(1, C2S, frame, *recorder.inspect(1, C2S, frame))
+    assert secret.encode() not in line
+    assert "sk-proj" not in line.decode()
+    ((violation),) = event["violations"]
+    assert violation["pointer"] == "/params/input"
+    assert violation["message"].endswith(" is not of type 'array'")
+    assert recorder.violations == 1
+
+
+def test_a_failing_validator_is_logged_and_the_frame_recorded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A validator that raises does not cost the frame: recorded without annotation."""
+
+    def broken(direction: Direction, msg: Any, response_to: str | None) -> list[tuple[str, str]]:
+        raise RuntimeError("boom")
+
+    recorder = Recorder(None, validator=broken)
+    recorder.open(1, path="/", headers=(), subprotocol=None, upstream="ws://x")
+    (event,) = recorder.record_frames(1, C2S, [(True, GOOD_INIT)])
+    assert "violations" not in event and event["method"] == "initialize"
+    assert recorder.violations == 0
+    assert "schema validator failed on a c2s frame" in caplog.text
+
+
+def test_watch_rule_counts_live_client_violations_and_never_acts(
+    validator: Validator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """replay --validate's rule: client frames are checked and counted, server frames are
+    not, and every message goes on untouched."""
+    watch = WatchRule.build(validator)
+    engine = Engine([watch])
+    for direction, frame in [(C2S, GOOD_INIT), (C2S, BAD_TURN), (S2C, BAD_TURN)]:
+        decision = engine.decide(direction, frame, parse(frame), None)
+        assert decision.untouched and decision.forward == frame and decision.applied == []
+    assert watch.found == {"messages": 2, "violations": 1}
+    assert (
+        f"schema violation ({validator.label}) in a live c2s request turn/start /params/input: "
+        "'First question.' is not of type 'array'"
+    ) in caplog.text
+
+
+@pytest.mark.e2e
+async def test_record_validate_against_the_real_app_server(
+    tmp_path: Path, codex_schema: SchemaFor
+) -> None:
+    """`rpctape record --validate`: the bad turn/start is annotated in the cassette and
+    counted in the summary; it still reaches the app-server, which answers it."""
+    cassette = tmp_path / "c.jsonl"
+    codex = str(find_codex())
+    async with FakeBackend() as backend, AppServer(backend.url, codex) as server:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "record", "--upstream", server.url,
+            "--listen", "ws://127.0.0.1:0", "--cassette", str(cassette),
+            "--validate", "--codex", codex,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            assert line.startswith("listening on ws://127.0.0.1:"), line
+            async with connect(line.removeprefix("listening on ").strip()) as ws:
+                await ws.send(GOOD_INIT.decode())
+                assert orjson.loads(await ws.recv())["id"] == 1
+                await ws.send(BAD_TURN.decode())
+                reply = orjson.loads(await ws.recv())
+                while reply.get("id") != 3:
+                    reply = orjson.loads(await ws.recv())
+                assert reply["error"]["code"] == -32600
+            proc.send_signal(signal.SIGINT)
+            out, errs = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, errs
+    assert out.decode().endswith(
+        f"to {cassette}; 1 schema violation(s) (annotated in the cassette)\n"
+    )
+    annotated = [e for e in load(cassette).frames() if "violations" in e]
+    assert [(e["dir"], e["seq"], e["violations"]) for e in annotated] == [
+        (
+            "c2s",
+            annotated[0]["seq"],
+            [{"pointer": "/params/input", "message": "'First question.' is not of type 'array'"}],
+        )
+    ]
+    assert annotated[0]["msg"] == orjson.loads(BAD_TURN)
+
+
+@pytest.mark.e2e
+def test_replay_validate_counts_live_client_violations(codex_schema: SchemaFor) -> None:
+    """`rpctape replay --stdio --validate`: the live client's bad turn/start is counted in
+    the summary (replay records nothing); the good initialize is not."""
+    cassette = Path(__file__).resolve().parent.parent / "cassettes" / "two-turns.jsonl"
+    schema = codex_schema(PINNED_CODEX_VERSION)
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "replay", "--stdio", str(cassette), "--validate",
+         "--schema", str(schema)],
+        input=GOOD_INIT + b"\n" + BAD_TURN + b"\n", capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert lines[-1] == f"1 schema violation(s) in 2 live client message(s) ({schema})"
+    assert any("schema violation" in line and "turn/start /params/input" in line for line in lines)
+
+
+def test_validate_options_need_validate(tmp_path: Path) -> None:
+    """--codex or --schema without --validate is one clear usage error."""
+    result = runner.invoke(
+        app, ["record", "--cassette", str(tmp_path / "c.jsonl"), "--schema", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert not (tmp_path / "c.jsonl").exists()

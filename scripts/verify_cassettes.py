@@ -1,0 +1,86 @@
+"""Verify the shipped cassettes against a real codex app-server, offline (docs/drift.md).
+
+    .venv/bin/python scripts/verify_cassettes.py --codex 0.171.0            # all of them
+    .venv/bin/python scripts/verify_cassettes.py --codex 0.169.0 --only two-turns
+    .venv/bin/python scripts/verify_cassettes.py --codex 0.171.0 --update   # re-record them
+
+For each cassette of cassettes/ it starts the fake model backend scripted with the replies the
+cassette was recorded with (the scenario of scripts/record_cassettes.py named in the
+cassette's header) and the real app-server configured the same way (approval policy, auth
+mode), then runs `rpctape verify CASSETTE --upstream URL` (the same code, in-process) and
+prints its report. Every process it starts is stopped before it returns. Exit 0 when every
+cassette is equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+for entry in (REPO, REPO / "scripts"):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+from record_cassettes import SCENARIOS, Scenario  # noqa: E402
+
+from proxy.appserver import AppServer, choose_codex  # noqa: E402
+from proxy.backend import FakeBackend  # noqa: E402
+from proxy.recorded_client import (  # noqa: E402
+    VerifyOutcome,
+    default_out,
+    render_outcome,
+    settle,
+    verify_cassette,
+)
+from proxy.schema import codex_version  # noqa: E402
+from proxy.upstream import Upstream  # noqa: E402
+
+
+async def verify_one(
+    scenario: Scenario, cassette: Path, codex: Path, out: Path | None
+) -> VerifyOutcome:
+    """Backend + app-server set up as ``scenario`` was recorded; verify ``cassette`` there."""
+    async with (
+        FakeBackend() as backend,
+        AppServer(
+            backend.url, codex, approval_policy=scenario.approval_policy, auth=scenario.auth
+        ) as server,
+    ):
+        backend.script(*scenario.replies)
+        return await verify_cassette(
+            cassette,
+            Upstream.parse(server.url),
+            out or default_out(cassette),
+            meta={"made_by": "scripts/verify_cassettes.py", "codex": codex_version(codex)},
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--codex", help="a codex version from .tools/ or a codex executable")
+    parser.add_argument("--cassettes", type=Path, default=REPO / "cassettes")
+    parser.add_argument("--only", action="append", choices=[s.name for s in SCENARIOS])
+    parser.add_argument("--update", action="store_true", help="replace each cassette")
+    args = parser.parse_args(argv)
+    codex = choose_codex(args.codex)
+    failed = 0
+    for scenario in SCENARIOS:
+        if args.only and scenario.name not in args.only:
+            continue
+        cassette = args.cassettes / f"{scenario.name}.jsonl"
+        with contextlib.suppress(ValueError):  # name it as the user would, from here
+            cassette = cassette.resolve().relative_to(Path.cwd())
+        outcome = asyncio.run(verify_one(scenario, cassette, codex, None))
+        settle(outcome, update=args.update, keep=False)
+        for line in render_outcome(outcome):
+            print(line)
+        failed += not outcome.ok
+    return 1 if failed and not args.update else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
