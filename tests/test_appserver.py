@@ -516,7 +516,7 @@ def test_choose_codex_path_or_version(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.chdir(tmp_path)
     fake = tmp_path / "0.0.1"
     fake.write_text("#!/bin/sh\n")
-    assert choose_codex("0.0.1") == Path("0.0.1")  # an existing file wins
+    assert choose_codex("0.0.1") == fake  # an existing file wins, made absolute
     with pytest.raises(AppServerError, match=r"project-local install of 0\.0\.2"):
         choose_codex("0.0.2")
     with pytest.raises(AppServerError, match="the given codex path"):
