@@ -10,7 +10,15 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.attest_check import CASES, Case, envelope, judge, render_table
+from proxy.attest_check import (
+    CASES,
+    Case,
+    Outcome,
+    envelope,
+    judge,
+    missed_deadline,
+    render_table,
+)
 
 T = envelope(0, "T")
 
@@ -141,3 +149,17 @@ def test_attest_check_against_the_real_app_server(
         assert Path(case["cassette"]).is_file()
         # The case ran against the codex asked for: its cassette says which.
         assert f"/{codex_version} " in Path(case["cassette"]).read_text()
+
+
+def test_only_a_missed_deadline_is_tried_again() -> None:
+    """A case that expected a token but saw s:1 (too late) is run again; a wrong token, or a
+    case whose expected outcome is s:1, is not."""
+    inject = next(c for c in CASES if c.name == "inject:T")
+    silent = next(c for c in CASES if c.name == "silent")
+    late = Outcome("inject:T", "x", '{"v":1,"s":1} x1 on 1 POST(s); 1 request(s)', False)
+    wrong = Outcome("inject:T", "x", '{"v":1,"s":0,"t":"X"} x1 on 1 POST(s); 1 request(s)', False)
+    passed = Outcome("inject:T", "x", '{"v":1,"s":0,"t":"T"} x1 on 1 POST(s); 1 request(s)', True)
+    assert missed_deadline(inject, late)
+    assert not missed_deadline(inject, wrong)
+    assert not missed_deadline(inject, passed)
+    assert not missed_deadline(silent, late)
