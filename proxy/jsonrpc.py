@@ -252,23 +252,24 @@ def raw_id(data: bytes | str) -> bytes | None:
     return text[start:end].encode(errors="surrogatepass")
 
 
-def with_raw_id(data: bytes, id_text: bytes) -> bytes | None:
-    """``data`` (a JSON object) with its top-level ``id`` value replaced by ``id_text``.
-
-    Every other byte is kept. ``None`` if ``data`` is not an object with an ``id``.
-    """
+def id_slots(data: bytes) -> tuple[bytes, bytes] | None:
+    """``data`` (a JSON object) cut around its top-level ``id`` value: what stands before it
+    and after it, so that any id text can be put in between. ``None`` without an ``id``."""
     text = data.decode(errors="surrogatepass")
     spans = member_spans(text)
     if spans is None or "id" not in spans:
         return None
     start, end = spans["id"]
-    return b"".join(
-        (
-            text[:start].encode(errors="surrogatepass"),
-            id_text,
-            text[end:].encode(errors="surrogatepass"),
-        )
-    )
+    return text[:start].encode(errors="surrogatepass"), text[end:].encode(errors="surrogatepass")
+
+
+def with_raw_id(data: bytes, id_text: bytes) -> bytes | None:
+    """``data`` (a JSON object) with its top-level ``id`` value replaced by ``id_text``.
+
+    Every other byte is kept. ``None`` if ``data`` is not an object with an ``id``.
+    """
+    slots = id_slots(data)
+    return None if slots is None else b"".join((slots[0], id_text, slots[1]))
 
 
 def _method(msg: Any, kind: MessageType) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,7 +20,7 @@ import orjson
 
 from .cassette import Cassette, Event, frame_of
 from .errors import RpctapeError, UsageError
-from .jsonrpc import Direction, MessageType, id_key, raw_id, with_raw_id
+from .jsonrpc import Direction, MessageType, id_key, id_slots, raw_id, with_raw_id
 from .matching import Frame, MatchOn, Preset, Rules, Verdict, explain, matches
 from .modes import MatchOrder, OnMiss, Pace, parse_mode
 from .ordering import DEFAULT_HOLD_TIMEOUT, Order, Ordering
@@ -102,6 +103,10 @@ class ReplayOptions:
 # --- the recording, prepared ------------------------------------------------------------------
 
 
+_ID_MARK = "\x00rpctape:id\x00"
+_ID_MARK_JSON = orjson.dumps(_ID_MARK)
+
+
 @dataclass(frozen=True)
 class Item:
     """One recorded frame of a connection, with what the planner needs to know about it."""
@@ -122,6 +127,23 @@ class Item:
         """The event's ``seq`` in the cassette."""
         seq: int = self.event["seq"]
         return seq
+
+    @functools.cached_property
+    def data(self) -> bytes:
+        """The recorded frame's exact bytes (built once, sent as often as replayed)."""
+        return frame_of(self.event)
+
+    @functools.cached_property
+    def id_slots(self) -> tuple[bytes, bytes] | None:
+        """The frame cut around its ``id`` value, to put a live id in (found once)."""
+        msg = self.event.get("msg")
+        if "raw" not in self.event and isinstance(msg, dict) and "id" in msg:
+            # The frame is orjson's writing of msg: write it again with a marker for the id.
+            marked = orjson.dumps({**msg, "id": _ID_MARK})
+            before, found, after = marked.partition(_ID_MARK_JSON)
+            if found and not after.count(_ID_MARK_JSON):
+                return before, after
+        return id_slots(self.data)
 
     def describe(self) -> str:
         """``> request thread/start``, ``< response to turn/start``, ``< binary frame``."""
@@ -462,11 +484,18 @@ class LiveId:
     @classmethod
     def of(cls, frame: Frame) -> LiveId:
         """The id of a live request frame."""
+        if frame.parsed.exact:  # the frame is orjson's writing of msg, so is the id in it
+            return cls(frame.parsed.id, orjson.dumps(frame.parsed.id))
         return cls(frame.parsed.id, raw_id(frame.data))
 
-    def put_into(self, data: bytes, msg: Any = None) -> bytes:
-        """``data`` (a reply) with this id in place of its own."""
+    def put_into(
+        self, data: bytes, msg: Any = None, slots: tuple[bytes, bytes] | None = None
+    ) -> bytes:
+        """``data`` (a reply) with this id in place of its own (``slots``: ``data`` already cut
+        around its id by :func:`~proxy.jsonrpc.id_slots`)."""
         if self.text is not None:
+            if slots is not None:
+                return b"".join((slots[0], self.text, slots[1]))
             spliced = with_raw_id(data, self.text)
             if spliced is not None:
                 return spliced
@@ -615,10 +644,10 @@ class ConnectionReplay:
         return out
 
     def _outgoing(self, item: Item, live_id: LiveId | None) -> Outgoing:
-        event = self.recorded.items[item.index].event
-        data = frame_of(event)
+        event = item.event
+        data = item.data
         if live_id is not None:
-            data = live_id.put_into(data, event.get("msg"))
+            data = live_id.put_into(data, event.get("msg"), item.id_slots)
         delay = self.options.pace.delay(item.gap)
         return Outgoing(data, event["kind"] == "text", delay, item.index)
 
