@@ -318,7 +318,7 @@ async def record(settings: Settings, cassette: Path, command: Sequence[str]) -> 
     return Outcome("record", str(cassette), exit=status)
 
 
-async def episodes(settings: Settings, cassette: Path, command: Sequence[str]) -> Outcome:
+async def episodes(settings: Settings, cassette: Path, invocation: Invocation) -> Outcome:
     """``new_episodes``: replay when the client's first message matches the first message of
     a recorded connection; otherwise record the session through the real codex and append it."""
     exists = cassette.is_file()
@@ -339,6 +339,7 @@ async def episodes(settings: Settings, cassette: Path, command: Sequence[str]) -
         )
         if claim is not None:
             return await _episode_replay(settings, session, client, claim)
+        command = [real_codex(settings), *invocation.argv]
         cassette.parent.mkdir(parents=True, exist_ok=True)
         upstream = "stdio:" + shlex.join(command)
         if exists:
@@ -357,7 +358,7 @@ async def episodes(settings: Settings, cassette: Path, command: Sequence[str]) -
 
 
 async def _episode_replay(
-    settings: Settings, session: ReplaySession, client: StdioLeg, claim: Any
+    settings: Settings, session: ReplaySession, client: StdioLeg, claim: ConnectionReplay
 ) -> Outcome:
     bridge = recorded_bridge(client, claim, settings.rules)
     closed: list[tuple[int, str]] = []
@@ -470,11 +471,11 @@ async def run_session(settings: Settings, invocation: Invocation, env: Any) -> O
                 f"(${ENV_MODE}=once)"
             )
         return await replay(settings, cassette)
-    command = [real_codex(settings), *invocation.argv]
     if mode is RecordMode.NEW_EPISODES:
         if cassette is None:
             raise UsageError(f"record mode 'new_episodes' needs ${ENV_CASSETTE}")
-        return await episodes(settings, cassette, command)
+        return await episodes(settings, cassette, invocation)
+    command = [real_codex(settings), *invocation.argv]
     return await record(settings, cassette or default_cassette(env), command)
 
 
