@@ -97,9 +97,7 @@ def _log_report(replay: ConnectionReplay) -> None:
 
 def recorded_bridge(client: Leg, replay: ConnectionReplay, rules: Sequence[Rule]) -> Bridge:
     """A bridge from a live client leg to the recorded connection ``replay`` plays."""
-    log.info(
-        "live connection %d replays recorded connection %d", replay.live, replay.recorded.conn
-    )
+    log.info("live connection %d replays recorded connection %d", replay.live, replay.recorded.conn)
     server = RecordedLeg(replay)
     bridge = Bridge(replay.live, client, server, None, rules)
     server.start()
@@ -352,6 +350,7 @@ class ReplayServer:
         stdout: int = 1,
         *,
         explain: Callable[[str], None] | None = None,
+        explain_grace: float = 0.0,
     ) -> ReplayReport:
         """Replay the cassette's first recorded connection to one client speaking
         newline-delimited JSON on ``stdin``/``stdout`` (the app-server's ``stdio://``
@@ -362,8 +361,9 @@ class ReplayServer:
         ended. A close the replay plans (``on_miss="close"``, a recording whose server
         closed) ends it at once. A close because of a miss (a client answer that differs,
         4409; a request with ``on_miss="close"``, 4404) is kept in :attr:`stdio_close`, and
-        ``explain`` is called with the miss explanation before the output ends (the
-        stand-in writes it on stderr: a client reading stderr then has it when stdout ends).
+        ``explain`` is called with the miss explanation ``explain_grace`` seconds before the
+        output ends (the stand-in writes it on stderr: a client reading stderr in another
+        thread, as the official SDK does, then has it when stdout ends).
         :meth:`close` from another task stops it. Only record mode ``none`` is served (there
         is no upstream to record from; ``rpctape-codex`` records stdio sessions). With
         ``strict=True`` an unclean report raises :class:`~proxy.replay.ReplayMismatch`.
@@ -397,6 +397,9 @@ class ReplayServer:
                         misses = replay.report().misses
                         if explain is not None:
                             explain(misses[-1].render() if misses else plan.reason)
+                        if forward is not None and explain_grace > 0:
+                            asyncio.get_running_loop().call_later(explain_grace, forward, leg)
+                            return
                     if forward is not None:
                         forward(leg)
 
@@ -410,6 +413,8 @@ class ReplayServer:
                     stop.cancel()
                 if not bridge.server.lost.done():  # stopped from outside: drop what is left
                     bridge.shutdown()
+                elif self.stdio_close is not None and explain_grace > 0:
+                    await asyncio.sleep(explain_grace)  # the output ends after the reason
             client.close(CloseCode.NORMAL_CLOSURE, "replay ended")
             try:
                 await asyncio.wait_for(asyncio.shield(client.lost), self.close_timeout)

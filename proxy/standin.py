@@ -60,7 +60,7 @@ from .replay import (
 )
 from .replay_server import ReplayServer, recorded_bridge
 from .rules import Rule
-from .wrap import FORWARDED_SIGNALS, exit_status, run_wrap
+from .wrap import FORWARDED_SIGNALS, exit_status
 
 PROG = "rpctape-codex"
 EXIT_USAGE = 2
@@ -68,6 +68,10 @@ EXIT_USAGE = 2
 EXIT_MISS = 3
 """The replay ended the session on a miss (close 4409 or 4404 over a websocket)."""
 MISS_CLOSE_CODES = frozenset({ANSWER_MISS_CLOSE_CODE, NO_MATCH_CLOSE_CODE})
+EXPLAIN_GRACE = 0.5
+"""Seconds between the explanation on stderr and the end of stdout: the official SDK reads
+stderr in a thread racing its stdout reader, which loses the tail about 1 run in 8 without a
+pause (tests/test_e2e_sdk.py)."""
 
 ENV_CASSETTE = "RPCTAPE_CASSETTE"
 ENV_CASSETTE_DIR = "RPCTAPE_CASSETTE_DIR"
@@ -285,7 +289,8 @@ async def replay(settings: Settings, cassette: Path) -> Outcome:
         _explain(text)
 
     with _stop_on_signals(server.close):
-        report = await server.serve_stdio(explain=explain)
+        report = await server.serve_stdio(explain=explain, explain_grace=EXPLAIN_GRACE)
+        hold_stop_signals()
     closed = server.stdio_close
     outcome = Outcome("replay", str(cassette), clean=report.clean, report=report.render())
     if closed is not None:
@@ -303,11 +308,20 @@ async def record(settings: Settings, cassette: Path, command: Sequence[str]) -> 
     ``cassette`` when it ends well (the real codex exits 0 or after a signal the client sent)."""
     cassette.parent.mkdir(parents=True, exist_ok=True)
     temp = cassette.with_name(f".{cassette.name}.{secrets.token_hex(4)}.recording")
+    upstream = "stdio:" + shlex.join(command)
+    header = new_header(upstream, transport="stdio", meta={"client_transport": "stdio"})
+    writer = CassetteWriter(temp, header)
+    client = await StdioLeg.open(DEFAULT_MAX_SIZE)
     try:
-        status = await run_wrap(command, temp, rules=settings.rules, redactor=settings.redactor)
+        recorder = Recorder(writer, settings.redactor)
+        status = await _record_live(client, command, recorder, upstream, settings.rules)
     except BaseException:
+        writer.close()
         temp.unlink(missing_ok=True)
         raise
+    finally:
+        client.abort()
+    writer.close()
     ended_by_client = status in {128 + s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     if status == 0 or ended_by_client:
         os.replace(temp, cassette)
@@ -370,6 +384,9 @@ async def _episode_replay(
             closed.append((plan.code, plan.reason))
             misses = claim.report().misses
             _explain(misses[-1].render() if misses else plan.reason)
+            if forward is not None:
+                asyncio.get_running_loop().call_later(EXPLAIN_GRACE, forward, leg)
+                return
         if forward is not None:
             forward(leg)
 
@@ -383,8 +400,11 @@ async def _episode_replay(
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
+        hold_stop_signals()
     if not bridge.server.lost.done():
         bridge.shutdown()
+    elif closed:
+        await asyncio.sleep(EXPLAIN_GRACE)  # the output ends after the reason
     client.close(1000, "replay ended")
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(client.lost), 1.0)
@@ -426,6 +446,7 @@ async def _record_live(
         client.close(1000, "app-server exited")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(bridge.wait(), 5)
+        hold_stop_signals()
     finally:
         for sig in FORWARDED_SIGNALS:
             loop.remove_signal_handler(sig)
@@ -454,6 +475,15 @@ def _stop_on_signals(stop: Callable[[], Any]) -> Any:
 
 
 _stopping: set[asyncio.Task[Any]] = set()
+
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+def hold_stop_signals() -> None:
+    """Once the session is over, before its signal handlers go: a client that terminates
+    its codex right after closing stdin (the official SDK does) must not kill this process
+    before the cassette is renamed and the report written; the held signal dies with it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 async def run_session(settings: Settings, invocation: Invocation, env: Any) -> Outcome:
