@@ -108,7 +108,9 @@ class LiveSide:
 
 
 class _LivePending:
-    def __init__(self, side: LiveSide, conn: int, server: Leg, request: Request, url: str) -> None:
+    def __init__(
+        self, side: LiveSide, conn: int, server: Leg, request: Request, url: str
+    ) -> None:
         self.side = side
         self.conn = conn
         self.server = server

@@ -429,7 +429,9 @@ LISTEN_99999 = "--listen ws://127.0.0.1:99999: the port must be a number from 0 
         (("record", "--bogus"), "No such option: --bogus. Run `rpctape record -h` for help"),
     ],
 )  # fmt: skip
-def test_bad_options_give_one_line(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
+def test_bad_options_give_one_line(
+    args: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
     """Bad options and values: one `rpctape: error:` line, exit 2, no traceback, no cassette."""
     cassette = tmp_path / "c.jsonl"
     argv = [*args, "--cassette", str(cassette)] if args[0] == "record" else list(args)
@@ -521,7 +523,9 @@ def test_help_version_and_usage_errors() -> None:
              "COMP_CWORD": "1"},
     )  # fmt: skip
     assert completion.stdout.split() == ["record", "replay", "report"]
-    assert one_error(rpctape("nope")) == ("No such command 'nope'. Run `rpctape -h` for help")
+    assert one_error(rpctape("nope")) == (
+        "No such command 'nope'. Run `rpctape -h` for help"
+    )
 
 
 def test_show_method_matching_nothing_says_so(tmp_path: Path) -> None:
@@ -553,7 +557,7 @@ def test_show_colour_and_rule_effects(tmp_path: Path) -> None:
     plain = rpctape("show", str(path), "--width", "160").stdout
     assert "\x1b[" not in plain
     assert plain.splitlines()[-1] == (
-        f'    0.030   1 > notification {"noise":<40} [dropped] {{"method":"noise"}}'
+        f"    0.030   1 > notification {'noise':<40} [dropped] {{\"method\":\"noise\"}}"
     )
 
 

@@ -268,7 +268,7 @@ def test_a_different_answer_to_a_server_request_ends_the_conversation() -> None:
     assert step.send == () and step.miss is not None
     assert step.close == Close(
         ANSWER_MISS_CLOSE_CODE,
-        "rpctape: response to item/commandExecution/requestApproval: /result/decision: got "
+        'rpctape: response to item/commandExecution/requestApproval: /result/decision: got '
         '"decline", recorded "accept"',
     )
     assert step.miss.render() == (

@@ -78,7 +78,9 @@ async def test_relays_and_records_bad_input_faithfully(tmp_path: Path) -> None:
         "stdio",
     )
     errors = [e["message"] for e in tape.events if e["kind"] == "error"]
-    assert errors == ["the client's last line (13 bytes) had no newline; it was taken as a message"]
+    assert errors == [
+        "the client's last line (13 bytes) had no newline; it was taken as a message"
+    ]
     closes = [(e["by"], e["leg"], e.get("exit_code")) for e in tape.events if e["kind"] == "close"]
     assert closes == [("client", "client", None), ("proxy", "server", 0)]
 
@@ -149,13 +151,10 @@ async def test_missing_command(tmp_path: Path) -> None:
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert (proc.returncode, out) == (2, b"")
-    assert (
-        err
-        == (
-            f"rpctape: error: wrap -- {tmp_path / 'no-such-codex'}: no such executable; give a "
-            "path to it or a command on PATH\n"
-        ).encode()
-    )
+    assert err == (
+        f"rpctape: error: wrap -- {tmp_path / 'no-such-codex'}: no such executable; give a "
+        "path to it or a command on PATH\n"
+    ).encode()
     assert not cassette.exists()
 
 
