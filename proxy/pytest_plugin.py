@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shlex
@@ -432,12 +433,21 @@ def rpctape(request: pytest.FixtureRequest) -> Iterator[RpctapeSession]:
     if problem:
         pytest.fail(problem, pytrace=False)  # outside the except block: no chained traceback
     item.stash[_SESSION] = session
+    replay_log = logging.getLogger("rpctape.replay")
+    replay_log.addFilter(_in_the_report)
     try:
         yield session
     finally:
         # The call hook already stopped it unless the test never ran (setup error, skip).
         session.finish(passed=False)
+        replay_log.removeFilter(_in_the_report)
         del item.stash[_SESSION]
+
+
+def _in_the_report(record: logging.LogRecord) -> bool:
+    """Drop the replay's warnings (each miss, each unclean connection) from the captured log:
+    the report attached to the test, or its failure message, says each of them once."""
+    return record.levelno < logging.WARNING
 
 
 @pytest.fixture

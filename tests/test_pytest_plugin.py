@@ -84,6 +84,7 @@ async def test_replay_sync_async_strict_and_refusals(tmp_path: Path) -> None:
         "(live connection 1, recorded connection 1, client message 1)"
     ) in out
     assert '/params/clientInfo/name: got "intruder", recorded "rpctape-client"' in out
+    assert out.count('/params/clientInfo/name: got "intruder"') == 1, out  # not in the log too
     assert (
         "rpctape: cassette name '../outside.jsonl' must be a relative path inside the "
         f"cassette folder {project / 'cassettes'}"
