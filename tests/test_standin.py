@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from proxy.cassette import load
+from proxy.cassette import frame_of, load
 from proxy.pytest_plugin import standin_executable
 from proxy.standin import Invocation, parse_invocation
 
@@ -246,3 +247,21 @@ def test_new_episodes_replays_a_known_session_and_appends_a_new_one(
 def test_parse_invocation(argv: list[str], expected: Invocation) -> None:
     """The subcommand is found after codex's global options (the SDK puts --config first)."""
     assert parse_invocation(argv) == expected
+
+
+def test_recording_without_a_cassette_goes_to_the_cassette_folder(
+    tmp_path: Path, fake_codex: Path
+) -> None:
+    """No RPCTAPE_CASSETTE: the session is recorded into RPCTAPE_CASSETTE_DIR as
+    <UTC time>-<pid>.jsonl (what the desktop app and VS Code setups use)."""
+    env = {"RPCTAPE_REAL_CODEX": str(fake_codex), "RPCTAPE_CASSETTE_DIR": str(tmp_path / "t")}
+    result = standin(tmp_path, ["app-server", "--listen", "stdio://"], lines(INIT), **env)
+    assert (result.returncode, result.stderr) == (0, "")
+    (cassette,) = (tmp_path / "t").iterdir()
+    assert re.fullmatch(r"\d{8}T\d{6}Z-\d+\.jsonl", cassette.name)
+    tape = load(cassette)
+    assert tape.header["upstream"] == f"stdio:{fake_codex} app-server --listen stdio://"
+    assert [json.loads(frame_of(e)) for e in tape.frames()] == [
+        INIT,
+        {"id": 1, "result": {"userAgent": "fake", "argv": ["app-server", "--listen", "stdio://"]}},
+    ]
