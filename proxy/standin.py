@@ -36,7 +36,7 @@ import secrets
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -454,7 +454,7 @@ async def _record_live(
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: Callable[[], Any]) -> Any:
+def _stop_on_signals(stop: Callable[[], Any]) -> Iterator[None]:
     """SIGINT/SIGTERM end a replay cleanly (the SDK closes stdin, then terminates at once)."""
     loop = asyncio.get_running_loop()
 
@@ -533,11 +533,12 @@ def run(argv: Sequence[str], env: Any = os.environ) -> int:
         format=f"{PROG} %(levelname)s %(name)s: %(message)s",
         handlers=[handler],
     )
+    settings: Settings | None = None
     try:
-        settings = settings_from(env)
-        if not invocation.serve:
-            real = real_codex(settings)
+        if not invocation.serve:  # the RPCTAPE_* settings do not matter: no session
+            real = real_codex(Settings(None, RecordMode.ONCE, real=env.get(ENV_REAL) or None))
             os.execv(real, [real, *invocation.argv])
+        settings = settings_from(env)
         if invocation.listen != "stdio://":
             raise UsageError(
                 f"app-server --listen {invocation.listen}: {PROG} serves stdio only; use "
@@ -546,9 +547,9 @@ def run(argv: Sequence[str], env: Any = os.environ) -> int:
         outcome = asyncio.run(run_session(settings, invocation, env))
     except (RpctapeError, OSError) as exc:
         code = _fail(str(exc))
-        if "settings" in locals() and settings.report is not None:
-            _write_report(settings.report, Outcome("error", "", exit=code, clean=False,
-                                                   explanation=str(exc)))  # fmt: skip
+        if settings is not None and settings.report is not None:
+            failed = Outcome("error", str(settings.cassette or ""), code, False, None, str(exc))
+            _write_report(settings.report, failed)
         return code
     if settings.report is not None:
         _write_report(settings.report, outcome)
