@@ -8,6 +8,8 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -15,7 +17,7 @@ from proxy.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, write_codex_home
 from proxy.backend import FakeBackend, Reply
 from proxy.cassette import frame_of, load
 from proxy.errors import UsageError
-from proxy.pytest_plugin import cassette_path
+from proxy.pytest_plugin import cassette_path, rule_list, standin_args
 from tests.scripted_upstream import ScriptedUpstream
 from tests.test_replay import C, S
 from tests.test_replay_server import write_tape
@@ -235,3 +237,38 @@ async def test_rpctape_codex_fails_a_replay_miss_once_with_the_explanation(tmp_p
     assert out.count("no recorded match for response") == 1, out
     assert "FAILED test_codex_fake.py::test_ask - Failed: rpctape-codex: rpctape: no reco" in out
     assert (project / "cassettes" / "ask.jsonl").read_bytes() == recorded
+
+
+RULES = """
+[[rules]]
+name = "fake token"
+dir = "s2c"
+method = "attestation/generate"
+action = "reply"
+result = { token = "T" }
+"""
+
+
+def test_marker_options_become_rpctape_args_and_rules(tmp_path: Path) -> None:
+    """The marker's matching, redaction, rules (relative to the test file) and attest options
+    as the stand-in's RPCTAPE_ARGS, and as rules for the websocket fixture."""
+    (tmp_path / "r.toml").write_text(RULES)
+    item = cast(pytest.Item, SimpleNamespace(path=tmp_path / "test_x.py"))
+    options = {
+        "match_on": "exact", "ignore": ["/params/a", "/params/b"], "redact_keys": "k",
+        "rules": "r.toml", "attest": ["inject:v1.T"], "allow_playback_repeats": True,
+        "pace": "recorded",
+    }  # fmt: skip
+    assert standin_args(item, options) == [
+        "--match-on", "exact", "--pace", "recorded", "--ignore", "/params/a",
+        "--ignore", "/params/b", "--redact-key", "k", "--attest", "inject:v1.T",
+        "--rules", str((tmp_path / "r.toml").resolve()), "--allow-playback-repeats",
+    ]  # fmt: skip
+    rules = rule_list(item, options["rules"], options["attest"])
+    assert [r.name for r in rules] == [
+        "fake token",
+        "attest: advertise requestAttestation",
+        "attest: inject <redacted:9d8f6a4e>",
+    ]
+    with pytest.raises(UsageError, match=r"rpctape\(attest=...\) takes a string or a list"):
+        rule_list(item, (), [1])
