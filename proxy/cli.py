@@ -689,6 +689,8 @@ def replay(
             _warn(line)  # stdout carries the protocol only
         else:
             _say(line)
+    if stdio and server.stdio_close is not None:
+        raise typer.Exit(3)  # the replay ended the session on a miss (docs/replay.md)
     if strict and not report.clean:
         raise typer.Exit(1)
 

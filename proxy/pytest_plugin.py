@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import pytest
 
 from .errors import RpctapeError, UsageError
 from .modes import RecordMode, parse_mode
 from .replay import ReplayReport
 from .replay_server import ReplayServer
+from .rules import Rule
 
 MARKER = "rpctape"
 MARKER_OPTIONS = frozenset(
@@ -48,6 +52,9 @@ MARKER_OPTIONS = frozenset(
         "upstream",
         "redact_keys",
         "redact_values",
+        "rules",
+        "attest",
+        "allow_playback_repeats",
     }
 )
 """Keyword arguments ``@pytest.mark.rpctape(...)`` accepts."""
@@ -87,6 +94,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("rpctape_record_mode", "default record mode (default: none)", default="none")
     parser.addini(
+        "rpctape_codex",
+        "the real codex the rpctape_codex fixture records through (default: $RPCTAPE_CODEX, "
+        "else the project-local install)",
+        default="",
+    )
+    parser.addini(
         "rpctape_strict",
         "fail tests with a miss or an unused recorded client message (default: false)",
         type="bool",
@@ -99,8 +112,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(cassette=None, record_mode=None, strict=None, match='strict', "
-        "on_miss='error', pace='fast', ignore=(), upstream=None): serve a cassette "
-        "through the rpctape_url fixture (rpctape plugin)",
+        "match_on='codex', on_miss='error', pace='fast', ignore=(), upstream=None, rules=(), "
+        "attest=(), redact_keys=(), redact_values=(), allow_playback_repeats=False): serve a "
+        "cassette through the rpctape_url or rpctape_codex fixture (rpctape plugin)",
     )
     for value, what in (
         (config.getoption("rpctape_record_mode"), "--rpctape-record-mode"),
@@ -180,6 +194,27 @@ def resolve_settings(item: pytest.Item) -> Settings:
         upstream.strip(),
         kwargs,
     )
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    """A marker value that is one string or a list of strings."""
+    items = [value] if isinstance(value, str | Path) else list(value or ())
+    if not all(isinstance(v, str | Path) for v in items):
+        raise UsageError(f"@pytest.mark.rpctape({what}=...) takes a string or a list of strings")
+    return [str(v) for v in items]
+
+
+def _rule_files(item: pytest.Item, rules: Any) -> list[Path]:
+    """Rule files named by the marker, relative to the test file's folder."""
+    here = Path(str(item.path)).parent
+    return [here / name for name in _strings(rules, "rules")]
+
+
+def rule_list(item: pytest.Item, rules: Any, attest: Any) -> list[Rule]:
+    """The marker's ``rules`` (TOML files relative to the test file) and ``attest`` switches."""
+    from .cli import build_rules
+
+    return build_rules(_rule_files(item, rules), _strings(attest, "attest"), False)
 
 
 # --- the upstream command --------------------------------------------------------------------
@@ -366,11 +401,14 @@ def _start(item: pytest.Item) -> RpctapeSession:
             command = UpstreamCommand(settings.upstream, item.config.rootpath)
             upstream_url = command.start()
     try:
+        options = dict(settings.options)
+        rules = rule_list(item, options.pop("rules", ()), options.pop("attest", ()))
         server = ReplayServer(
             settings.cassette,
             record_mode=settings.record_mode,
             upstream=upstream_url,
-            **settings.options,
+            rules=rules,
+            **options,
         )
         background = BackgroundServer(server)
         url = background.start()
@@ -397,12 +435,21 @@ def rpctape(request: pytest.FixtureRequest) -> Iterator[RpctapeSession]:
     if problem:
         pytest.fail(problem, pytrace=False)  # outside the except block: no chained traceback
     item.stash[_SESSION] = session
+    replay_log = logging.getLogger("rpctape.replay")
+    replay_log.addFilter(_in_the_report)
     try:
         yield session
     finally:
         # The call hook already stopped it unless the test never ran (setup error, skip).
         session.finish(passed=False)
+        replay_log.removeFilter(_in_the_report)
         del item.stash[_SESSION]
+
+
+def _in_the_report(record: logging.LogRecord) -> bool:
+    """Drop the replay's warnings (each miss, each unclean connection) from the captured log:
+    the report attached to the test, or its failure message, says each of them once."""
+    return record.levelno < logging.WARNING
 
 
 @pytest.fixture
@@ -411,9 +458,170 @@ def rpctape_url(rpctape: RpctapeSession) -> str:
     return rpctape.url
 
 
+# --- the codex stand-in (stdio clients) ----------------------------------------------------
+
+_ARG_OPTIONS = {
+    "match": "--match",
+    "match_on": "--match-on",
+    "on_miss": "--on-miss",
+    "pace": "--pace",
+}
+_LIST_OPTIONS = {"ignore": "--ignore", "redact_keys": "--redact-key",
+                 "redact_values": "--redact-value", "attest": "--attest"}  # fmt: skip
+
+
+def standin_args(item: pytest.Item, options: dict[str, Any]) -> list[str]:
+    """The marker's options as ``RPCTAPE_ARGS`` words (rule files made absolute)."""
+    words: list[str] = []
+    for key, flag in _ARG_OPTIONS.items():
+        if options.get(key) is not None:
+            words += [flag, str(options[key])]
+    for key, flag in _LIST_OPTIONS.items():
+        for value in _strings(options.get(key), key):
+            words += [flag, value]
+    for path in _rule_files(item, options.get("rules")):
+        words += ["--rules", str(path.resolve())]
+    if options.get("allow_playback_repeats"):
+        words.append("--allow-playback-repeats")
+    return words
+
+
+def standin_executable(folder: Path) -> Path:
+    """``rpctape-codex``: beside this Python, else on PATH, else a wrapper written in ``folder``
+    that runs ``python -m proxy.standin``."""
+    beside = Path(sys.executable).with_name("rpctape-codex")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("rpctape-codex")
+    if found:
+        return Path(found)
+    wrapper = folder / "rpctape-codex"
+    root = Path(__file__).resolve().parent.parent
+    wrapper.write_text(
+        f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}} "
+        f'exec {shlex.quote(sys.executable)} -m proxy.standin "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def _real_codex(config: pytest.Config) -> str:
+    named = str(config.getini("rpctape_codex")).strip()
+    if named:
+        return str(Path(named).expanduser())
+    try:
+        from .appserver import find_codex
+
+        return str(find_codex())
+    except (RpctapeError, ImportError):
+        return ""  # the stand-in says so if it has to record
+
+
+@dataclass
+class CodexStandin:
+    """What the ``rpctape_codex`` fixture gives a test: a codex executable bound to the test's
+    cassette. Start the client with :attr:`path` as its codex binary and :attr:`env` merged
+    into its environment (``CodexConfig(codex_bin=str(s.path), env=s.env)``)."""
+
+    path: Path
+    env: dict[str, str]
+    cassette: Path
+    record_mode: RecordMode
+    strict: bool
+    report_file: Path
+    _backup: bytes | None = None
+    _existed: bool = False
+
+    @property
+    def argv(self) -> list[str]:
+        """The command a client that takes a whole command line should run."""
+        return [str(self.path), "app-server", "--listen", "stdio://"]
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """One entry per stand-in session so far (plan, exit, clean, closed, report)."""
+        if not self.report_file.is_file():
+            return []
+        lines = self.report_file.read_bytes().splitlines()
+        return [orjson.loads(line) for line in lines if line.strip()]
+
+    def problem(self) -> str:
+        """Why the test fails because of the replay (once), or ``""``."""
+        for session in self.sessions():
+            if session["closed"] is not None or session["plan"] == "error":
+                return f"rpctape-codex: {session['explanation']}"
+        if self.strict:
+            for session in self.sessions():
+                if not session["clean"]:
+                    return f"rpctape strict replay failed\n{session['report']}"
+        return ""
+
+    def finish(self, *, passed: bool) -> None:
+        """A recording made by a failed test is not kept (the old cassette comes back)."""
+        if passed or not self.record_mode.records(self._existed):
+            return
+        if self._backup is not None:
+            self.cassette.write_bytes(self._backup)
+        elif not self._existed:
+            self.cassette.unlink(missing_ok=True)
+
+
+_CODEX = pytest.StashKey[CodexStandin]()
+
+
+@pytest.fixture
+def rpctape_codex(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CodexStandin]:
+    """A codex executable for stdio clients, bound to the test's cassette (see
+    ``@pytest.mark.rpctape``): it replays, or records through the real codex."""
+    item = request.node
+    assert isinstance(item, pytest.Item)
+    try:
+        settings = resolve_settings(item)
+        args = standin_args(item, settings.options)
+        rule_list(item, settings.options.get("rules"), settings.options.get("attest"))
+    except (RpctapeError, FileNotFoundError) as exc:
+        problem = f"rpctape: {exc}"
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    folder = tmp_path_factory.mktemp("rpctape-codex")
+    report = folder / "sessions.jsonl"
+    env = {
+        "RPCTAPE_CASSETTE": str(settings.cassette.resolve()),
+        "RPCTAPE_RECORD_MODE": settings.record_mode.value,
+        "RPCTAPE_ARGS": shlex.join(args),
+        "RPCTAPE_REPORT": str(report),
+    }
+    real = _real_codex(item.config)
+    if real:
+        env["RPCTAPE_REAL_CODEX"] = real
+    existed = settings.cassette.is_file()
+    standin = CodexStandin(
+        standin_executable(folder),
+        env,
+        settings.cassette,
+        settings.record_mode,
+        settings.strict,
+        report,
+        settings.cassette.read_bytes() if existed and settings.record_mode.records(True) else None,
+        existed,
+    )
+    settings.cassette.parent.mkdir(parents=True, exist_ok=True)
+    item.stash[_CODEX] = standin
+    try:
+        yield standin
+    finally:
+        del item.stash[_CODEX]
+
+
+# --- after the test body ---------------------------------------------------------------------
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    """After the test body: stop the server, attach the report, fail a strict miss."""
+    """After the test body: stop the server, attach the report, fail a strict miss (once)."""
     try:
         result = yield
     except BaseException:
@@ -421,6 +629,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         if session is not None:
             report = session.finish(passed=False)
             item.add_report_section("call", "rpctape", report.render())
+        standin = item.stash.get(_CODEX, None)
+        if standin is not None:
+            standin.finish(passed=False)
+            problem = standin.problem()
+            if problem:
+                item.add_report_section("call", "rpctape", problem)
         raise
     session = item.stash.get(_SESSION, None)
     if session is not None:
@@ -428,4 +642,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         if session.strict and not report.clean:
             pytest.fail(f"rpctape strict replay failed\n{report.render()}", pytrace=False)
         item.add_report_section("call", "rpctape", report.render())
+    standin = item.stash.get(_CODEX, None)
+    if standin is not None:
+        problem = standin.problem()
+        standin.finish(passed=not problem)
+        if problem:
+            pytest.fail(problem, pytrace=False)
     return result

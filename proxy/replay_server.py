@@ -21,7 +21,7 @@ import os
 import secrets
 import sys
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,9 @@ from .recorder import Recorder
 from .redact import Redactor
 from .relay import LiveSide, RelayOptions
 from .replay import (
+    ANSWER_MISS_CLOSE_CODE,
     NO_MATCH_CLOSE_CODE,
+    Close,
     ConnectionReplay,
     Handshake,
     Miss,
@@ -247,6 +249,9 @@ class _EpisodePending:
         log.info("live connection %d: %s", self.live, reason)
 
 
+_MISS_CLOSES = frozenset({ANSWER_MISS_CLOSE_CODE, NO_MATCH_CLOSE_CODE})
+
+
 class ReplayServer:
     """Serve a cassette to live clients (and record, depending on ``record_mode``).
 
@@ -393,7 +398,17 @@ class ReplayServer:
             rules=self.rules,
         )
 
-    async def serve_stdio(self, stdin: int = 0, stdout: int = 1) -> ReplayReport:
+    stdio_close: Close | None = None
+    """Set by :meth:`serve_stdio` when the replay ended the session on a miss (4409, 4404)."""
+
+    async def serve_stdio(
+        self,
+        stdin: int = 0,
+        stdout: int = 1,
+        *,
+        explain: Callable[[str], None] | None = None,
+        explain_grace: float = 0.0,
+    ) -> ReplayReport:
         """Replay the cassette's first recorded connection to one client speaking
         newline-delimited JSON on ``stdin``/``stdout`` (the app-server's ``stdio://``
         transport) until the client ends its input; return the final report.
@@ -401,9 +416,14 @@ class ReplayServer:
         Call it instead of :meth:`start`. Replies already planned when the input ends are
         still written (a client may close its output and keep reading); then the output is
         ended. A close the replay plans (``on_miss="close"``, a recording whose server
-        closed) ends it at once. :meth:`close` from another task stops it. Only record mode
-        ``none`` is served (there is no upstream to record from). With ``strict=True`` an
-        unclean report raises :class:`~proxy.replay.ReplayMismatch`.
+        closed) ends it at once. A close because of a miss (a client answer that differs,
+        4409; a request with ``on_miss="close"``, 4404) is kept in :attr:`stdio_close`, and
+        ``explain`` is called with the miss explanation ``explain_grace`` seconds before the
+        output ends (the stand-in writes it on stderr: a client reading stderr in another
+        thread, as the official SDK does, then has it when stdout ends).
+        :meth:`close` from another task stops it. Only record mode ``none`` is served (there
+        is no upstream to record from; ``rpctape-codex`` records stdio sessions). With
+        ``strict=True`` an unclean report raises :class:`~proxy.replay.ReplayMismatch`.
         """
         if self.record_mode is not RecordMode.NONE:
             raise UsageError(
@@ -424,6 +444,23 @@ class ReplayServer:
                 log.warning("%s", claim.render())
             else:
                 bridge = recorded_bridge(client, claim, self.rules)
+                forward = bridge.server.on_closed
+
+                def closed(leg: Leg, replay: ConnectionReplay = claim) -> None:
+                    # Before the bridge ends the client's output: the reason comes first.
+                    plan = leg.close_plan()
+                    if plan.code in _MISS_CLOSES and self.stdio_close is None:
+                        self.stdio_close = Close(plan.code, plan.reason)
+                        misses = replay.report().misses
+                        if explain is not None:
+                            explain(misses[-1].render() if misses else plan.reason)
+                        if forward is not None and explain_grace > 0:
+                            asyncio.get_running_loop().call_later(explain_grace, forward, leg)
+                            return
+                    if forward is not None:
+                        forward(leg)
+
+                bridge.server.on_closed = closed
                 bridge.start()
                 stop = asyncio.ensure_future(self._stdio_stop.wait())
                 waits: list[asyncio.Future[Any]] = [bridge.server.lost, stop]
@@ -433,6 +470,8 @@ class ReplayServer:
                     stop.cancel()
                 if not bridge.server.lost.done():  # stopped from outside: drop what is left
                     bridge.shutdown()
+                elif self.stdio_close is not None and explain_grace > 0:
+                    await asyncio.sleep(explain_grace)  # the output ends after the reason
             client.close(CloseCode.NORMAL_CLOSURE, "replay ended")
             try:
                 await asyncio.wait_for(asyncio.shield(client.lost), self.close_timeout)

@@ -16,10 +16,19 @@ from typing import Any
 
 import orjson
 import pytest
-from openai_codex import ApprovalMode, Codex, CodexConfig, CodexError, TransportClosedError
+from openai_codex import (
+    ApprovalMode,
+    Codex,
+    CodexConfig,
+    CodexError,
+    TransportClosedError,
+)
+from openai_codex.client import CodexClient
 
 from proxy.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, find_codex, write_codex_home
 from proxy.backend import API_KEY_RESPONSES_PATH, FakeBackend, Reply
+from proxy.cassette import load
+from proxy.pytest_plugin import standin_executable
 
 pytestmark = pytest.mark.e2e
 
@@ -192,3 +201,113 @@ def test_a_line_that_is_not_json_on_stdout_reaches_the_sdk(tmp_path: Path) -> No
     assert str(caught.value) == (
         "Invalid JSON-RPC line: 'stand-in: no recorded match for request initialize\\n'"
     )
+
+
+# --- through rpctape-codex, the stand-in for the codex executable ------------------------------
+
+
+def through_standin(
+    tmp_path: Path, cassette: Path, workdir: Path, home: Path, real: Path, version: str
+) -> CodexConfig:
+    """The SDK with rpctape-codex as its codex binary (record or replay as the mode says)."""
+    workdir.mkdir(exist_ok=True)
+    return CodexConfig(
+        codex_bin=str(standin_executable(tmp_path)),
+        cwd=str(workdir),
+        env={
+            "CODEX_HOME": str(home),
+            FAKE_API_KEY_ENV: FAKE_API_KEY,
+            "RPCTAPE_CASSETTE": str(cassette),
+            "RPCTAPE_REAL_CODEX": str(real),
+            "RPCTAPE_REPORT": str(tmp_path / "sessions.jsonl"),
+        },
+        client_version=version,
+    )
+
+
+def sessions(tmp_path: Path) -> list[tuple[str, int, bool]]:
+    """Plan, exit code and cleanliness of every rpctape-codex session so far."""
+    lines = (tmp_path / "sessions.jsonl").read_bytes().splitlines()
+    return [(s["plan"], s["exit"], s["clean"]) for s in map(orjson.loads, lines)]
+
+
+async def test_sdk_records_through_rpctape_codex_then_replays_offline(tmp_path: Path) -> None:
+    """`codex_bin=rpctape-codex`: the first run (mode once, no cassette) records the two turns
+    through the real codex; three more runs replay them with no codex (a nonexistent
+    RPCTAPE_REAL_CODEX) and no model backend, each with another client version and cwd."""
+    home, cassette = tmp_path / "home", tmp_path / "cassettes" / "two.jsonl"
+    async with FakeBackend() as backend:
+        write_codex_home(home, backend.url)
+        backend.script(Reply.text("First answer."), Reply.text("Second answer."))
+        config = through_standin(
+            tmp_path, cassette, tmp_path / "rec", home, find_codex(), "0.163.0"
+        )
+        recorded = await asyncio.to_thread(two_turns, config, tmp_path / "rec")
+    assert recorded[:2] == ("First answer.", "Second answer.")
+    assert sessions(tmp_path) == [("record", 0, True)]
+    methods = [e.get("method") for e in load(cassette).frames() if e["dir"] == "c2s"]
+    assert (methods[0], methods.count("turn/start")) == ("initialize", 2)
+    for run in range(3):
+        workdir = tmp_path / f"replay-{run}"
+        config = through_standin(
+            tmp_path, cassette, workdir, tmp_path / "no-home", tmp_path / "no-codex", f"9.{run}.0"
+        )
+        assert two_turns(config, workdir) == recorded
+    assert sessions(tmp_path) == [("record", 0, True)] + [("replay", 0, True)] * 3
+
+
+APPROVAL_ARGUMENTS = {
+    "cmd": "touch x",
+    "sandbox_permissions": "require_escalated",
+    "justification": "why",
+}
+
+
+def approval_turn(config: CodexConfig, workdir: Path, decision: str) -> list[str]:
+    """One turn whose command asks for approval, answered ``decision``; the methods of the
+    server requests the handler saw."""
+    seen: list[str] = []
+
+    def handler(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        seen.append(method)
+        return {"decision": decision}
+
+    client = CodexClient(config, approval_handler=handler)
+    try:
+        client.start()
+        client.initialize()
+        thread = client.thread_start({"approvalPolicy": "on-request", "cwd": str(workdir)})
+        turn = client.turn_start(thread.thread.id, "Touch x.")
+        client.wait_for_turn_completed(turn.turn.id)
+    finally:
+        client.close()
+    return seen
+
+
+async def test_a_declined_approval_that_was_accepted_fails_fast_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """Recorded accepting a command approval; replayed declining it: the SDK call raises
+    TransportClosedError at once (instead of waiting for a turn that never ends), its
+    stderr_tail holding rpctape's explanation; rpctape-codex exits 3."""
+    home, cassette = tmp_path / "home", tmp_path / "approval.jsonl"
+    async with FakeBackend() as backend:
+        write_codex_home(home, backend.url, approval_policy="on-request")
+        backend.script(
+            Reply.function_call(name="exec_command", arguments=APPROVAL_ARGUMENTS),
+            Reply.text("Done: x is touched."),
+        )
+        config = through_standin(tmp_path, cassette, tmp_path / "rec", home, find_codex(), "1")
+        seen = await asyncio.to_thread(approval_turn, config, tmp_path / "rec", "accept")
+    assert seen == ["item/commandExecution/requestApproval"]
+    config = through_standin(
+        tmp_path, cassette, tmp_path / "replay", home, tmp_path / "no-codex", "1"
+    )
+    assert approval_turn(config, tmp_path / "replay", "accept") == seen  # the happy path
+    with pytest.raises(TransportClosedError) as caught:
+        approval_turn(config, tmp_path / "replay", "decline")
+    message = str(caught.value)
+    assert message.startswith("Codex process closed stdout. stderr_tail=rpctape: no recorded "
+                              "match for response to id ")  # fmt: skip
+    assert '/result/decision: got "decline", recorded "accept"' in message
+    assert sessions(tmp_path) == [("record", 0, True), ("replay", 0, True), ("replay", 3, False)]

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
+from proxy.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, write_codex_home
+from proxy.backend import FakeBackend, Reply
 from proxy.cassette import frame_of, load
 from proxy.errors import UsageError
-from proxy.pytest_plugin import cassette_path
+from proxy.pytest_plugin import cassette_path, rule_list, standin_args
 from tests.scripted_upstream import ScriptedUpstream
 from tests.test_replay import C, S
 from tests.test_replay_server import write_tape
@@ -30,14 +35,17 @@ timeout = 60
 
 def make_project(tmp_path: Path, example: str, ini_extra: str = "") -> Path:
     """A throw-away project: pytest.ini, the example as test_<name>.py, a cassettes/ folder."""
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "pytest.ini").write_text(INI + ini_extra)
     shutil.copy(EXAMPLES / f"{example}_example.py", tmp_path / f"test_{example}.py")
     (tmp_path / "cassettes").mkdir()
     return tmp_path
 
 
-async def run_pytest(project: Path, *args: str) -> tuple[int, str]:
-    """Run `python -m pytest ARGS` in ``project``; its exit code and output."""
+async def run_pytest(
+    project: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run `python -m pytest ARGS` in ``project`` (with ``env`` added); exit code and output."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -45,6 +53,7 @@ async def run_pytest(project: Path, *args: str) -> tuple[int, str]:
         "-q",
         *args,
         cwd=project,
+        env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -68,15 +77,16 @@ async def test_replay_sync_async_strict_and_refusals(tmp_path: Path) -> None:
     assert "FAILED test_replay.py::test_strict_miss - Failed: rpctape strict replay failed" in out
     assert "During handling of the above exception" not in out
     assert (
-        "rpctape: unknown @pytest.mark.rpctape option(s) cassete; valid: cassette, "
-        "hold_timeout, ignore, match, match_on, on_miss, order, pace, record_mode, redact_keys, "
-        "redact_values, strict, upstream"
+        "rpctape: unknown @pytest.mark.rpctape option(s) cassete; valid: "
+        "allow_playback_repeats, attest, cassette, hold_timeout, ignore, match, match_on, "
+        "on_miss, order, pace, record_mode, redact_keys, redact_values, rules, strict, upstream"
     ) in out
     assert (
         "rpctape: no recorded match for request initialize "
         "(live connection 1, recorded connection 1, client message 1)"
     ) in out
     assert '/params/clientInfo/name: got "intruder", recorded "rpctape-client"' in out
+    assert out.count('/params/clientInfo/name: got "intruder"') == 1, out  # not in the log too
     assert (
         "rpctape: cassette name '../outside.jsonl' must be a relative path inside the "
         f"cassette folder {project / 'cassettes'}"
@@ -172,3 +182,93 @@ def test_cassette_symlink_out_of_the_folder_is_refused(tmp_path: Path) -> None:
     assert cassette_path(folder, "sub/x.jsonl") == folder / "sub" / "x.jsonl"
     with pytest.raises(UsageError, match="resolves outside the cassette folder"):
         cassette_path(folder, "link/x.jsonl")
+
+
+SDK_PIPES = ("-W", "ignore::pytest.PytestUnraisableExceptionWarning")
+"""The SDK's `close()` never closes its child's pipes (see tests/test_e2e_sdk.py)."""
+
+
+@pytest.mark.e2e
+async def test_rpctape_codex_records_the_sdk_then_replays_without_codex(tmp_path: Path) -> None:
+    """The rpctape_codex fixture as an SDK user writes it: the first run records through the
+    real codex (fake model backend), the second replays with no codex and no backend."""
+    project = make_project(tmp_path / "project", "codex_sdk", "rpctape_record_mode = once\n")
+    cassette = project / "cassettes" / "sdk-two-turns.jsonl"
+    home = tmp_path / "home"
+    async with FakeBackend() as backend:
+        write_codex_home(home, backend.url)
+        backend.script(Reply.text("First answer."), Reply.text("Second answer."))
+        code, out = await run_pytest(
+            project, *SDK_PIPES, env={"CODEX_HOME": str(home), FAKE_API_KEY_ENV: FAKE_API_KEY}
+        )
+    assert (code, summary(out)) == (0, "1 passed"), out
+    methods = [e.get("method") for e in load(cassette).frames() if e["dir"] == "c2s"]
+    assert (methods[0], methods.count("turn/start")) == ("initialize", 2)
+    recorded = cassette.read_bytes()
+    code, out = await run_pytest(
+        project, *SDK_PIPES, "-o", f"rpctape_codex={tmp_path / 'no-codex'}",
+        env={"CODEX_HOME": str(tmp_path / "no-home")},
+    )  # fmt: skip
+    assert (code, summary(out)) == (0, "1 passed"), out
+    assert cassette.read_bytes() == recorded
+    assert sorted(p.name for p in cassette.parent.iterdir()) == ["sdk-two-turns.jsonl"]
+
+
+async def test_rpctape_codex_fails_a_replay_miss_once_with_the_explanation(tmp_path: Path) -> None:
+    """A stdio client recorded accepting, replayed declining: the test fails once, the
+    explanation as its failure message; the cassette recorded by the first run is kept."""
+    project = make_project(tmp_path / "project", "codex_fake", "rpctape_record_mode = once\n")
+    real = project / "real-codex"
+    real.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests" / "fake_codex.py"} "$@"\n')
+    real.chmod(0o755)
+    code, out = await run_pytest(project, "-o", f"rpctape_codex={real}")
+    assert (code, summary(out)) == (0, "1 passed"), out
+    recorded = (project / "cassettes" / "ask.jsonl").read_bytes()
+    code, out = await run_pytest(project, env={"DECISION": "decline"})
+    assert (code, summary(out)) == (1, "1 failed"), out
+    explanation = (
+        'rpctape-codex: rpctape: no recorded match for response to id "s1" (live connection 1, '
+        "recorded connection 1, client message 2)\n"
+        "closest recorded client messages:\n"
+        '- seq 4 response to approve, next in order: /result/decision: got "decline", '
+        'recorded "accept"'
+    )
+    assert "_ test_ask _" in out and f"_\n{explanation}\n=====" in out, out
+    assert out.count("no recorded match for response") == 1, out
+    assert "FAILED test_codex_fake.py::test_ask - Failed: rpctape-codex: rpctape: no reco" in out
+    assert (project / "cassettes" / "ask.jsonl").read_bytes() == recorded
+
+
+RULES = """
+[[rules]]
+name = "fake token"
+dir = "s2c"
+method = "attestation/generate"
+action = "reply"
+result = { token = "T" }
+"""
+
+
+def test_marker_options_become_rpctape_args_and_rules(tmp_path: Path) -> None:
+    """The marker's matching, redaction, rules (relative to the test file) and attest options
+    as the stand-in's RPCTAPE_ARGS, and as rules for the websocket fixture."""
+    (tmp_path / "r.toml").write_text(RULES)
+    item = cast(pytest.Item, SimpleNamespace(path=tmp_path / "test_x.py"))
+    options = {
+        "match_on": "exact", "ignore": ["/params/a", "/params/b"], "redact_keys": "k",
+        "rules": "r.toml", "attest": ["inject:v1.T"], "allow_playback_repeats": True,
+        "pace": "recorded",
+    }  # fmt: skip
+    assert standin_args(item, options) == [
+        "--match-on", "exact", "--pace", "recorded", "--ignore", "/params/a",
+        "--ignore", "/params/b", "--redact-key", "k", "--attest", "inject:v1.T",
+        "--rules", str((tmp_path / "r.toml").resolve()), "--allow-playback-repeats",
+    ]  # fmt: skip
+    rules = rule_list(item, options["rules"], options["attest"])
+    assert [r.name for r in rules] == [
+        "fake token",
+        "attest: advertise requestAttestation",
+        "attest: inject <redacted:9d8f6a4e>",
+    ]
+    with pytest.raises(UsageError, match=r"rpctape\(attest=...\) takes a string or a list"):
+        rule_list(item, (), [1])

@@ -221,12 +221,13 @@ async def test_strict_exit_code_with_an_unused_message(
 
 
 async def test_on_miss_close_ends_stdout_and_exits(tmp_path: Path) -> None:
-    """--on-miss close: an unmatched request ends stdout and the process, stdin still open."""
+    """--on-miss close: an unmatched request ends stdout and the process, stdin still open;
+    the exit code 3 says the replay ended the session on a miss."""
     cassette = write_tape(tmp_path / "t.jsonl", [(C, '{"id":1,"method":"a"}')])
     async with stdio_replay(cassette, "--on-miss", "close") as client:
         await client.send(b'{"id":1,"method":"b"}')
         code, rest, err = await client.finish(close_stdin=False)
-    assert (code, rest) == (0, b""), err
+    assert (code, rest) == (3, b""), err
     assert report_of(err)[0] == summary(cassette, misses=1, client=1)
 
 
