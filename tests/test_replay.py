@@ -541,7 +541,7 @@ def test_pair_when_nothing_matches_takes_the_closest_and_its_miss_explains() -> 
     assert step.miss is not None and step.matched is None
     assert session.report().connections[0].notes == (
         "no unused recorded connection starts with this client message; replaying the "
-        "closest, recorded connection 1 (first client message: /params/x: got 5, recorded 1)",
+        "closest, recorded connection 1 (first client message differs (see its miss))",
     )
 
 
