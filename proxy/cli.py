@@ -26,7 +26,7 @@ from . import __version__
 from .attest import USAGE as ATTEST_USAGE
 from .attest import AttestKind, AttestMode, attestation_rules
 from .cassette import Cassette, CassetteWriter, load, new_header
-from .errors import CassetteError, MissingExtra, RpctapeError, UsageError
+from .errors import CassetteError, CassetteWriteError, MissingExtra, RpctapeError, UsageError
 from .jsonrpc import Direction
 from .modes import RecordMode, parse_mode
 from .recorder import Recorder
@@ -144,36 +144,61 @@ async def _live_status(recorder: Recorder) -> None:
             await asyncio.sleep(0.5)
 
 
+EXIT_WRITE_FAILED = 74
+"""Exit status of ``record`` and ``wrap`` when the cassette could not be written (EX_IOERR)."""
+
+WRITE_FAILED_TODO = "Clients are refused (HTTP 503) until rpctape is stopped"
+
+
 async def _record(
     options: RelayOptions, writer: CassetteWriter, recorder: Recorder, started: list[bool]
-) -> str:
+) -> tuple[str, bool]:
+    """Serve until SIGINT/SIGTERM; the summary line, and whether the cassette failed."""
     with _stop_on_signals() as stop:
         async with RecordingRelay(options, recorder) as relay:
             started.append(True)
             _say(f"listening on {relay.url}")
-            await _wait_with_status(stop, recorder)
+            await _wait_with_status(stop, recorder, relay.failed)
+            if relay.failure is not None:
+                _error_line(relay.failure, WRITE_FAILED_TODO)
     writer.close()
+    failed = relay.failure is not None
     return (
         f"recorded {recorder.connections} connection(s), "
         f"{recorder.frames[Direction.C2S]} frame(s) client>server, "
         f"{recorder.frames[Direction.S2C]} frame(s) server>client to {writer.path}"
-    )
+        + (" (stopped at the write error)" if failed else "")
+    ), failed
 
 
-async def _wait_with_status(stop: asyncio.Event, recorder: Recorder) -> None:
-    """Wait for ``stop``, with a live status line on stderr when it is a terminal."""
+async def _wait_with_status(
+    stop: asyncio.Event, recorder: Recorder, failed: asyncio.Event | None = None
+) -> None:
+    """Wait for ``stop``, with a live status line on stderr when it is a terminal.
+
+    ``failed`` (the cassette cannot be written) ends the wait early, so that the caller
+    prints its one error line, then waits for ``stop`` without the status line.
+    """
     status = (
         asyncio.create_task(_live_status(recorder), name="live-status")
         if sys.stderr.isatty()
         else None
     )
+    waits: list[asyncio.Task[bool]] = [asyncio.create_task(stop.wait(), name="record:stop")]
+    if failed is not None:
+        waits.append(asyncio.create_task(failed.wait(), name="record:write-failed"))
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
         if status is not None:
             status.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await status
+    if failed is not None and failed.is_set() and not stop.is_set():
+        await stop.wait()
 
 
 def build_rules(files: Sequence[Path], attest: Sequence[str], advertise: bool) -> list[Rule]:
@@ -190,11 +215,16 @@ def _fail(what: BaseException | str, todo: str = "", code: int = 2) -> typer.Exi
     Returns the exit to raise (``raise _fail(...) from None``); ``code`` 2 for bad usage
     or input, 1 for "ran, found nothing / failed".
     """
+    _error_line(what, todo)
+    return typer.Exit(code)
+
+
+def _error_line(what: BaseException | str, todo: str = "") -> None:
+    """``rpctape: error: WHAT. WHAT TO DO`` on stderr, on one line."""
     line = " ".join(str(what).split())  # one line, whatever the message held
     if todo:
         line = f"{line.rstrip('.')}. {todo}"
     _warn(f"rpctape: error: {line}")
-    return typer.Exit(code)
 
 
 def _port_checked(option: str, url: str) -> str:
@@ -328,13 +358,18 @@ def record(
     recorder = Recorder(writer, redactor)
     started: list[bool] = []
     try:
-        line = asyncio.run(_record(options, writer, recorder, started))
+        line, failed = asyncio.run(_record(options, writer, recorder, started))
     except OSError as exc:
-        writer.close()
+        with contextlib.suppress(OSError):
+            writer.close()
+        if isinstance(exc, CassetteWriteError):
+            raise _fail(exc, code=EXIT_WRITE_FAILED) from None
         if not started and not existed:
             cassette.unlink(missing_ok=True)  # a failed start leaves no header-only cassette
         raise _fail(_bind_error(exc, listen)) from None
     _say(line)
+    if failed:
+        raise typer.Exit(EXIT_WRITE_FAILED)  # the error line was printed when it happened
 
 
 @app.command()
@@ -616,10 +651,22 @@ def wrap(
         redactor = _redactor(redact_key, no_redact, redact_value)
     except RpctapeError as exc:
         raise _fail(exc) from None
+    started: list[bool] = []
     try:
         status = asyncio.run(
-            run_wrap(command, cassette, rules=rule_list, redactor=redactor, overwrite=overwrite)
+            run_wrap(
+                command,
+                cassette,
+                rules=rule_list,
+                redactor=redactor,
+                overwrite=overwrite,
+                on_started=lambda: started.append(True),
+            )
         )
+    except CassetteWriteError as exc:  # the child is stopped; the lines before it are kept
+        if not started and not existed:
+            cassette.unlink(missing_ok=True)
+        raise _fail(exc, code=EXIT_WRITE_FAILED) from None
     except (RpctapeError, OSError) as exc:
         if not existed and not isinstance(exc, CassetteError):
             cassette.unlink(missing_ok=True)  # it could not start: no cassette left behind

@@ -117,6 +117,10 @@ class Leg:
         """How this leg closed: who, code and reason, and what the other leg gets."""
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """Drop the connection at once (a close that did not finish in time)."""
+        self.close(CloseCode.INTERNAL_ERROR, "aborted")
+
     def pause_reading(self) -> None:
         """Stop reading (backpressure from the peer)."""
 
@@ -185,12 +189,14 @@ class WebSocketLeg(Leg, asyncio.Protocol):
         self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ws.receive_eof()  # idempotent; the state becomes CLOSED
-        self._process()
-        if self._abort_handle is not None:
-            self._abort_handle.cancel()
-        self.handshake_done()
-        self._set_lost()
+        try:
+            self.ws.receive_eof()  # idempotent; the state becomes CLOSED
+            self._process()
+        finally:  # whatever a handler raised, the leg is finished: waiters must wake
+            if self._abort_handle is not None:
+                self._abort_handle.cancel()
+            self.handshake_done()
+            self._set_lost()
 
     def pause_writing(self) -> None:
         # Backpressure: stop reading the peer while our write buffer is full.
@@ -308,6 +314,10 @@ class WebSocketLeg(Leg, asyncio.Protocol):
             self._check_closed()
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def close_plan(self) -> ClosePlan:
         ws = self.ws
@@ -503,12 +513,14 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
         # Report the close once both the output ended and the exit status is known, so the
         # cassette names the exit code.
         if self._stdout_done and self.exited.done():
-            self.feed_eof()
-            if self._killer is not None:
-                self._killer.cancel()
-            if self.transport is not None:
-                self.transport.close()
-            self._set_lost()
+            try:
+                self.feed_eof()
+            finally:  # whatever a handler raised, the leg is finished: waiters must wake
+                if self._killer is not None:
+                    self._killer.cancel()
+                if self.transport is not None:
+                    self.transport.close()
+                self._set_lost()
 
     def _overlong(self) -> None:
         super()._overlong()
@@ -564,6 +576,11 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
                 await asyncio.wait_for(asyncio.shield(self.exited), self.grace)
                 return
             self.signal(sig)
+
+    def abort(self) -> None:
+        """Close the child's stdin and kill it (SIGKILL)."""
+        self.end_output()
+        self.signal(signal.SIGKILL)
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the child (its whole process group when it has its own session)."""

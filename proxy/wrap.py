@@ -6,6 +6,12 @@ its own stdin to the child's stdin and the child's stdout to its own stdout, lin
 each line completes, and records both directions. Its stdout carries nothing but the child's
 output; its own logs go to stderr (or ``--log``). Signals it receives are passed to the child;
 it exits with the child's exit code (128 + N when the child died of signal N).
+
+When the cassette cannot be written, nothing more is relayed (a frame is never forwarded
+unrecorded): the child's stdin and our stdout are closed, the child gets SIGTERM (SIGKILL
+``grace`` seconds later), and :func:`run_wrap` raises the
+:class:`~proxy.errors.CassetteWriteError` once the child is gone (``rpctape wrap`` prints it
+as one line and exits 74).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import asyncio
 import contextlib
 import shlex
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .bridge import Bridge
@@ -42,8 +48,14 @@ async def run_wrap(
     redactor: Redactor | None = None,
     overwrite: bool = False,
     max_size: int = DEFAULT_MAX_SIZE,
+    on_started: Callable[[], None] | None = None,
 ) -> int:
-    """Run ``command`` behind this process's stdio, recording; return the exit status."""
+    """Run ``command`` behind this process's stdio, recording; return the exit status.
+
+    ``on_started`` is called once the child runs and the cassette holds its ``open`` event.
+    Raises :class:`~proxy.errors.CassetteWriteError` (after the child is gone) when the
+    cassette could not be written.
+    """
     upstream = "stdio:" + shlex.join(command)
     header = new_header(upstream, transport="stdio", meta={"client_transport": "stdio"})
     writer = CassetteWriter(cassette, header, overwrite=overwrite)
@@ -55,17 +67,30 @@ async def run_wrap(
         except OSError as exc:
             recorder.error(conn, f"cannot start {upstream}: {exc}", stage="connect")
             raise
-        client = await StdioLeg.open(max_size)
-        recorder.open(
-            conn,
-            path="",
-            headers=(),
-            subprotocol=None,
-            upstream=upstream,
-            transport="stdio",
-            client_transport="stdio",
-        )
+        opened: StdioLeg | None = None
+        try:
+            client = opened = await StdioLeg.open(max_size)
+            recorder.open(
+                conn,
+                path="",
+                headers=(),
+                subprotocol=None,
+                upstream=upstream,
+                transport="stdio",
+                client_transport="stdio",
+            )
+        except BaseException:  # e.g. the open event could not be written: no child left
+            if opened is not None:
+                opened.abort()
+            child.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(child.exited), 5)
+            raise
+        if on_started is not None:
+            on_started()
         bridge = Bridge(conn, client, child, recorder, rules)
+        # Nothing can be recorded any more: stop the child now rather than after its grace.
+        bridge.on_write_failed = lambda *_: child.signal(signal.SIGTERM)
         bridge.start()
         loop = asyncio.get_running_loop()
         for sig in FORWARDED_SIGNALS:
@@ -79,6 +104,8 @@ async def run_wrap(
         finally:
             for sig in FORWARDED_SIGNALS:
                 loop.remove_signal_handler(sig)
+        if bridge.failure is not None:
+            raise bridge.failure
         return exit_status(code)
     finally:
         writer.close()
