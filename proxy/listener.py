@@ -201,8 +201,9 @@ class Listener:
     async def close(self) -> None:
         """Stop accepting, close every connection (1001), wait for them; safe twice.
 
-        Bounded: connections still open ``close_timeout`` + 1 seconds later are dropped
-        (a child process killed), so a signal always ends ``rpctape`` promptly.
+        Bounded: connections still open ``close_timeout`` + 0.25 seconds later are dropped
+        (a child process killed), so a signal ends ``rpctape`` promptly even when a peer has
+        stopped reading (the close frame waits behind what it did not read).
         """
         server, self._server = self._server, None
         if server is None:
@@ -217,12 +218,12 @@ class Listener:
             bridge.shutdown()
         waits = [asyncio.ensure_future(b.wait()) for b in bridges]
         if waits:
-            _, late = await asyncio.wait(waits, timeout=self.policy.close_timeout + 1.0)
+            _, late = await asyncio.wait(waits, timeout=self.policy.close_timeout + 0.25)
             if late:
                 log.warning("%d connection(s) did not close in time: dropped", len(late))
                 for bridge in bridges:
                     bridge.abort()
-                await asyncio.wait(late, timeout=1.0)
+                await asyncio.wait(late, timeout=0.5)
             for wait in waits:
                 wait.cancel()
             await asyncio.gather(*waits, return_exceptions=True)

@@ -22,6 +22,7 @@ import shlex
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .bridge import Bridge
 from .cassette import CassetteWriter, new_header
@@ -33,6 +34,10 @@ from .rules import Rule
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)  # fmt: skip
+
+
+DRAIN = 0.5
+"""Seconds the child's last output may wait for a client that does not read, once stopping."""
 
 
 def exit_status(code: int) -> int:
@@ -89,18 +94,45 @@ async def run_wrap(
         if on_started is not None:
             on_started()
         bridge = Bridge(conn, client, child, recorder, rules)
-        # Nothing can be recorded any more: stop the child now rather than after its grace.
-        bridge.on_write_failed = lambda *_: child.signal(signal.SIGTERM)
+        stop = asyncio.Event()
+        # SIGINT/SIGTERM received, or the cassette failed: do not wait for a stalled client.
+
+        def write_failed(*_: object) -> None:
+            child.signal(signal.SIGTERM)  # nothing can be recorded: stop it now, not after grace
+            stop.set()
+
+        def forward(sig: int) -> None:
+            child.signal(sig)
+            if sig in (signal.SIGINT, signal.SIGTERM):
+                stop.set()
+
+        bridge.on_write_failed = write_failed
         bridge.start()
         loop = asyncio.get_running_loop()
         for sig in FORWARDED_SIGNALS:
-            loop.add_signal_handler(sig, child.signal, sig)
+            loop.add_signal_handler(sig, forward, sig)
         try:
-            await child.lost  # exited, and its last output delivered
-            code = child.exited.result()
+            code = await asyncio.shield(child.exited)
+            # Its last output is relayed while our client reads it; once stopping, a client
+            # that does not read holds us DRAIN seconds at most.
+            stopped = asyncio.ensure_future(stop.wait())
+            try:
+                lost = asyncio.ensure_future(asyncio.shield(child.lost))
+                waits: set[asyncio.Future[Any]] = {lost, stopped}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+                lost.cancel()
+            if not child.lost.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(child.lost), DRAIN)
+                except TimeoutError:
+                    client.abort()  # drops what the client did not read; the child's EOF follows
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(child.lost), DRAIN)
             client.close(1000, "app-server exited")  # no-op if the bridge closed it already
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bridge.wait(), 5)
+                await asyncio.wait_for(bridge.wait(), DRAIN if stop.is_set() else 5)
         finally:
             for sig in FORWARDED_SIGNALS:
                 loop.remove_signal_handler(sig)
