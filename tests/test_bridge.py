@@ -149,7 +149,7 @@ async def test_without_recorder_messages_only_pass() -> None:
 
 async def test_patch_reply_drop_and_inject() -> None:
     """Each rule's effect reaches the right leg, recorded before it is sent."""
-    rules = [
+    rules: list[dict[str, Any]] = [
         {"name": "pin", "dir": "c2s", "method": "turn/start", "action": "patch",
          "set": {"/params/model": "m"}},
         {"name": "fake", "dir": "c2s", "method": "ask", "action": "reply",
