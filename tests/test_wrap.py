@@ -9,10 +9,12 @@ import signal
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from proxy.cassette import frame_of, load
 from proxy.wrap import exit_status
+from tests.faults import failing_rpctape
 
 ECHO = r"""
 import os, signal, sys, time
@@ -193,3 +195,30 @@ async def test_codex_recording_script_dispatches(tmp_path: Path) -> None:
     tape = load(cassette)
     assert tape.header["upstream"] == f"stdio:{fake} app-server --listen stdio://"
     assert [frame_of(e) for e in tape.frames()] == [b'{"id":1,"method":"x"}'] * 2
+
+
+async def test_cassette_write_failure_stops_the_child(tmp_path: Path) -> None:
+    """The cassette fails on the 4th write (header, open, the child's hello, then our line):
+    the line is not passed on, the child is stopped, stderr has one error line, exit 74."""
+    cassette = tmp_path / "w.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        *failing_rpctape("wrap", "--cassette", str(cassette), "--", sys.executable, "-c", ECHO),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "RPCTAPE_FAIL_AFTER": "3"},
+    )  # fmt: skip
+    assert proc.stdin is not None
+    hello = await first_line(proc)
+    pid = orjson.loads(hello)["pid"]
+    proc.stdin.write(b'{"id":1,"method":"never recorded"}\n')
+    await proc.stdin.drain()
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 74
+    assert out == b""  # neither the line's echo nor the child's goodbye: none was recorded
+    assert err.decode().splitlines() == [
+        f"rpctape: error: cannot write cassette {cassette}: No space left on device (errno 28); "
+        "frames from now on cannot be recorded"
+    ]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    tape = load(cassette)
+    assert [frame_of(e) for e in tape.frames()] == [hello.rstrip(b"\n")]
