@@ -539,11 +539,11 @@ async def test_write_failure_with_a_command_upstream(
     client gets 1011 with the reason and the child is stopped."""
     fail_writes_after(monkeypatch, 3)  # header, open, "a"
     echo = "import sys\nfor line in sys.stdin: print(line, end='', flush=True)"
-    async with recording_proxy(None, cassette_path, command=(sys.executable, "-c", echo)) as url:
-        async with connect(url) as ws:
-            await ws.send('{"method":"a"}')  # recorded, forwarded; the echo cannot be
-            with pytest.raises(ConnectionClosed) as info:
-                await ws.recv()
+    command = (sys.executable, "-c", echo)
+    async with recording_proxy(None, cassette_path, command=command) as url, connect(url) as ws:
+        await ws.send('{"method":"a"}')  # recorded, forwarded; the echo cannot be
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
     assert info.value.rcvd is not None
     assert (info.value.rcvd.code, info.value.rcvd.reason) == (1011, WRITE_FAILED)
     assert [e["kind"] for e in load(cassette_path).events] == ["open", "text"]
