@@ -152,12 +152,16 @@ async def stop(proc: asyncio.subprocess.Process) -> float:
     start = time.monotonic()
     if proc.returncode is None:
         proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
+        # Not proc.wait(): that also waits for the stdout pipe we stopped reading.
+        while proc.returncode is None and time.monotonic() - start < 10:
+            await asyncio.sleep(0.01)
+        if proc.returncode is None:
             proc.kill()
-            await proc.wait()
-    return time.monotonic() - start
+    took = time.monotonic() - start
+    if proc.stdout is not None:
+        await proc.stdout.read()  # what the stalled reader left, until end of file
+    await proc.wait()
+    return took
 
 
 async def read_progress(path: Path, progress: Progress) -> None:
