@@ -86,6 +86,12 @@ NoRedactOption = Annotated[
     bool, typer.Option("--no-redact", help="Record secrets as they are (careful).")
 ]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing cassette.")]
+HandshakeTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        min=0.01, help="Seconds a client has to send its whole upgrade request (then dropped)."
+    ),
+]
 VerboseOption = Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")]
 
 
@@ -243,6 +249,18 @@ def _listen_address(url: str) -> ListenAddress:
     return ListenAddress.parse(_port_checked("--listen", url))
 
 
+def _read_token(path: Path) -> str:
+    """The token clients must send, from ``--token-file``."""
+    if not path.is_file():
+        raise UsageError(
+            f"--token-file {path}: no such file; write the token into a file and pass its path"
+        )
+    token = path.read_text().strip()
+    if not token:
+        raise UsageError(f"--token-file {path} is empty")
+    return token
+
+
 def _cassette_file(path: Path) -> Path:
     """The same message for a directory whatever the command (show, replay, report, har)."""
     if path.is_dir():
@@ -315,6 +333,7 @@ def record(
     rules: RulesOption = None,
     attest: AttestOption = None,
     advertise_attestation: AdvertiseOption = False,
+    handshake_timeout: HandshakeTimeoutOption = 10.0,
     verbose: VerboseOption = 0,
 ) -> None:
     """Relay clients to an app-server and record every frame to a cassette."""
@@ -331,14 +350,7 @@ def record(
                 "together with --token-file FILE to accept remote clients"
             )
         if token_file is not None:
-            if not token_file.is_file():
-                raise UsageError(
-                    f"--token-file {token_file}: no such file; write the token into a file "
-                    "and pass its path"
-                )
-            token = token_file.read_text().strip()
-            if not token:
-                raise UsageError(f"--token-file {token_file} is empty")
+            token = _read_token(token_file)
         redactor = _redactor(redact_key, no_redact, redact_value)
         options = RelayOptions(
             upstream,
@@ -348,6 +360,7 @@ def record(
             allow_origins=frozenset(allow_origin or ()),
             token=token,
             rules=tuple(build_rules(rules or (), attest or (), advertise_attestation)),
+            handshake_timeout=handshake_timeout,
         )
         target = options.target
         header = new_header(target.url, transport=target.kind)
@@ -557,6 +570,10 @@ def replay(
     rules: RulesOption = None,
     attest: AttestOption = None,
     advertise_attestation: AdvertiseOption = False,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Clients must send 'Authorization: Bearer <token>'.")
+    ] = None,
+    handshake_timeout: HandshakeTimeoutOption = 10.0,
     verbose: VerboseOption = 0,
 ) -> None:
     """Serve a cassette to clients as if it were the app-server (docs/replay.md)."""
@@ -610,6 +627,8 @@ def replay(
             ignore=ignore or (),
             listen=address,
             rules=build_rules(rules or (), attest or (), advertise_attestation),
+            token=None if token_file is None else _read_token(token_file),
+            handshake_timeout=handshake_timeout,
         )
         report = asyncio.run(serve_stdio(server) if stdio else _replay(server))
     except OSError as exc:
