@@ -324,11 +324,22 @@ class WebSocketLeg(Leg, asyncio.Protocol):
         return plan_close(self.name, ws.close_rcvd, ws.close_sent, ws.close_rcvd_then_sent)
 
 
+def _is_utf8(line: bytes) -> bool:
+    if line.isascii():
+        return True
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class LineLeg(Leg):
     """Newline-delimited messages (JSON Lines) over a byte stream each way.
 
-    Every complete line is one text message (without its ``\\n``); a line longer than
-    ``max_size`` ends the leg. At end of input a final line without newline is still
+    Every complete line is one text message (without its ``\\n``), or a binary message when
+    it is not UTF-8 (recorded as ``binary``, sent to a websocket as a binary frame); a line
+    longer than ``max_size`` ends the leg. At end of input a final line without newline is still
     delivered, and noted in :attr:`notes`. Subclasses provide the I/O.
     """
 
@@ -368,7 +379,7 @@ class LineLeg(Leg):
         buffer[:] = tail
         limit = self.max_size
         whole = next((i for i, line in enumerate(lines) if len(line) > limit), len(lines))
-        self.deliver([(True, line) for line in lines[:whole]])
+        self.deliver([(_is_utf8(line), line) for line in lines[:whole]])
         if whole < len(lines) or len(tail) > limit:
             self._overlong()
 
@@ -382,7 +393,7 @@ class LineLeg(Leg):
                 f"the {self.name}'s last line ({len(tail)} bytes) had no newline; "
                 "it was taken as a message"
             )
-            self.deliver([(True, tail)])
+            self.deliver([(_is_utf8(tail), tail)])
         self.input_done = True
         self.report_closed()
 

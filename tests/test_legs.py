@@ -151,3 +151,12 @@ async def test_signal_reaches_the_child() -> None:
     assert await asyncio.wait_for(leg.exited, 10) == 15
     await asyncio.wait_for(leg.lost, 10)
     assert got == [(True, b"ready"), (True, b"got TERM")]
+
+
+async def test_a_line_that_is_not_utf8_is_a_binary_message() -> None:
+    """A line that is not UTF-8 cannot be a text message: it is delivered as binary."""
+    leg = Lines()
+    leg.feed(b'{"a":"\xc3\xa9"}\n\xff\xfe\n')
+    leg.feed(b"\xc3")
+    leg.feed_eof()
+    assert leg.got == [(True, b'{"a":"\xc3\xa9"}'), (False, b"\xff\xfe"), (False, b"\xc3")]
