@@ -314,13 +314,15 @@ def render(cases: list[Case]) -> str:
 async def main_async(args: argparse.Namespace) -> list[Case]:
     cases = []
     tmp = Path(tempfile.mkdtemp(prefix="rpctape-stall-"))
+    pairs = [tuple(c.split(":")) for c in args.case] or [
+        (t, d) for t in args.transports for d in args.directions
+    ]
     try:
-        for transport in args.transports:
-            for direction in args.directions:
-                case = await run_case(transport, direction, args, tmp)
-                if not args.json:
-                    print(f"{transport} {direction}: {case}", file=sys.stderr)
-                cases.append(case)
+        for transport, direction in pairs:
+            case = await run_case(transport, direction, args, tmp)
+            if not args.json:
+                print(f"{transport} {direction}: {case}", file=sys.stderr)
+            cases.append(case)
     finally:
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
@@ -340,6 +342,9 @@ def main() -> None:
     parser.add_argument("--directions", nargs="+", choices=DIRECTIONS, default=list(DIRECTIONS))
     parser.add_argument("--json", action="store_true", help="one JSON list on stdout")
     parser.add_argument("--keep", action="store_true", help="keep the cassettes and logs")
+    parser.add_argument("--case", action="append", default=[],
+                        choices=[f"{t}:{d}" for t in TRANSPORTS for d in DIRECTIONS],
+                        help="only this TRANSPORT:DIRECTION (repeatable)")
     args = parser.parse_args()  # fmt: skip
     os.chdir(Path(__file__).resolve().parent.parent)  # `python -m proxy` from the repo
     cases = asyncio.run(main_async(args))
