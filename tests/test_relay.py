@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import signal
 import sys
@@ -595,3 +596,21 @@ async def test_full_tmpfs_with_rpctape_record(
     assert [frame_of(e) for e in tape.frames(1) if e["dir"] == "c2s"][:sent] == [
         ('{"method":"fill","params":"' + "x" * 2000 + '"}').encode()
     ] * sent
+
+
+MANY = Path(__file__).resolve().parent.parent / "bench" / "many_connections.py"
+
+
+async def test_many_connections_all_frames_arrive_and_are_recorded() -> None:
+    """bench/many_connections.py, small: 20 clients x 100 requests through `rpctape record`
+    at once: every answer arrives, and every connection is recorded byte for byte."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(MANY), "--connections", "20", "--frames", "100", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 100)
+    assert proc.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert report["direct_all_answered"] and report["rpctape_all_answered"]
+    assert report["connections_recorded_exactly"] == 20
+    assert report["frames_recorded"] == 2 * 20 * 100
