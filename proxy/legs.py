@@ -619,11 +619,19 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
         return ClosePlan("server", None, reason, forward, reason, code)
 
 
+def _pollable(fd: int) -> bool:
+    """Whether the event loop can watch ``fd`` (a pipe, a socket, a terminal); a regular
+    file or a device such as /dev/null is read in a thread and written directly."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
 class StdioLeg(LineLeg):
     """This process's own stdin (read) and stdout (written), as the client leg of ``wrap``.
 
     Pipes, sockets and terminals go through asyncio's pipe transports; a regular file (shell
-    redirection) is read in a worker thread and written directly.
+    redirection) or a device such as /dev/null is read in a worker thread and written
+    directly.
     """
 
     def __init__(self, max_size: int) -> None:
@@ -674,12 +682,12 @@ class StdioLeg(LineLeg):
                 owner._set_lost()
 
         stdin_fd, stdout_fd = os.dup(read_fd), os.dup(write_fd)
-        if stat.S_ISREG(os.fstat(stdin_fd).st_mode):
+        if not _pollable(stdin_fd):
             leg._file_reader = loop.create_task(leg._read_file(stdin_fd), name="wrap stdin")
         else:
             pipe = os.fdopen(stdin_fd, "rb", buffering=0)
             leg._reader, _ = await loop.connect_read_pipe(_Read, pipe)
-        if stat.S_ISREG(os.fstat(stdout_fd).st_mode):
+        if not _pollable(stdout_fd):
             leg._file_out = stdout_fd
         else:
             pipe = os.fdopen(stdout_fd, "wb", buffering=0)

@@ -222,3 +222,17 @@ async def test_cassette_write_failure_stops_the_child(tmp_path: Path) -> None:
         os.kill(pid, 0)
     tape = load(cassette)
     assert [frame_of(e) for e in tape.frames()] == [hello.rstrip(b"\n")]
+
+
+async def test_stdin_from_dev_null(tmp_path: Path) -> None:
+    """stdin and stdout on /dev/null (devices the event loop cannot watch): no traceback,
+    the child sees end of input, wrap exits with its status."""
+    with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "wrap", "--cassette", str(tmp_path / "w.jsonl"),
+            "--", sys.executable, "-c", "import sys; sys.stdin.read(); print('{}')",
+            stdin=null_in, stdout=null_out, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert (proc.returncode, err) == (0, b"")
+    assert [frame_of(e) for e in load(tmp_path / "w.jsonl").frames()] == [b"{}"]
