@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -195,3 +196,31 @@ async def test_oversized_header_line_gets_431(serve: Serve) -> None:
     async with serve() as url:
         answer = await raw_request(url, upgrade("X-Big: " + "a" * 9000))
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+async def test_replay_command_line_takes_token_file_and_handshake_timeout(
+    tmp_path: Path,
+) -> None:
+    """`rpctape replay --token-file F --handshake-timeout 0.2`: a half-sent upgrade is dropped,
+    a client without the token gets 401, one with it is served."""
+    tape = recorded_cassette(tmp_path / "replayed.jsonl")
+    (tmp_path / "token").write_text("s3cret\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "replay", str(tape), "--listen", "ws://127.0.0.1:0",
+        "--token-file", str(tmp_path / "token"), "--handshake-timeout", "0.2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        url = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().split()[-1]
+        assert await raw_request(url, b"GET / HTTP/1.1\r\n") == b""
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url):
+                pass
+        assert info.value.response.status_code == 401
+        async with connect(url, additional_headers={"Authorization": "Bearer s3cret"}) as ws:
+            await ws.send(PING)
+            assert await ws.recv() == PING
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.communicate(), 20)
