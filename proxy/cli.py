@@ -26,7 +26,7 @@ from . import __version__
 from .attest import USAGE as ATTEST_USAGE
 from .attest import AttestKind, AttestMode, attestation_rules
 from .cassette import Cassette, CassetteWriter, load, new_header
-from .errors import CassetteError, MissingExtra, RpctapeError, UsageError
+from .errors import CassetteError, CassetteWriteError, MissingExtra, RpctapeError, UsageError
 from .jsonrpc import Direction
 from .modes import RecordMode, parse_mode
 from .recorder import Recorder
@@ -89,6 +89,12 @@ NoRedactOption = Annotated[
     bool, typer.Option("--no-redact", help="Record secrets as they are (careful).")
 ]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing cassette.")]
+HandshakeTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        min=0.01, help="Seconds a client has to send its whole upgrade request (then dropped)."
+    ),
+]
 VerboseOption = Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")]
 ValidateOption = Annotated[
     bool, typer.Option("--validate", help="Check live frames against codex's JSON Schema.")
@@ -161,15 +167,25 @@ async def _live_status(recorder: Recorder) -> None:
             await asyncio.sleep(0.5)
 
 
+EXIT_WRITE_FAILED = 74
+"""Exit status of ``record`` and ``wrap`` when the cassette could not be written (EX_IOERR)."""
+
+WRITE_FAILED_TODO = "Clients are refused (HTTP 503) until rpctape is stopped"
+
+
 async def _record(
     options: RelayOptions, writer: CassetteWriter, recorder: Recorder, started: list[bool]
-) -> str:
+) -> tuple[str, bool]:
+    """Serve until SIGINT/SIGTERM; the summary line, and whether the cassette failed."""
     with _stop_on_signals() as stop:
         async with RecordingRelay(options, recorder) as relay:
             started.append(True)
             _say(f"listening on {relay.url}")
-            await _wait_with_status(stop, recorder)
+            await _wait_with_status(stop, recorder, relay.failed)
+            if relay.failure is not None:
+                _error_line(relay.failure, WRITE_FAILED_TODO)
     writer.close()
+    failed = relay.failure is not None
     return (
         f"recorded {recorder.connections} connection(s), "
         f"{recorder.frames[Direction.C2S]} frame(s) client>server, "
@@ -179,23 +195,38 @@ async def _record(
             if recorder.validator is not None
             else ""
         )
-    )
+        + (" (stopped at the write error)" if failed else "")
+    ), failed
 
 
-async def _wait_with_status(stop: asyncio.Event, recorder: Recorder) -> None:
-    """Wait for ``stop``, with a live status line on stderr when it is a terminal."""
+async def _wait_with_status(
+    stop: asyncio.Event, recorder: Recorder, failed: asyncio.Event | None = None
+) -> None:
+    """Wait for ``stop``, with a live status line on stderr when it is a terminal.
+
+    ``failed`` (the cassette cannot be written) ends the wait early, so that the caller
+    prints its one error line, then waits for ``stop`` without the status line.
+    """
     status = (
         asyncio.create_task(_live_status(recorder), name="live-status")
         if sys.stderr.isatty()
         else None
     )
+    waits: list[asyncio.Task[bool]] = [asyncio.create_task(stop.wait(), name="record:stop")]
+    if failed is not None:
+        waits.append(asyncio.create_task(failed.wait(), name="record:write-failed"))
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
         if status is not None:
             status.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await status
+    if failed is not None and failed.is_set() and not stop.is_set():
+        await stop.wait()
 
 
 def _schema_validator(validate: bool, codex: str | None, schema: Path | None) -> Validator | None:
@@ -238,11 +269,16 @@ def _fail(what: BaseException | str, todo: str = "", code: int = 2) -> typer.Exi
     Returns the exit to raise (``raise _fail(...) from None``); ``code`` 2 for bad usage
     or input, 1 for "ran, found nothing / failed".
     """
+    _error_line(what, todo)
+    return typer.Exit(code)
+
+
+def _error_line(what: BaseException | str, todo: str = "") -> None:
+    """``rpctape: error: WHAT. WHAT TO DO`` on stderr, on one line."""
     line = " ".join(str(what).split())  # one line, whatever the message held
     if todo:
         line = f"{line.rstrip('.')}. {todo}"
     _warn(f"rpctape: error: {line}")
-    return typer.Exit(code)
 
 
 def _port_checked(option: str, url: str) -> str:
@@ -259,6 +295,18 @@ def _port_checked(option: str, url: str) -> str:
 
 def _listen_address(url: str) -> ListenAddress:
     return ListenAddress.parse(_port_checked("--listen", url))
+
+
+def _read_token(path: Path) -> str:
+    """The token clients must send, from ``--token-file``."""
+    if not path.is_file():
+        raise UsageError(
+            f"--token-file {path}: no such file; write the token into a file and pass its path"
+        )
+    token = path.read_text().strip()
+    if not token:
+        raise UsageError(f"--token-file {path} is empty")
+    return token
 
 
 def _cassette_file(path: Path) -> Path:
@@ -336,6 +384,7 @@ def record(
     rules: RulesOption = None,
     attest: AttestOption = None,
     advertise_attestation: AdvertiseOption = False,
+    handshake_timeout: HandshakeTimeoutOption = 10.0,
     verbose: VerboseOption = 0,
     validate: ValidateOption = False,
     codex: SchemaCodexOption = None,
@@ -355,14 +404,7 @@ def record(
                 "together with --token-file FILE to accept remote clients"
             )
         if token_file is not None:
-            if not token_file.is_file():
-                raise UsageError(
-                    f"--token-file {token_file}: no such file; write the token into a file "
-                    "and pass its path"
-                )
-            token = token_file.read_text().strip()
-            if not token:
-                raise UsageError(f"--token-file {token_file} is empty")
+            token = _read_token(token_file)
         redactor = _redactor(redact_key, no_redact, redact_value)
         validator = _schema_validator(validate, codex, schema)
         options = RelayOptions(
@@ -373,6 +415,7 @@ def record(
             allow_origins=frozenset(allow_origin or ()),
             token=token,
             rules=tuple(build_rules(rules or (), attest or (), advertise_attestation)),
+            handshake_timeout=handshake_timeout,
         )
         target = options.target
         header = new_header(target.url, transport=target.kind)
@@ -383,13 +426,18 @@ def record(
     recorder = Recorder(writer, redactor, validator=validator.pairs if validator else None)
     started: list[bool] = []
     try:
-        line = asyncio.run(_record(options, writer, recorder, started))
+        line, failed = asyncio.run(_record(options, writer, recorder, started))
     except OSError as exc:
-        writer.close()
+        with contextlib.suppress(OSError):
+            writer.close()
+        if isinstance(exc, CassetteWriteError):
+            raise _fail(exc, code=EXIT_WRITE_FAILED) from None
         if not started and not existed:
             cassette.unlink(missing_ok=True)  # a failed start leaves no header-only cassette
         raise _fail(_bind_error(exc, listen)) from None
     _say(line)
+    if failed:
+        raise typer.Exit(EXIT_WRITE_FAILED)  # the error line was printed when it happened
 
 
 @app.command()
@@ -608,6 +656,10 @@ def replay(
     rules: RulesOption = None,
     attest: AttestOption = None,
     advertise_attestation: AdvertiseOption = False,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Clients must send 'Authorization: Bearer <token>'.")
+    ] = None,
+    handshake_timeout: HandshakeTimeoutOption = 10.0,
     verbose: VerboseOption = 0,
     validate: ValidateOption = False,
     codex: SchemaCodexOption = None,
@@ -671,6 +723,8 @@ def replay(
             listen=address,
             rules=build_rules(rules or (), attest or (), advertise_attestation)
             + ([watch] if watch is not None else []),
+            token=None if token_file is None else _read_token(token_file),
+            handshake_timeout=handshake_timeout,
         )
         report = asyncio.run(serve_stdio(server) if stdio else _replay(server))
     except OSError as exc:
@@ -722,10 +776,22 @@ def wrap(
         redactor = _redactor(redact_key, no_redact, redact_value)
     except RpctapeError as exc:
         raise _fail(exc) from None
+    started: list[bool] = []
     try:
         status = asyncio.run(
-            run_wrap(command, cassette, rules=rule_list, redactor=redactor, overwrite=overwrite)
+            run_wrap(
+                command,
+                cassette,
+                rules=rule_list,
+                redactor=redactor,
+                overwrite=overwrite,
+                on_started=lambda: started.append(True),
+            )
         )
+    except CassetteWriteError as exc:  # the child is stopped; the lines before it are kept
+        if not started and not existed:
+            cassette.unlink(missing_ok=True)
+        raise _fail(exc, code=EXIT_WRITE_FAILED) from None
     except (RpctapeError, OSError) as exc:
         if not existed and not isinstance(exc, CassetteError):
             cassette.unlink(missing_ok=True)  # it could not start: no cassette left behind

@@ -117,6 +117,10 @@ class Leg:
         """How this leg closed: who, code and reason, and what the other leg gets."""
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """Drop the connection at once (a close that did not finish in time)."""
+        self.close(CloseCode.INTERNAL_ERROR, "aborted")
+
     def pause_reading(self) -> None:
         """Stop reading (backpressure from the peer)."""
 
@@ -185,12 +189,14 @@ class WebSocketLeg(Leg, asyncio.Protocol):
         self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ws.receive_eof()  # idempotent; the state becomes CLOSED
-        self._process()
-        if self._abort_handle is not None:
-            self._abort_handle.cancel()
-        self.handshake_done()
-        self._set_lost()
+        try:
+            self.ws.receive_eof()  # idempotent; the state becomes CLOSED
+            self._process()
+        finally:  # whatever a handler raised, the leg is finished: waiters must wake
+            if self._abort_handle is not None:
+                self._abort_handle.cancel()
+            self.handshake_done()
+            self._set_lost()
 
     def pause_writing(self) -> None:
         # Backpressure: stop reading the peer while our write buffer is full.
@@ -309,16 +315,31 @@ class WebSocketLeg(Leg, asyncio.Protocol):
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def close_plan(self) -> ClosePlan:
         ws = self.ws
         return plan_close(self.name, ws.close_rcvd, ws.close_sent, ws.close_rcvd_then_sent)
 
 
+def _is_utf8(line: bytes) -> bool:
+    if line.isascii():
+        return True
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class LineLeg(Leg):
     """Newline-delimited messages (JSON Lines) over a byte stream each way.
 
-    Every complete line is one text message (without its ``\\n``); a line longer than
-    ``max_size`` ends the leg. At end of input a final line without newline is still
+    Every complete line is one text message (without its ``\\n``), or a binary message when
+    it is not UTF-8 (recorded as ``binary``, sent to a websocket as a binary frame); a line
+    longer than ``max_size`` ends the leg. At end of input a final line without newline is still
     delivered, and noted in :attr:`notes`. Subclasses provide the I/O.
     """
 
@@ -358,7 +379,7 @@ class LineLeg(Leg):
         buffer[:] = tail
         limit = self.max_size
         whole = next((i for i, line in enumerate(lines) if len(line) > limit), len(lines))
-        self.deliver([(True, line) for line in lines[:whole]])
+        self.deliver([(_is_utf8(line), line) for line in lines[:whole]])
         if whole < len(lines) or len(tail) > limit:
             self._overlong()
 
@@ -372,7 +393,7 @@ class LineLeg(Leg):
                 f"the {self.name}'s last line ({len(tail)} bytes) had no newline; "
                 "it was taken as a message"
             )
-            self.deliver([(True, tail)])
+            self.deliver([(_is_utf8(tail), tail)])
         self.input_done = True
         self.report_closed()
 
@@ -503,12 +524,14 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
         # Report the close once both the output ended and the exit status is known, so the
         # cassette names the exit code.
         if self._stdout_done and self.exited.done():
-            self.feed_eof()
-            if self._killer is not None:
-                self._killer.cancel()
-            if self.transport is not None:
-                self.transport.close()
-            self._set_lost()
+            try:
+                self.feed_eof()
+            finally:  # whatever a handler raised, the leg is finished: waiters must wake
+                if self._killer is not None:
+                    self._killer.cancel()
+                if self.transport is not None:
+                    self.transport.close()
+                self._set_lost()
 
     def _overlong(self) -> None:
         super()._overlong()
@@ -565,6 +588,11 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
                 return
             self.signal(sig)
 
+    def abort(self) -> None:
+        """Close the child's stdin and kill it (SIGKILL)."""
+        self.end_output()
+        self.signal(signal.SIGKILL)
+
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the child (its whole process group when it has its own session)."""
         if self.transport is None or self.exited.done():
@@ -591,11 +619,19 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
         return ClosePlan("server", None, reason, forward, reason, code)
 
 
+def _pollable(fd: int) -> bool:
+    """Whether the event loop can watch ``fd`` (a pipe, a socket, a terminal); a regular
+    file or a device such as /dev/null is read in a thread and written directly."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
 class StdioLeg(LineLeg):
     """This process's own stdin (read) and stdout (written), as the client leg of ``wrap``.
 
     Pipes, sockets and terminals go through asyncio's pipe transports; a regular file (shell
-    redirection) is read in a worker thread and written directly.
+    redirection) or a device such as /dev/null is read in a worker thread and written
+    directly.
     """
 
     def __init__(self, max_size: int) -> None:
@@ -646,12 +682,12 @@ class StdioLeg(LineLeg):
                 owner._set_lost()
 
         stdin_fd, stdout_fd = os.dup(read_fd), os.dup(write_fd)
-        if stat.S_ISREG(os.fstat(stdin_fd).st_mode):
+        if not _pollable(stdin_fd):
             leg._file_reader = loop.create_task(leg._read_file(stdin_fd), name="wrap stdin")
         else:
             pipe = os.fdopen(stdin_fd, "rb", buffering=0)
             leg._reader, _ = await loop.connect_read_pipe(_Read, pipe)
-        if stat.S_ISREG(os.fstat(stdout_fd).st_mode):
+        if not _pollable(stdout_fd):
             leg._file_out = stdout_fd
         else:
             pipe = os.fdopen(stdout_fd, "wb", buffering=0)

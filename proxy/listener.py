@@ -6,12 +6,17 @@ cannot differ between them. Each accepted TCP or unix connection is a client
 :class:`~proxy.legs.WebSocketLeg`; what stands on the other side of the bridge is decided by
 a :class:`FarSide` (a live upstream, a recorded connection, or one of them chosen by what the
 client says first), which hands back a started :class:`~proxy.bridge.Bridge`.
+
+When the cassette cannot be written, every connection recording to it is closed with 1011
+and the reason, and every later upgrade (and ``/readyz``) is answered 503 with the reason:
+:attr:`Listener.failure` says why, :attr:`Listener.failed` is set (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import ipaddress
 import logging
@@ -27,8 +32,8 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from .bridge import Bridge
-from .errors import RpctapeError, UsageError
+from .bridge import Bridge, write_failure_reason
+from .errors import CassetteWriteError, RpctapeError, UsageError
 from .legs import WebSocketLeg
 
 log = logging.getLogger("rpctape.listener")
@@ -161,6 +166,10 @@ class Listener:
         self.url = ""
         self.bridges: set[Bridge] = set()
         """The connections being relayed now."""
+        self.failure: CassetteWriteError | None = None
+        """Why the cassette cannot be written, once it cannot: upgrades then get 503."""
+        self.failed = asyncio.Event()
+        """Set when :attr:`failure` is."""
         self._server: asyncio.Server | None = None
         self._socket: tuple[str, int] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
@@ -190,7 +199,12 @@ class Listener:
         return self.url
 
     async def close(self) -> None:
-        """Stop accepting, close every connection (1001), wait for them; safe twice."""
+        """Stop accepting, close every connection (1001), wait for them; safe twice.
+
+        Bounded: connections still open ``close_timeout`` + 0.25 seconds later are dropped
+        (a child process killed), so a signal ends ``rpctape`` promptly even when a peer has
+        stopped reading (the close frame waits behind what it did not read).
+        """
         server, self._server = self._server, None
         if server is None:
             return
@@ -202,8 +216,32 @@ class Listener:
         bridges = list(self.bridges)
         for bridge in bridges:
             bridge.shutdown()
-        await asyncio.gather(*(b.wait() for b in bridges), return_exceptions=True)
+        waits = [asyncio.ensure_future(b.wait()) for b in bridges]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=self.policy.close_timeout + 0.25)
+            if late:
+                log.warning("%d connection(s) did not close in time: dropped", len(late))
+                for bridge in bridges:
+                    bridge.abort()
+                await asyncio.wait(late, timeout=0.5)
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
         await server.wait_closed()
+
+    def write_failed(self, error: CassetteWriteError) -> None:
+        """The cassette cannot be written: close every connection recording to it (1011)
+        and answer later upgrades 503; the first error is kept in :attr:`failure`."""
+        if self.failure is None:
+            self.failure = error
+            self.failed.set()
+            log.info("%s: closing every recording connection, refusing new ones", error)
+        for bridge in list(self.bridges):
+            if bridge.recording:
+                bridge.fail(error)
+
+    def _bridge_failed(self, bridge: Bridge, error: CassetteWriteError) -> None:
+        self.write_failed(error)
 
     def _remove_socket(self) -> None:
         """Remove the unix socket file bound, unless another server has replaced it since."""
@@ -232,10 +270,19 @@ class Listener:
                     self._handshake(leg, ws, event), name=f"handshake {event.path}"
                 )
                 self._handshakes.add(task)
-                task.add_done_callback(self._handshakes.discard)
+                task.add_done_callback(functools.partial(self._handshake_done, leg))
 
         leg.on_handshake = on_request
         return leg
+
+    def _handshake_done(self, leg: WebSocketLeg, task: asyncio.Task[None]) -> None:
+        """A handshake that raised is a bug: logged in full, the client dropped."""
+        self._handshakes.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("handshake failed", exc_info=task.exception())
+        if leg.transport is not None:
+            leg.transport.abort()
 
     def _handshake_expired(self, leg: WebSocketLeg) -> None:
         """The client did not finish (or we did not answer) its upgrade in time."""
@@ -244,13 +291,16 @@ class Listener:
             leg.transport.abort()
 
     def _check(self, request: Request) -> tuple[int, str] | None:
-        """Health checks, duplicate headers, Origin and token: an HTTP answer, or None."""
+        """Health checks, duplicate headers, Origin and token, a failed cassette: an HTTP
+        answer, or None."""
         for name in SINGLE_HEADERS:
             if len(request.headers.get_all(name)) > 1:
                 return 400, f"rpctape: the upgrade request has more than one {name} header\n"
         path = urlsplit(request.path).path
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if path in HEALTH_PATHS and not upgrade:
+            if path == "/readyz" and self.failure is not None:
+                return 503, f"rpctape: {self.failure}\n"
             return 200, ""
         origin = request.headers.get("Origin")
         if origin is not None and origin not in self.policy.allow_origins:
@@ -263,6 +313,8 @@ class Listener:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return 401, "rpctape: missing or wrong 'Authorization: Bearer <token>'\n"
+        if self.failure is not None:
+            return 503, f"rpctape: {self.failure}\n"
         return None
 
     async def _handshake(self, client: WebSocketLeg, ws: ServerProtocol, request: Request) -> None:
@@ -274,6 +326,10 @@ class Listener:
             pending = await self.far.prepare(request)
         except Refused as refused:
             _respond(client, ws, ws.reject(refused.status, refused.body))
+            return
+        except CassetteWriteError as error:  # e.g. recording why the upstream refused
+            self.write_failed(error)
+            _respond(client, ws, ws.reject(503, f"rpctape: {error}\n"))
             return
         chosen = None if pending.subprotocol is None else Subprotocol(pending.subprotocol)
         ws.select_subprotocol = lambda offered: chosen  # type: ignore[method-assign,assignment]
@@ -298,10 +354,21 @@ class Listener:
         except asyncio.CancelledError:
             client.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
             raise
+        except CassetteWriteError as error:  # the open event could not be written
+            client.close(CloseCode.INTERNAL_ERROR, write_failure_reason(error))
+            with contextlib.suppress(CassetteWriteError):
+                pending.abandon(str(error), 503)
+            self.write_failed(error)
+            return
         if bridge is None:
             return
         self.bridges.add(bridge)
         bridge.done.add_done_callback(lambda _: self.bridges.discard(bridge))
+        if bridge.recording:
+            bridge.on_write_failed = self._bridge_failed
+            if self.failure is not None:  # failed while this client was being opened
+                bridge.fail(self.failure)
+                return
         bridge.start()
 
 

@@ -131,8 +131,8 @@ class _LivePending:
         return Bridge(self.conn, client, self.server, side.recorder, side.options.rules)
 
     def abandon(self, reason: str, status: int) -> None:
-        self.side.recorder.error(self.conn, reason, stage="handshake", status=status)
         self.server.close(CloseCode.GOING_AWAY, "client handshake failed")
+        self.side.recorder.error(self.conn, reason, stage="handshake", status=status)
 
 
 class RecordingRelay(Listener):

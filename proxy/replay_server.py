@@ -289,6 +289,7 @@ class ReplayServer:
         close_timeout: float = 1.0,
         handshake_timeout: float = 10.0,
         allow_origins: Iterable[str] = (),
+        token: str | None = None,
         rules: Sequence[Rule] = (),
     ) -> None:
         self.path = Path(cassette)
@@ -314,7 +315,7 @@ class ReplayServer:
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
         self.policy = HandshakePolicy(
-            max_size, frozenset(allow_origins), None, handshake_timeout, close_timeout
+            max_size, frozenset(allow_origins), token, handshake_timeout, close_timeout
         )
         self.plan: Plan | None = None
         """What the server does; decided by :meth:`start`."""

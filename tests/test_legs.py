@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +153,35 @@ async def test_signal_reaches_the_child() -> None:
     assert await asyncio.wait_for(leg.exited, 10) == 15
     await asyncio.wait_for(leg.lost, 10)
     assert got == [(True, b"ready"), (True, b"got TERM")]
+
+
+async def test_a_line_that_is_not_utf8_is_a_binary_message() -> None:
+    """A line that is not UTF-8 cannot be a text message: it is delivered as binary."""
+    leg = Lines()
+    leg.feed(b'{"a":"\xc3\xa9"}\n\xff\xfe\n')
+    leg.feed(b"\xc3")
+    leg.feed_eof()
+    assert leg.got == [(True, b'{"a":"\xc3\xa9"}'), (False, b"\xff\xfe"), (False, b"\xc3")]
+
+
+STALL = Path(__file__).resolve().parent.parent / "bench" / "stall.py"
+
+
+async def test_stalled_readers_bound_memory_on_stdio_and_child() -> None:
+    """bench/stall.py, small: 64 MiB offered to `rpctape wrap` (both ways) and to
+    `rpctape record -- COMMAND` whose reader has stalled. The source is held back and the
+    proxy's peak RSS grows by far less than what was offered (a memory bound, not a timing)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(STALL), "--mib", "64", "--quiet", "0.5", "--json",
+        "--case", "wrap:c2s", "--case", "wrap:s2c", "--case", "child:c2s",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 100)
+    assert proc.returncode == 0, err.decode()
+    cases = json.loads(out)
+    assert [(c["transport"], c["direction"]) for c in cases] == [
+        ("wrap", "c2s"), ("wrap", "s2c"), ("child", "c2s")
+    ]  # fmt: skip
+    for case in cases:
+        assert case["blocked"] and case["accepted"] < 16 * 1024 * 1024, case
+        assert case["peak_rss"] - case["baseline_rss"] < 24 * 1024 * 1024, case

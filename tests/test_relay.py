@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -21,6 +24,7 @@ from proxy.errors import UsageError
 from proxy.relay import ListenAddress, recording_proxy
 from proxy.rules import load_rules
 from proxy.upstream import Transport, Upstream
+from tests.faults import fail_writes_after
 from tests.scripted_upstream import ScriptedUpstream
 
 RelayFactory = Callable[..., AbstractAsyncContextManager[str]]
@@ -486,3 +490,133 @@ async def test_listen_and_upstream_on_unix_sockets(tmp_path: Path) -> None:
         f"unix://{upstream_sock}",
     )
     assert [frame_of(e) for e in tape.frames()] == [b'{"method":"hi"}'] * 2
+
+
+WRITE_FAILED = "rpctape: cannot write cassette c.jsonl: No space left on device (errno 28)"
+
+
+async def test_cassette_write_failure_closes_clients_and_refuses_new_ones(
+    monkeypatch: pytest.MonkeyPatch, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """The disk fills on the 6th write: that frame is not forwarded; both clients (also the
+    idle one) and their upstream connections get 1011 naming the error; a new upgrade and
+    /readyz get 503 with the reason; the cassette keeps every line written before."""
+    accepted = fail_writes_after(monkeypatch, 5)  # header, 2 opens, "a" both ways
+    async with recording_proxy(upstream.url, cassette_path) as url:
+        first, idle = await connect(url), await connect(url)
+        await first.send('{"method":"a"}')
+        assert await first.recv() == '{"method":"a"}'
+        await first.send('{"method":"b"}')
+        for ws in (first, idle):
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (1011, WRITE_FAILED)
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url):
+                pass
+        async with aiohttp.ClientSession() as http:
+            base = url.replace("ws://", "http://")
+            async with http.get(base + "/readyz") as ready:
+                assert ready.status == 503
+                assert "cannot write cassette" in await ready.text()
+            async with http.get(base + "/healthz") as alive:
+                assert alive.status == 200
+        while len(upstream.closes) < 2:
+            await asyncio.wait_for(upstream.closed.wait(), 5)
+            upstream.closed.clear()
+    assert refused.value.response.status_code == 503
+    assert refused.value.response.body.decode() == (
+        f"rpctape: cannot write cassette {cassette_path}: No space left on device (errno 28); "
+        "frames from now on cannot be recorded\n"
+    )
+    assert upstream.received == [['{"method":"a"}'], []]
+    assert upstream.closes == [(1011, WRITE_FAILED), (1011, WRITE_FAILED)]
+    tape = load(cassette_path)
+    assert len(accepted) == 5
+    assert [(e["kind"], e.get("dir")) for e in tape.events] == [
+        ("open", None), ("open", None), ("text", "c2s"), ("text", "s2c")
+    ]  # fmt: skip
+
+
+async def test_write_failure_with_a_command_upstream(
+    monkeypatch: pytest.MonkeyPatch, cassette_path: Path
+) -> None:
+    """record -- COMMAND: the frame that cannot be recorded never reaches the child; the
+    client gets 1011 with the reason and the child is stopped."""
+    fail_writes_after(monkeypatch, 3)  # header, open, "a"
+    echo = "import sys\nfor line in sys.stdin: print(line, end='', flush=True)"
+    command = (sys.executable, "-c", echo)
+    async with recording_proxy(None, cassette_path, command=command) as url, connect(url) as ws:
+        await ws.send('{"method":"a"}')  # recorded, forwarded; the echo cannot be
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (1011, WRITE_FAILED)
+    assert [e["kind"] for e in load(cassette_path).events] == ["open", "text"]
+
+
+async def test_full_tmpfs_with_rpctape_record(
+    tiny_tmpfs: Path, upstream: ScriptedUpstream
+) -> None:
+    """A real full disk under `rpctape record`: the client gets 1011 and the reason, a new
+    upgrade gets 503, SIGTERM ends it with status 74 and stderr has exactly one error line."""
+    cassette = tiny_tmpfs / "c.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "record", "--cassette", str(cassette),
+        "--listen", "ws://127.0.0.1:0", "--upstream", upstream.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        url = line.decode().split()[-1]
+        sent = 0
+        with pytest.raises(ConnectionClosed) as info:
+            async with connect(url) as ws:
+                while True:  # 64 KiB fill up after some 30 frames of 2 KB each way
+                    await ws.send('{"method":"fill","params":"' + "x" * 2000 + '"}')
+                    await ws.recv()
+                    sent += 1
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url):
+                pass
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 10)  # a hang guard, not a timing
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert 10 < sent < 40
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (1011, WRITE_FAILED)
+    assert refused.value.response.status_code == 503
+    assert proc.returncode == 74
+    assert err.decode().splitlines() == [
+        f"rpctape: error: cannot write cassette {cassette}: No space left on device (errno 28); "
+        "frames from now on cannot be recorded. Clients are refused (HTTP 503) until rpctape "
+        "is stopped"
+    ]
+    assert out.decode().endswith(f"to {cassette} (stopped at the write error)\n")
+    tape = load(cassette)  # every whole line is there; the torn last one is ignored
+    assert [frame_of(e) for e in tape.frames(1) if e["dir"] == "c2s"][:sent] == [
+        ('{"method":"fill","params":"' + "x" * 2000 + '"}').encode()
+    ] * sent
+
+
+MANY = Path(__file__).resolve().parent.parent / "bench" / "many_connections.py"
+
+
+async def test_many_connections_all_frames_arrive_and_are_recorded() -> None:
+    """bench/many_connections.py, small: 20 clients x 100 requests through `rpctape record`
+    at once: every answer arrives, and every connection is recorded byte for byte."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(MANY), "--connections", "20", "--frames", "100", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 100)
+    assert proc.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert report["direct_all_answered"] and report["rpctape_all_answered"]
+    assert report["connections_recorded_exactly"] == 20
+    assert report["frames_recorded"] == 2 * 20 * 100

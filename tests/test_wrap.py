@@ -9,10 +9,12 @@ import signal
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from proxy.cassette import frame_of, load
 from proxy.wrap import exit_status
+from tests.faults import failing_rpctape
 
 ECHO = r"""
 import os, signal, sys, time
@@ -156,3 +158,44 @@ async def test_missing_command(tmp_path: Path) -> None:
         "path to it or a command on PATH\n"
     ).encode()
     assert not cassette.exists()
+
+
+async def test_cassette_write_failure_stops_the_child(tmp_path: Path) -> None:
+    """The cassette fails on the 4th write (header, open, the child's hello, then our line):
+    the line is not passed on, the child is stopped, stderr has one error line, exit 74."""
+    cassette = tmp_path / "w.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        *failing_rpctape("wrap", "--cassette", str(cassette), "--", sys.executable, "-c", ECHO),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "RPCTAPE_FAIL_AFTER": "3"},
+    )  # fmt: skip
+    assert proc.stdin is not None
+    hello = await first_line(proc)
+    pid = orjson.loads(hello)["pid"]
+    proc.stdin.write(b'{"id":1,"method":"never recorded"}\n')
+    await proc.stdin.drain()
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 74
+    assert out == b""  # neither the line's echo nor the child's goodbye: none was recorded
+    assert err.decode().splitlines() == [
+        f"rpctape: error: cannot write cassette {cassette}: No space left on device (errno 28); "
+        "frames from now on cannot be recorded"
+    ]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    tape = load(cassette)
+    assert [frame_of(e) for e in tape.frames()] == [hello.rstrip(b"\n")]
+
+
+async def test_stdin_from_dev_null(tmp_path: Path) -> None:
+    """stdin and stdout on /dev/null (devices the event loop cannot watch): no traceback,
+    the child sees end of input, wrap exits with its status."""
+    with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "wrap", "--cassette", str(tmp_path / "w.jsonl"),
+            "--", sys.executable, "-c", "import sys; sys.stdin.read(); print('{}')",
+            stdin=null_in, stdout=null_out, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert (proc.returncode, err) == (0, b"")
+    assert [frame_of(e) for e in load(tmp_path / "w.jsonl").frames()] == [b"{}"]
