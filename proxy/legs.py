@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import enum
 import logging
 import os
 import signal
@@ -32,12 +33,20 @@ Message = tuple[bool, bytes]
 """One whole message: ``(is_text, payload)``."""
 
 
+class Party(enum.StrEnum):
+    """Who ended a connection (a close event's ``by``)."""
+
+    CLIENT = "client"
+    SERVER = "server"
+    PROXY = "proxy"
+
+
 @dataclass(frozen=True)
 class ClosePlan:
     """What to record when one leg ends, and how to close the other leg."""
 
-    by: str
-    """``client``, ``server`` or ``proxy``: who ended the connection."""
+    by: Party
+    """Who ended the connection."""
     code: int | None
     reason: str
     forward_code: int
@@ -63,13 +72,15 @@ def plan_close(
     """
     if rcvd is not None and (sent is None or bool(rcvd_then_sent)):
         code = CloseCode.NORMAL_CLOSURE if rcvd.code in _UNSENDABLE else rcvd.code
-        return ClosePlan(leg, rcvd.code, rcvd.reason, code, rcvd.reason)
+        return ClosePlan(Party(leg), rcvd.code, rcvd.reason, code, rcvd.reason)
     if sent is not None:
         code = CloseCode.INTERNAL_ERROR if sent.code in _UNSENDABLE else sent.code
-        return ClosePlan("proxy", sent.code, sent.reason, code, sent.reason)
+        return ClosePlan(Party.PROXY, sent.code, sent.reason, code, sent.reason)
     other = "upstream" if leg == "server" else "client"
     reason = f"{other} connection dropped without a close frame"
-    return ClosePlan(leg, CloseCode.ABNORMAL_CLOSURE, reason, CloseCode.INTERNAL_ERROR, reason)
+    return ClosePlan(
+        Party(leg), CloseCode.ABNORMAL_CLOSURE, reason, CloseCode.INTERNAL_ERROR, reason
+    )
 
 
 class Leg:
@@ -432,9 +443,9 @@ class LineLeg(Leg):
     def close_plan(self) -> ClosePlan:
         if self.closed_by_proxy is not None:
             code, reason = self.closed_by_proxy
-            return ClosePlan("proxy", code, reason, code, reason)
+            return ClosePlan(Party.PROXY, code, reason, code, reason)
         reason = f"the {self.name} closed its {'output' if self.name == 'server' else 'input'}"
-        return ClosePlan(self.name, None, reason, CloseCode.NORMAL_CLOSURE, reason)
+        return ClosePlan(Party(self.name), None, reason, CloseCode.NORMAL_CLOSURE, reason)
 
 
 def _die_with_parent() -> None:
@@ -608,7 +619,7 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
         code = self.exited.result() if self.exited.done() else None
         if self.closed_by_proxy is not None:
             forward, reason = self.closed_by_proxy
-            return ClosePlan("proxy", forward, reason, forward, reason, code)
+            return ClosePlan(Party.PROXY, forward, reason, forward, reason, code)
         if code is None:
             reason = "app-server closed its output"
         elif code >= 0:
@@ -616,7 +627,7 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
         else:
             reason = f"app-server killed by signal {-code}"
         forward = CloseCode.NORMAL_CLOSURE if code == 0 else CloseCode.INTERNAL_ERROR
-        return ClosePlan("server", None, reason, forward, reason, code)
+        return ClosePlan(Party.SERVER, None, reason, forward, reason, code)
 
 
 def _pollable(fd: int) -> bool:

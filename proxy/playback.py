@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from websockets.frames import CloseCode
 
-from .legs import ClosePlan, Leg, Message
+from .legs import ClosePlan, Leg, Message, Party
 from .ordering import Ordering
 from .replay import Close, ConnectionReplay, Outgoing, Step
 
@@ -107,7 +107,7 @@ class RecordedLeg(Leg):
         if self._plan is not None:
             return self._plan
         reason = "replay ended"
-        return ClosePlan("server", None, reason, CloseCode.NORMAL_CLOSURE, reason)
+        return ClosePlan(Party.SERVER, None, reason, CloseCode.NORMAL_CLOSURE, reason)
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -234,10 +234,10 @@ class RecordedLeg(Leg):
     def _finish(self, close: Close | None) -> None:
         """Close as the recording did (``close``), or end after the client left."""
         if close is not None:
-            self._plan = ClosePlan("server", close.code, close.reason, close.code, close.reason)
+            self._plan = ClosePlan(Party.SERVER, close.code, close.reason, close.code, close.reason)
         elif self._plan is None:
             reason = "replay ended"
-            self._plan = ClosePlan("client", None, reason, CloseCode.NORMAL_CLOSURE, reason)
+            self._plan = ClosePlan(Party.CLIENT, None, reason, CloseCode.NORMAL_CLOSURE, reason)
         self._input_done = True
         self._queue.clear()
         if self._timer is not None:

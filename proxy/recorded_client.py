@@ -28,7 +28,7 @@ from .bridge import Bridge
 from .cassette import Cassette, CassetteWriter, Event, load, new_header
 from .diff import DiffReport, diff_cassettes
 from .errors import UpstreamError
-from .legs import ClosePlan, Leg, Message
+from .legs import ClosePlan, Leg, Message, Party
 from .listener import DEFAULT_MAX_SIZE
 from .recorder import Recorder
 from .redact import Redactor
@@ -94,7 +94,7 @@ class RecordedClientLeg(Leg):
         if not self.is_open:
             return
         if self.plan.finished:
-            self._finish(ClosePlan("client", 1000, "verify done", 1000, "verify done"))
+            self._finish(ClosePlan(Party.CLIENT, 1000, "verify done", 1000, "verify done"))
         elif self._timer is None or self.plan.progress != self._armed_at:
             self._arm()
 
@@ -111,7 +111,7 @@ class RecordedClientLeg(Leg):
             return
         self.failure = f"no progress within {self.timeout:g} s {self.plan.describe_wait()}"
         reason = "verify: timed out waiting for the server"
-        self._finish(ClosePlan("proxy", 1000, reason, 1000, reason))
+        self._finish(ClosePlan(Party.PROXY, 1000, reason, 1000, reason))
 
     def close(self, code: int, reason: str) -> None:
         """The server leg ended first."""
@@ -119,12 +119,12 @@ class RecordedClientLeg(Leg):
             return
         if not self.plan.finished:
             self.failure = f"the server closed ({reason}) {self.plan.describe_wait()}"
-        self._finish(ClosePlan("server", code, reason, code, reason))
+        self._finish(ClosePlan(Party.SERVER, code, reason, code, reason))
 
     def close_plan(self) -> ClosePlan:
         if self._ended is not None:
             return self._ended
-        return ClosePlan("client", None, "still open", CloseCode.NORMAL_CLOSURE, "")
+        return ClosePlan(Party.CLIENT, None, "still open", CloseCode.NORMAL_CLOSURE, "")
 
     def _finish(self, ended: ClosePlan) -> None:
         log.info(

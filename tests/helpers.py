@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import base64
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
+
+from proxy.cassette import Cassette, frame_of, new_header
+from proxy.jsonrpc import Direction, id_key
+from proxy.recorder import Recorder
+from proxy.redact import Redactor
 
 
 def decode_jwt_payload(token: str) -> Any:
@@ -19,3 +27,77 @@ def decode_jwt_payload(token: str) -> Any:
     assert orjson.loads(b64(header)) == {"alg": "none", "typ": "JWT"}
     assert b64(signature) == b"sig"
     return orjson.loads(b64(payload))
+
+
+C, S = Direction.C2S, Direction.S2C
+Script = Sequence[tuple[Direction, str | bytes]]
+
+
+def make_tape(*conns: Script, gap: float = 0.5, server_closes: bool = False) -> Cassette:
+    """A cassette recorded by the real Recorder; each frame ``gap`` seconds after the last."""
+    ticks = itertools.count()
+    recorder = Recorder(None, Redactor(), clock=lambda: next(ticks) * gap)
+    events: list[dict[str, Any]] = []
+    for script in conns:
+        conn = recorder.new_connection()
+        events.append(
+            recorder.open(conn, path="/", headers=[], subprotocol=None, upstream="ws://up")
+        )
+        for direction, data in script:
+            if isinstance(data, bytes):
+                events.append(recorder.binary(conn, direction, data))
+            else:
+                events.append(recorder.text(conn, direction, data))
+        by = "server" if server_closes else "client"
+        events.append(
+            recorder.close(
+                conn, by=by, code=1000, reason="bye", forwarded={"code": 1000, "reason": "bye"}
+            )
+        )
+    return Cassette(None, new_header("ws://up"), events)
+
+
+REPO = Path(__file__).resolve().parent.parent
+CASSETTES = sorted((REPO / "cassettes").glob("*.jsonl"))
+
+
+def write_tape(path: Path, *conns: Script, gap: float = 0.01, server_closes: bool = False) -> Path:
+    """Write a cassette made by the real Recorder (see make_tape)."""
+    tape = make_tape(*conns, gap=gap, server_closes=server_closes)
+    lines = [tape.header, *tape.events]
+    path.write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in lines))
+    return path
+
+
+def other_id(recorded: Any, n: int) -> Any:
+    """A live id of the other type: strings for integer recordings and the reverse."""
+    return f"live-{n}" if isinstance(recorded, int) else 1000 + n
+
+
+Exchange = list[tuple[list[bytes], bytes | None]]
+
+
+def live_exchange(tape: Cassette, conn: int) -> Exchange:
+    """A recorded connection as a live client holds it: for each recorded client message the
+    server frames expected before it, then the message to send with another id type and a
+    trace; the last entry holds the frames after the last client message (and ``None``)."""
+    live_ids: dict[str, Any] = {}
+    expected: list[bytes] = []
+    exchange: Exchange = []
+    for n, event in enumerate(tape.frames(conn)):
+        msg: Any = event.get("msg")
+        if event["dir"] == Direction.S2C.value:
+            if event.get("type") in ("response", "error") and id_key(msg["id"]) in live_ids:
+                expected.append(orjson.dumps({**msg, "id": live_ids[id_key(msg["id"])]}))
+            else:
+                expected.append(frame_of(event))
+            continue
+        if event.get("type") == "request":
+            live_ids[id_key(msg["id"])] = other_id(msg["id"], n)
+            msg = {**msg, "id": live_ids[id_key(msg["id"])]}
+        if event.get("type") in ("request", "notification"):
+            msg = {**msg, "trace": {"traceparent": f"00-{n:032x}-{n:016x}-01"}}
+        exchange.append((expected, orjson.dumps(msg)))
+        expected = []
+    exchange.append((expected, None))
+    return exchange

@@ -17,7 +17,7 @@ import pytest
 from proxy.bridge import Bridge, clip_reason, write_failure_reason
 from proxy.cassette import CassetteWriter, frame_of
 from proxy.errors import CassetteWriteError
-from proxy.legs import ClosePlan, Leg, Message
+from proxy.legs import ClosePlan, Leg, Message, Party
 from proxy.recorder import Recorder
 from proxy.rules import Rule
 from tests.faults import enospc
@@ -57,10 +57,10 @@ class FakeLeg(Leg):
     def close_plan(self) -> ClosePlan:
         if self.hung_up is not None:
             code, reason = self.hung_up
-            return ClosePlan(self.name, code, reason, code, reason)
+            return ClosePlan(Party(self.name), code, reason, code, reason)
         assert self.closed_with is not None
         code, reason = self.closed_with
-        return ClosePlan("proxy", code, reason, code, reason)
+        return ClosePlan(Party.PROXY, code, reason, code, reason)
 
     def receive(self, *payloads: bytes | str) -> None:
         """The peer sent these messages (str: text, bytes: binary), in one read."""

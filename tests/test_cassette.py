@@ -6,8 +6,6 @@ import base64
 import errno
 import os
 import stat
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -250,24 +248,6 @@ def test_unwritable_directory_is_a_cassette_write_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(CassetteWriteError, match=r"cannot write cassette .*f/c\.jsonl: "):
         CassetteWriter(blocker / "c.jsonl", {"rpctape": 1})
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs (root only; skipped where mounting is not permitted)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_full_disk_on_a_real_tmpfs(tiny_tmpfs: Path) -> None:

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from proxy.legs import ChildLeg, ClosePlan, Leg, LineLeg, Message, plan_close
+from proxy.legs import ChildLeg, ClosePlan, Leg, LineLeg, Message, Party, plan_close
 
 
 def test_plan_close_without_any_close_frame_from_client() -> None:
     """A client that vanishes: recorded as 1006 by the client, server leg gets 1011."""
+    reason = "client connection dropped without a close frame"
     assert plan_close("client", None, None, None) == ClosePlan(
-        "client", 1006, "client connection dropped without a close frame", 1011,
-        "client connection dropped without a close frame",
-    )  # fmt: skip
+        Party.CLIENT, 1006, reason, 1011, reason
+    )
 
 
 class Lines(LineLeg):
@@ -62,7 +62,7 @@ async def test_last_line_without_newline_at_eof() -> None:
     assert leg.notes == [
         "the client's last line (5 bytes) had no newline; it was taken as a message"
     ]
-    assert leg.closes == [ClosePlan("client", None, "the client closed its input", 1000,
+    assert leg.closes == [ClosePlan(Party.CLIENT, None, "the client closed its input", 1000,
                                     "the client closed its input")]  # fmt: skip
 
 
@@ -73,7 +73,7 @@ async def test_overlong_line_ends_the_leg() -> None:
     leg.feed(b"ok\n0123456789ABC\nlater\n")
     assert leg.got == [(True, b"ok")] and not leg.output_closed
     assert leg.notes == ["a line from the client exceeded 10 bytes: reading stopped"]
-    assert leg.closes == [ClosePlan("proxy", 1009, "line too long", 1009, "line too long")]
+    assert leg.closes == [ClosePlan(Party.PROXY, 1009, "line too long", 1009, "line too long")]
     leg.feed(b"\n")
     assert leg.got == [(True, b"ok")]
 
@@ -116,7 +116,7 @@ async def test_child_echo_and_exit_code() -> None:
     assert await asyncio.wait_for(leg.exited, 10) == 7
     await asyncio.wait_for(leg.lost, 10)
     assert got == [(True, b'{"x":1}')]
-    assert closes == [ClosePlan("server", None, "app-server exited with code 7", 1011,
+    assert closes == [ClosePlan(Party.SERVER, None, "app-server exited with code 7", 1011,
                                 "app-server exited with code 7", 7)]  # fmt: skip
 
 

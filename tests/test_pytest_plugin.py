@@ -18,9 +18,8 @@ from proxy.backend import FakeBackend, Reply
 from proxy.cassette import frame_of, load
 from proxy.errors import UsageError
 from proxy.pytest_plugin import cassette_path, rule_list, standin_args
+from tests.helpers import C, S, write_tape
 from tests.scripted_upstream import ScriptedUpstream
-from tests.test_replay import C, S
-from tests.test_replay_server import write_tape
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = Path(__file__).resolve().parent / "plugin_examples"

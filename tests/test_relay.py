@@ -8,7 +8,7 @@ import json
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,6 @@ from tests.faults import fail_writes_after
 from tests.scripted_upstream import ScriptedUpstream
 
 RelayFactory = Callable[..., AbstractAsyncContextManager[str]]
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[ScriptedUpstream]:
-    async with ScriptedUpstream() as server:
-        yield server
 
 
 @pytest.fixture

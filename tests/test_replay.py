@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -11,7 +10,6 @@ import pytest
 
 from proxy.cassette import Cassette, new_header
 from proxy.errors import UsageError
-from proxy.jsonrpc import Direction
 from proxy.modes import MatchOrder, OnMiss, Pace
 from proxy.ordering import Order
 from proxy.recorder import Recorder
@@ -30,33 +28,7 @@ from proxy.replay import (
     Step,
     recorded_connections,
 )
-
-C, S = Direction.C2S, Direction.S2C
-Script = Sequence[tuple[Direction, str | bytes]]
-
-
-def make_tape(*conns: Script, gap: float = 0.5, server_closes: bool = False) -> Cassette:
-    """A cassette recorded by the real Recorder; each frame ``gap`` seconds after the last."""
-    ticks = itertools.count()
-    recorder = Recorder(None, Redactor(), clock=lambda: next(ticks) * gap)
-    events: list[dict[str, Any]] = []
-    for script in conns:
-        conn = recorder.new_connection()
-        events.append(
-            recorder.open(conn, path="/", headers=[], subprotocol=None, upstream="ws://up")
-        )
-        for direction, data in script:
-            if isinstance(data, bytes):
-                events.append(recorder.binary(conn, direction, data))
-            else:
-                events.append(recorder.text(conn, direction, data))
-        by = "server" if server_closes else "client"
-        events.append(
-            recorder.close(
-                conn, by=by, code=1000, reason="bye", forwarded={"code": 1000, "reason": "bye"}
-            )
-        )
-    return Cassette(None, new_header("ws://up"), events)
+from tests.helpers import C, S, Script, make_tape
 
 
 def replay_of(script: Script, **options: Any) -> ConnectionReplay:

@@ -24,24 +24,25 @@ from proxy.backend import FakeBackend
 from proxy.cassette import Cassette, frame_of, load
 from proxy.client import ClientOptions, scripted_session
 from proxy.errors import CassetteNotFound, UsageError
-from proxy.jsonrpc import Direction, id_key
+from proxy.jsonrpc import Direction
 from proxy.relay import recording_proxy
 from proxy.replay import ReplayMismatch
 from proxy.replay_server import ReplayServer, replay_server
+from tests.helpers import (
+    CASSETTES,
+    REPO,
+    C,
+    S,
+    Script,
+    live_exchange,
+    write_tape,
+)
 from tests.scripted_upstream import ScriptedUpstream
-from tests.test_replay import C, S, Script, make_tape
 
-REPO = Path(__file__).resolve().parent.parent
-CASSETTES = sorted((REPO / "cassettes").glob("*.jsonl"))
 DEAD_UPSTREAM = "ws://127.0.0.1:9"
 
 
-def write_tape(path: Path, *conns: Script, gap: float = 0.01, server_closes: bool = False) -> Path:
-    """Write a cassette made by the real Recorder (see tests.test_replay.make_tape)."""
-    tape = make_tape(*conns, gap=gap, server_closes=server_closes)
-    lines = [tape.header, *tape.events]
-    path.write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in lines))
-    return path
+
 
 
 async def recv_all(ws: ClientConnection, count: int) -> list[bytes]:
@@ -53,38 +54,7 @@ async def recv_all(ws: ClientConnection, count: int) -> list[bytes]:
     return frames
 
 
-def other_id(recorded: Any, n: int) -> Any:
-    """A live id of the other type: strings for integer recordings and the reverse."""
-    return f"live-{n}" if isinstance(recorded, int) else 1000 + n
 
-
-Exchange = list[tuple[list[bytes], bytes | None]]
-
-
-def live_exchange(tape: Cassette, conn: int) -> Exchange:
-    """A recorded connection as a live client holds it: for each recorded client message the
-    server frames expected before it, then the message to send with another id type and a
-    trace; the last entry holds the frames after the last client message (and ``None``)."""
-    live_ids: dict[str, Any] = {}
-    expected: list[bytes] = []
-    exchange: Exchange = []
-    for n, event in enumerate(tape.frames(conn)):
-        msg: Any = event.get("msg")
-        if event["dir"] == Direction.S2C.value:
-            if event.get("type") in ("response", "error") and id_key(msg["id"]) in live_ids:
-                expected.append(orjson.dumps({**msg, "id": live_ids[id_key(msg["id"])]}))
-            else:
-                expected.append(frame_of(event))
-            continue
-        if event.get("type") == "request":
-            live_ids[id_key(msg["id"])] = other_id(msg["id"], n)
-            msg = {**msg, "id": live_ids[id_key(msg["id"])]}
-        if event.get("type") in ("request", "notification"):
-            msg = {**msg, "trace": {"traceparent": f"00-{n:032x}-{n:016x}-01"}}
-        exchange.append((expected, orjson.dumps(msg)))
-        expected = []
-    exchange.append((expected, None))
-    return exchange
 
 
 def client_for(url: str) -> connect:

@@ -15,8 +15,7 @@ import pytest
 
 from proxy.cassette import load
 from proxy.replay_server import ReplayServer
-from tests.test_replay import C, S, Script
-from tests.test_replay_server import CASSETTES, REPO, live_exchange, write_tape
+from tests.helpers import CASSETTES, REPO, C, S, Script, live_exchange, write_tape
 
 LIMIT = 64 * 1024 * 1024
 """Line limit of the test's own reader of the replay's stdout."""
@@ -358,20 +357,26 @@ async def test_serve_stdio_in_process_overlong_line(tmp_path: Path) -> None:
 
 
 async def test_close_stops_serve_stdio(tmp_path: Path) -> None:
-    """close() from another task (shutdown) ends serve_stdio while the client is silent."""
-    cassette = write_tape(tmp_path / "t.jsonl", [(C, '{"method":"a"}')])
+    """close() from another task (shutdown) ends serve_stdio while the client is silent: the
+    replay is serving (it answered the first request), then close() ends it and the output."""
+    cassette = write_tape(
+        tmp_path / "t.jsonl",
+        [(C, '{"id":1,"method":"a"}'), (S, '{"id":1,"result":{}}'), (C, '{"method":"b"}')],
+    )
     c2s_r, c2s_w = os.pipe()
     s2c_r, s2c_w = os.pipe()
     try:
         server = ReplayServer(cassette)
         serving = asyncio.create_task(server.serve_stdio(c2s_r, s2c_w), name="test:serve")
+        os.write(c2s_w, b'{"id":7,"method":"a"}\n')
+        first = await asyncio.wait_for(asyncio.to_thread(os.read, s2c_r, 1 << 16), 10)
+        assert first == b'{"id":7,"result":{}}\n'
+        assert not serving.done()  # answered, and still serving the silent client
         reading = asyncio.create_task(read_to_end(s2c_r), name="test:read")
-        await asyncio.sleep(0.1)
-        assert not serving.done()
         await server.close()
         report = await asyncio.wait_for(serving, 5)
         assert await asyncio.wait_for(reading, 5) == b""
-        assert [u.description for u in report.unused_client] == ["> notification a"]
+        assert [u.description for u in report.unused_client] == ["> notification b"]
         await server.close()  # twice is fine
     finally:
         for fd in (c2s_r, c2s_w, s2c_r, s2c_w):
