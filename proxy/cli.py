@@ -593,6 +593,8 @@ async def _replay(server: ReplayServer) -> ReplayReport:
             await stop.wait()
         finally:
             await server.close()
+    if server.failure is not None:
+        _error_line(server.failure, "The recording was not kept; the cassette is unchanged")
     return server.report
 
 
@@ -743,6 +745,8 @@ def replay(
             _warn(line)  # stdout carries the protocol only
         else:
             _say(line)
+    if server.failure is not None:
+        raise typer.Exit(EXIT_WRITE_FAILED)  # the error line was printed when it stopped
     if stdio and server.stdio_close is not None:
         raise typer.Exit(3)  # the replay ended the session on a miss (docs/replay.md)
     if strict and not report.clean:

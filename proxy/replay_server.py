@@ -30,7 +30,7 @@ from websockets.http11 import Request
 
 from .bridge import Bridge
 from .cassette import Cassette, CassetteWriter, load, new_header
-from .errors import CassetteNotFound, UpstreamError, UsageError
+from .errors import CassetteNotFound, CassetteWriteError, UpstreamError, UsageError
 from .jsonrpc import Direction
 from .legs import Leg, StdioLeg, WebSocketLeg
 from .listener import (
@@ -333,6 +333,9 @@ class ReplayServer:
         self._stdio_stop = asyncio.Event()
         self._stdio_ended = asyncio.Event()
         self._stdio_notes: list[str] = []
+        self.failure: CassetteWriteError | None = None
+        """Set when the cassette being recorded (``once``, ``all``, ``new_episodes``) could not
+        be written: those clients were closed with 1011, later ones got 503."""
 
     # -- lifecycle --
 
@@ -496,6 +499,9 @@ class ReplayServer:
         stdio, self._stdio = self._stdio, None
         if listener is not None:
             await listener.close()
+            if listener.failure is not None:
+                self.failure = listener.failure
+                commit = False  # a recording that lost frames never replaces the cassette
         if stdio is not None:
             self._stdio_stop.set()
             await self._stdio_ended.wait()

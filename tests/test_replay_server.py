@@ -28,6 +28,7 @@ from proxy.jsonrpc import Direction
 from proxy.relay import recording_proxy
 from proxy.replay import ReplayMismatch
 from proxy.replay_server import ReplayServer, replay_server
+from tests.faults import fail_writes_after
 from tests.helpers import (
     CASSETTES,
     REPO,
@@ -685,3 +686,22 @@ async def test_cli_bad_order_or_hold_timeout_exits_2(flags: tuple[str, ...], mes
     )
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert (proc.returncode, out, err.decode()) == (2, b"", f"rpctape: error: {message}\n")
+
+
+async def test_mode_all_keeps_the_old_cassette_when_the_recording_fails(
+    tmp_path: Path, upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Record mode all on a disk that fills: the client is closed with 1011, and the partial
+    recording never replaces the cassette, which stays as it was; failure says why."""
+    cassette = write_tape(tmp_path / "t.jsonl", [(C, '{"method":"old"}')])
+    before = cassette.read_bytes()
+    fail_writes_after(monkeypatch, 2)  # header, open; the first frame fails
+    server = replay_server(cassette, record_mode="all", upstream=upstream.url)
+    async with server as url, connect(url) as ws:
+        await ws.send('{"method":"a"}')
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+    assert server.failure is not None and "No space left on device" in str(server.failure)
+    assert cassette.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["t.jsonl"]  # no temporary file left
