@@ -21,8 +21,8 @@ from typing import Any
 from websockets.frames import CloseCode
 
 from .errors import CassetteWriteError
-from .jsonrpc import Direction, parse
-from .legs import ChildLeg, Leg, Message
+from .jsonrpc import Direction, Message, parse
+from .legs import ChildLeg, Leg
 from .recorder import Recorder
 from .rules import Decision, Engine, Rule
 

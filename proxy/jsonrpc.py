@@ -34,6 +34,10 @@ class Direction(enum.StrEnum):
         return ">" if self is Direction.C2S else "<"
 
 
+Message = tuple[bool, bytes]
+"""One whole message as it travels: ``(is_text, payload)`` (a websocket frame, a JSONL line)."""
+
+
 class MessageType(enum.StrEnum):
     """The JSON-RPC shape of one parsed message."""
 

@@ -27,10 +27,10 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import CONNECTING, OPEN, Protocol
 
+from .jsonrpc import Message
+
 log = logging.getLogger("rpctape.legs")
 
-Message = tuple[bool, bytes]
-"""One whole message: ``(is_text, payload)``."""
 
 
 class Party(enum.StrEnum):

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from websockets.frames import CloseCode
 
-from .legs import ClosePlan, Leg, Message, Party
+from .jsonrpc import Message
+from .legs import ClosePlan, Leg, Party
 from .ordering import Ordering
 from .replay import Close, ConnectionReplay, Outgoing, Step
 

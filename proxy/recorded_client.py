@@ -28,7 +28,8 @@ from .bridge import Bridge
 from .cassette import Cassette, CassetteWriter, Event, load, new_header
 from .diff import DiffReport, diff_cassettes
 from .errors import UpstreamError
-from .legs import ClosePlan, Leg, Message, Party
+from .jsonrpc import Message
+from .legs import ClosePlan, Leg, Party
 from .listener import DEFAULT_MAX_SIZE
 from .recorder import Recorder
 from .redact import Redactor

@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cassette import frame_of
-from .jsonrpc import MessageType, id_key, parse, raw_id, with_raw_id
-from .legs import Message
+from .jsonrpc import Message, MessageType, id_key, parse, raw_id, with_raw_id
 from .replay import Item, RecordedConnection
 
 __all__ = ["ClientPlan", "Key", "Wait", "learn_uuids", "server_key"]

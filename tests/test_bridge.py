@@ -17,7 +17,8 @@ import pytest
 from proxy.bridge import Bridge, clip_reason, write_failure_reason
 from proxy.cassette import CassetteWriter, frame_of
 from proxy.errors import CassetteWriteError
-from proxy.legs import ClosePlan, Leg, Message, Party
+from proxy.jsonrpc import Message
+from proxy.legs import ClosePlan, Leg, Party
 from proxy.recorder import Recorder
 from proxy.rules import Rule
 from tests.faults import enospc

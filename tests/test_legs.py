@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.legs import ChildLeg, ClosePlan, Leg, LineLeg, Message, Party, plan_close
+from proxy.jsonrpc import Message
+from proxy.legs import ChildLeg, ClosePlan, Leg, LineLeg, Party, plan_close
 
 
 def test_plan_close_without_any_close_frame_from_client() -> None:

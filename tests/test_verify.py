@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 
 from proxy.cassette import load
 from proxy.cli import _run
-from proxy.jsonrpc import Direction
-from proxy.legs import Message
+from proxy.jsonrpc import Direction, Message
 from proxy.recorder import Recorder
 from proxy.redact import Redactor
 from proxy.replay import RecordedConnection
