@@ -38,14 +38,14 @@ from websockets.asyncio.client import connect
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from proxy.appserver import AppServer  # noqa: E402
-from proxy.backend import FakeBackend  # noqa: E402
-from proxy.cassette import CassetteWriter, load, new_header  # noqa: E402
-from proxy.client import SessionClient  # noqa: E402
-from proxy.jsonrpc import Direction  # noqa: E402
-from proxy.recorder import Recorder  # noqa: E402
-from proxy.redact import Redactor  # noqa: E402
-from proxy.relay import recording_proxy  # noqa: E402
+from proxy.codex.appserver import AppServer  # noqa: E402
+from proxy.codex.backend import FakeBackend  # noqa: E402
+from proxy.codex.client import SessionClient  # noqa: E402
+from proxy.core.cassette import CassetteWriter, load, new_header  # noqa: E402
+from proxy.core.jsonrpc import Direction  # noqa: E402
+from proxy.core.recorder import Recorder  # noqa: E402
+from proxy.core.redact import Redactor  # noqa: E402
+from proxy.wire.relay import recording_proxy  # noqa: E402
 
 
 def _notification(n: int) -> str:

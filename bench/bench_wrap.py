@@ -28,13 +28,13 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from proxy.appserver import (  # noqa: E402
+from proxy.codex.appserver import (  # noqa: E402
     FAKE_API_KEY,
     FAKE_API_KEY_ENV,
     find_codex,
     write_codex_home,
 )
-from proxy.cassette import load  # noqa: E402
+from proxy.core.cassette import load  # noqa: E402
 
 ECHO = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line); sys.stdout.flush()\n"
 

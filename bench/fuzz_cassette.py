@@ -35,11 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from proxy.cassette import frame_of, parse_lines
+from proxy.core.cassette import frame_of, parse_lines
+from proxy.core.jsonrpc import Direction
+from proxy.core.recorder import Recorder
+from proxy.core.redact import Redactor
 from proxy.errors import CassetteError
-from proxy.jsonrpc import Direction
-from proxy.recorder import Recorder
-from proxy.redact import Redactor
 from tests.frames import (
     BINARY_FRAMES,
     TEXT_FRAMES,

@@ -33,7 +33,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from proxy.cassette import frame_of, load  # noqa: E402
+from proxy.core.cassette import frame_of, load  # noqa: E402
 
 
 async def start(*argv: str) -> tuple[asyncio.subprocess.Process, str]:

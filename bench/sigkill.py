@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from proxy.cassette import frame_of, load  # noqa: E402
+from proxy.core.cassette import frame_of, load  # noqa: E402
 
 
 async def start(*argv: str) -> tuple[asyncio.subprocess.Process, str]:

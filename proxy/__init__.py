@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -13,21 +12,19 @@ CASSETTE_FORMAT_VERSION = 1
 __all__ = ["CASSETTE_FORMAT_VERSION", "__version__", "recording_proxy", "replay_server"]
 
 if TYPE_CHECKING:
-    from .relay import recording_proxy as recording_proxy
-    from .replay_server import replay_server as replay_server
+    from .wire.relay import recording_proxy as recording_proxy
+    from .wire.replay_server import replay_server as replay_server
 
 
 def __getattr__(name: str) -> Any:
-    """Import ``recording_proxy`` and ``replay_server`` on first use (``import proxy`` stays light).
-
-    ``proxy.replay_server`` is also the name of a submodule, which Python binds on the package
-    once imported; that module is callable (see :mod:`proxy.replay_server`), so
-    ``proxy.replay_server(path, **options)`` works either way.
-    """
+    """Import ``recording_proxy`` and ``replay_server`` on first use (``import proxy`` stays
+    light)."""
     if name == "recording_proxy":
-        from .relay import recording_proxy
+        from .wire.relay import recording_proxy
 
         return recording_proxy
     if name == "replay_server":
-        return importlib.import_module(".replay_server", __name__)
+        from .wire.replay_server import replay_server
+
+        return replay_server
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

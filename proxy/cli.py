@@ -23,22 +23,22 @@ from rich.text import Text
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
 from . import __version__
-from .attest import USAGE as ATTEST_USAGE
-from .attest import AttestKind, AttestMode, attestation_rules
-from .cassette import Cassette, CassetteWriter, load, new_header
+from .core.attest import USAGE as ATTEST_USAGE
+from .core.attest import AttestKind, AttestMode, attestation_rules
+from .core.cassette import Cassette, CassetteWriter, load, new_header
+from .core.jsonrpc import Direction
+from .core.modes import RecordMode, parse_mode
+from .core.recorder import Recorder
+from .core.redact import Redactor
+from .core.replay import ReplayReport
+from .core.rules import Rule, load_rules
+from .core.timeline import describe, follow, select, styled, summary
 from .errors import CassetteError, CassetteWriteError, MissingExtra, RpctapeError, UsageError
-from .jsonrpc import Direction
-from .modes import RecordMode, parse_mode
-from .recorder import Recorder
-from .redact import Redactor
-from .relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
-from .replay import ReplayReport
-from .replay_server import ReplayServer
-from .rules import Rule, load_rules
-from .timeline import describe, follow, select, styled, summary
+from .wire.relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
+from .wire.replay_server import ReplayServer
 
 if TYPE_CHECKING:
-    from .schema import Validator
+    from .codex.schema import Validator
 
 app = typer.Typer(
     name="rpctape",
@@ -230,13 +230,13 @@ async def _wait_with_status(
 
 
 def _schema_validator(validate: bool, codex: str | None, schema: Path | None) -> Validator | None:
-    """The :class:`proxy.schema.Validator` of ``--validate`` (``None`` without it)."""
+    """The :class:`proxy.codex.schema.Validator` of ``--validate`` (``None`` without it)."""
     if not validate:
         if codex is not None or schema is not None:
             raise UsageError("--codex and --schema choose the schema of --validate: add --validate")
         return None
-    from .appserver import choose_codex
-    from .schema import Validator, codex_version, schema_dir
+    from .codex.appserver import choose_codex
+    from .codex.schema import Validator, codex_version, schema_dir
 
     if codex is not None and schema is not None:
         raise UsageError("--codex and --schema exclude each other: give one schema source")
@@ -528,7 +528,7 @@ def backend(
 ) -> None:
     """Run the fake model backend (OpenAI Responses API over SSE) for offline turns."""
     try:
-        from .backend import DEFAULT_REPLY, serve_backend
+        from .codex.backend import DEFAULT_REPLY, serve_backend
     except MissingExtra as exc:
         raise _fail(exc) from None
 
@@ -577,7 +577,7 @@ def demo(
 ) -> None:
     """Record a real session end to end: app-server + fake backend + recorder + client."""
     try:
-        from .demo import run_demo
+        from .codex.demo import run_demo
 
         asyncio.run(run_demo(cassette, codex, _say, shutil.get_terminal_size((160, 24)).columns))
     except RpctapeError as exc:
@@ -701,7 +701,7 @@ def replay(
                 f"--stdio only replays: record mode {record_mode!r} is not supported over stdio "
                 "(record the session with rpctape record or wrap, then replay it)"
             )
-        from .schema import WatchRule
+        from .codex.schema import WatchRule
 
         validator = _schema_validator(validate, codex, schema)
         watch = WatchRule.build(validator) if validator is not None else None
@@ -770,7 +770,7 @@ def wrap(
     verbose: VerboseOption = 0,
 ) -> None:
     """Stand in for `codex app-server` on stdio: run it, relay stdin/stdout, record both."""
-    from .wrap import run_wrap
+    from .wire.wrap import run_wrap
 
     _setup_logging(verbose, log)
     existed = cassette.exists()
@@ -815,8 +815,8 @@ def attest_check(
 ) -> None:
     """Check x-oai-attestation end to end against the real app-server, case by case."""
     try:
-        from .appserver import find_codex
-        from .attest_check import run_all, to_json
+        from .codex.appserver import find_codex
+        from .codex.attest_check import run_all, to_json
     except MissingExtra as exc:
         raise _fail(exc) from None
 
@@ -862,7 +862,7 @@ def report(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Write a cassette as one self-contained HTML page: a sequence diagram to share."""
-    from .report import render_html
+    from .core.report import render_html
 
     try:
         tape = _load(cassette)
@@ -882,7 +882,7 @@ def har(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Export a cassette as HAR 1.2 with DevTools' websocket messages (one entry per connection)."""
-    from .har import to_har
+    from .core.har import to_har
 
     try:
         tape = _load(cassette)
@@ -906,7 +906,7 @@ def import_har_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Turn a DevTools capture of an app-server websocket into a cassette `replay` serves."""
-    from .har import import_har
+    from .core.har import import_har
 
     try:
         redactor = _redactor(redact_key, no_redact)
@@ -948,7 +948,7 @@ def client(
     ] = 120.0,
 ) -> None:
     """Drive one session: initialize, thread/start, a turn per --prompt; print the replies."""
-    from .client import DECISIONS, ClientOptions, SessionClient, prompt_session
+    from .codex.client import DECISIONS, ClientOptions, SessionClient, prompt_session
 
     argv = list(target or ())
     options = ClientOptions(approval_decision=approve, timeout=timeout)
@@ -1010,8 +1010,8 @@ def validate(
 
     Exit 1 on any violation or method the schema does not know, 0 otherwise.
     """
-    from .appserver import choose_codex
-    from .schema import Report, Validator, check_cassette, codex_version, schema_dir
+    from .codex.appserver import choose_codex
+    from .codex.schema import Report, Validator, check_cassette, codex_version, schema_dir
 
     try:
         if codex is not None and schema is not None:
@@ -1066,7 +1066,7 @@ def diff(
     json: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
 ) -> None:
     """Compare two cassettes as conversations; exit 0 when equivalent (docs/drift.md)."""
-    from .diff import diff_cassettes
+    from .core.diff import diff_cassettes
 
     try:
         report = diff_cassettes(load(a), load(b), ignore or ())
@@ -1131,14 +1131,14 @@ def verify(
     Exit 0 when every cassette is equivalent (with --update: when every one was re-recorded
     to the end), 1 otherwise (docs/drift.md).
     """
-    from .recorded_client import (
+    from .wire.recorded_client import (
         VerifyOutcome,
         default_out,
         render_outcome,
         settle,
         verify_cassette,
     )
-    from .upstream import Upstream
+    from .wire.upstream import Upstream
 
     _setup_logging(verbose)
     command: list[str] = ctx.meta["after --"]

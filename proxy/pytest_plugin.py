@@ -30,11 +30,11 @@ from typing import IO, Any
 import orjson
 import pytest
 
+from .core.modes import RecordMode, parse_mode
+from .core.replay import ReplayReport
+from .core.rules import Rule
 from .errors import RpctapeError, UsageError
-from .modes import RecordMode, parse_mode
-from .replay import ReplayReport
-from .replay_server import ReplayServer
-from .rules import Rule
+from .wire.replay_server import ReplayServer
 
 MARKER = "rpctape"
 MARKER_OPTIONS = frozenset(
@@ -488,7 +488,7 @@ def standin_args(item: pytest.Item, options: dict[str, Any]) -> list[str]:
 
 def standin_executable(folder: Path) -> Path:
     """``rpctape-codex``: beside this Python, else on PATH, else a wrapper written in ``folder``
-    that runs ``python -m proxy.standin``."""
+    that runs ``python -m proxy.codex.standin``."""
     beside = Path(sys.executable).with_name("rpctape-codex")
     if beside.is_file() and os.access(beside, os.X_OK):
         return beside
@@ -499,7 +499,7 @@ def standin_executable(folder: Path) -> Path:
     root = Path(__file__).resolve().parent.parent
     wrapper.write_text(
         f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}} "
-        f'exec {shlex.quote(sys.executable)} -m proxy.standin "$@"\n'
+        f'exec {shlex.quote(sys.executable)} -m proxy.codex.standin "$@"\n'
     )
     wrapper.chmod(0o755)
     return wrapper
@@ -510,7 +510,7 @@ def _real_codex(config: pytest.Config) -> str:
     if named:
         return str(Path(named).expanduser())
     try:
-        from .appserver import find_codex
+        from .codex.appserver import find_codex
 
         return str(find_codex())
     except (RpctapeError, ImportError):

@@ -5,8 +5,8 @@
     .venv/bin/python scripts/record_cassettes.py serve      # an upstream for the pytest plugin
     .venv/bin/python scripts/record_cassettes.py --codex 0.171.0 --out /tmp/c171   # another codex
 
-Each scenario starts the fake model backend and the real app-server (proxy.backend,
-proxy.appserver; codex from `./dev setup`), records one session of the built-in client
+Each scenario starts the fake model backend and the real app-server (proxy.codex.backend,
+proxy.codex.appserver; codex from `./dev setup`), records one session of the built-in client
 through `recording_proxy` with redaction on into a temporary file, and renames it over
 cassettes/NAME.jsonl when the session succeeded. Every process it starts is stopped before
 it returns. `--codex` picks the codex: a version installed by `./dev setup` (`0.171.0`) or a
@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from proxy.appserver import AppServer, choose_codex, find_codex  # noqa: E402
-from proxy.backend import FakeBackend, Reply  # noqa: E402
-from proxy.client import ClientOptions, SessionClient  # noqa: E402
-from proxy.relay import recording_proxy  # noqa: E402
-from proxy.schema import codex_version  # noqa: E402
+from proxy.codex.appserver import AppServer, choose_codex, find_codex  # noqa: E402
+from proxy.codex.backend import FakeBackend, Reply  # noqa: E402
+from proxy.codex.client import ClientOptions, SessionClient  # noqa: E402
+from proxy.codex.schema import codex_version  # noqa: E402
+from proxy.wire.relay import recording_proxy  # noqa: E402
 from tests.rejoin import record_rejoin  # noqa: E402
 
 APPROVAL_ARGUMENTS = {

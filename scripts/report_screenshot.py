@@ -11,8 +11,8 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from proxy.cassette import load
-from proxy.report import render_html
+from proxy.core.cassette import load
+from proxy.core.report import render_html
 
 ARGS = [
     "--headless",

@@ -27,17 +27,17 @@ for entry in (REPO, REPO / "scripts"):
 
 from record_cassettes import SCENARIOS, Scenario  # noqa: E402
 
-from proxy.appserver import AppServer, choose_codex  # noqa: E402
-from proxy.backend import FakeBackend  # noqa: E402
-from proxy.recorded_client import (  # noqa: E402
+from proxy.codex.appserver import AppServer, choose_codex  # noqa: E402
+from proxy.codex.backend import FakeBackend  # noqa: E402
+from proxy.codex.schema import codex_version  # noqa: E402
+from proxy.wire.recorded_client import (  # noqa: E402
     VerifyOutcome,
     default_out,
     render_outcome,
     settle,
     verify_cassette,
 )
-from proxy.schema import codex_version  # noqa: E402
-from proxy.upstream import Upstream  # noqa: E402
+from proxy.wire.upstream import Upstream  # noqa: E402
 
 
 async def verify_one(

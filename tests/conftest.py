@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy.appserver import PINNED_CODEX_VERSION, find_codex, installed_codex_versions
-from proxy.backend import FakeBackend
+from proxy.codex.appserver import PINNED_CODEX_VERSION, find_codex, installed_codex_versions
+from proxy.codex.backend import FakeBackend
+from proxy.codex.schema import schema_dir
 from proxy.errors import AppServerError
-from proxy.schema import schema_dir
 from tests.scripted_upstream import ScriptedUpstream
 
 DRIFT_CODEX_VERSION = "0.171.0"

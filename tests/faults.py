@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from proxy.cassette import CassetteWriter
+from proxy.core.cassette import CassetteWriter
 from proxy.errors import CassetteWriteError
 
 
@@ -41,7 +41,7 @@ def fail_writes_after(monkeypatch: pytest.MonkeyPatch, writes: int) -> list[byte
 
 FAILING_RPCTAPE = r"""
 import errno, os, runpy, sys
-from proxy.cassette import CassetteWriter
+from proxy.core.cassette import CassetteWriter
 from proxy.errors import CassetteWriteError
 left = [int(os.environ["RPCTAPE_FAIL_AFTER"])]
 original = CassetteWriter.append_lines

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from proxy.cassette import Cassette, frame_of
-from proxy.redact import DEFAULT_KEYS, ENV_KEYS, normalise_key
-from proxy.replay import ConnectionReplay, ReplayOptions, recorded_connections
-from proxy.timeline import render, select, summary
+from proxy.core.cassette import Cassette, frame_of
+from proxy.core.redact import DEFAULT_KEYS, ENV_KEYS, normalise_key
+from proxy.core.replay import ConnectionReplay, ReplayOptions, recorded_connections
+from proxy.core.timeline import render, select, summary
 
 NUMBER_FORMS = [
     "0", "-0", "1", "-1", "1.0", "-0.0", "1e400", "-1e400", "1E2", "1e-7", "0.10", "2.5e+3",

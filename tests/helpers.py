@@ -10,15 +10,15 @@ from typing import Any
 
 import orjson
 
-from proxy.cassette import Cassette, frame_of, new_header
-from proxy.jsonrpc import Direction, id_key
-from proxy.recorder import Recorder
-from proxy.redact import Redactor
+from proxy.core.cassette import Cassette, frame_of, new_header
+from proxy.core.jsonrpc import Direction, id_key
+from proxy.core.recorder import Recorder
+from proxy.core.redact import Redactor
 
 
 def decode_jwt_payload(token: str) -> Any:
     """The payload of a fake ChatGPT id token: three base64url parts, an ``alg: none`` header
-    and the signature ``sig`` (what proxy.backend.fake_id_token writes)."""
+    and the signature ``sig`` (what proxy.codex.backend.fake_id_token writes)."""
     header, payload, signature = token.split(".")
 
     def b64(part: str) -> bytes:

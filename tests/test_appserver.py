@@ -1,4 +1,5 @@
-"""Tests of proxy.appserver: config writing, finding codex, and running the real app-server."""
+"""Tests of proxy.codex.appserver: config writing, finding codex, and running the real
+app-server."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.appserver import (
+from proxy.codex.appserver import (
     LOCAL_CODEX,
     PINNED_CODEX_VERSION,
     AppServer,
@@ -25,8 +26,8 @@ from proxy.appserver import (
     live_group_members,
     write_codex_home,
 )
-from proxy.backend import DEFAULT_REPLY, FakeBackend, Reply, id_token_claims
-from proxy.client import ClientOptions, SessionClient
+from proxy.codex.backend import DEFAULT_REPLY, FakeBackend, Reply, id_token_claims
+from proxy.codex.client import ClientOptions, SessionClient
 from proxy.errors import AppServerError, UsageError
 from tests.helpers import decode_jwt_payload
 

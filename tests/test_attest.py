@@ -1,4 +1,4 @@
-"""Tests of proxy.attest: mode parsing, the rules each mode makes, and every mode through the
+"""Tests of proxy.core.attest: mode parsing, the rules each mode makes, and every mode through the
 recording relay against a scripted upstream that asks attestation/generate."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from proxy.attest import AttestKind, AttestMode, attestation_rules
-from proxy.cassette import Cassette, load
 from proxy.cli import build_rules
+from proxy.core.attest import AttestKind, AttestMode, attestation_rules
+from proxy.core.cassette import Cassette, load
+from proxy.core.redact import marker
 from proxy.errors import UsageError
-from proxy.redact import marker
-from proxy.relay import recording_proxy
-from proxy.replay_server import replay_server
+from proxy.wire.relay import recording_proxy
+from proxy.wire.replay_server import replay_server
 from tests.scripted_upstream import ScriptedUpstream
 
 INIT = '{"id":1,"method":"initialize","params":{"clientInfo":{"name":"t","version":"0"}}}'

@@ -1,4 +1,4 @@
-"""Tests of proxy.attest_check: the pure verdicts, and the real check end to end."""
+"""Tests of proxy.codex.attest_check: the pure verdicts, and the real check end to end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.attest_check import (
+from proxy.codex.attest_check import (
     CASES,
     Case,
     Outcome,

@@ -1,4 +1,5 @@
-"""Tests of proxy.backend: the fake model backend, driven by plain HTTP and websocket clients."""
+"""Tests of proxy.codex.backend: the fake model backend, driven by plain HTTP and websocket
+clients."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.backend import (
+from proxy.codex.backend import (
     DEFAULT_REPLY,
     FakeBackend,
     Reply,

@@ -1,4 +1,4 @@
-"""Socket-free tests of proxy.bridge: two fake legs joined by a Bridge, a writer in memory.
+"""Socket-free tests of proxy.wire.bridge: two fake legs joined by a Bridge, a writer in memory.
 
 Every action is appended to one shared journal, so the tests can assert the order of
 cassette writes and sends (record first, forward after) exactly.
@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.bridge import Bridge, clip_reason, write_failure_reason
-from proxy.cassette import CassetteWriter, frame_of
+from proxy.core.cassette import CassetteWriter, frame_of
+from proxy.core.jsonrpc import Message
+from proxy.core.recorder import Recorder
+from proxy.core.rules import Rule
 from proxy.errors import CassetteWriteError
-from proxy.jsonrpc import Message
-from proxy.legs import ClosePlan, Leg, Party
-from proxy.recorder import Recorder
-from proxy.rules import Rule
+from proxy.wire.bridge import Bridge, clip_reason, write_failure_reason
+from proxy.wire.legs import ClosePlan, Leg, Party
 from tests.faults import enospc
 
 Journal = list[tuple[Any, ...]]

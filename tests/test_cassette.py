@@ -1,4 +1,4 @@
-"""Unit tests of proxy.cassette: header, writer, reader, torn lines, versions, frames."""
+"""Unit tests of proxy.core.cassette: header, writer, reader, torn lines, versions, frames."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from proxy import CASSETTE_FORMAT_VERSION, __version__
-from proxy.cassette import CassetteWriter, frame_of, load, new_header, parse_lines
+from proxy.core.cassette import CassetteWriter, frame_of, load, new_header, parse_lines
 from proxy.errors import (
     CassetteError,
     CassetteNotFound,

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from proxy.appserver import installed_codex_versions
-from proxy.cassette import frame_of, load
 from proxy.cli import app
+from proxy.codex.appserver import installed_codex_versions
+from proxy.core.cassette import frame_of, load
 from tests.scripted_upstream import ScriptedUpstream
 
 runner = CliRunner()

@@ -1,4 +1,5 @@
-"""Tests of proxy.client and `rpctape client`: the built-in client, over websocket and stdio."""
+"""Tests of proxy.codex.client and `rpctape client`: the built-in client, over websocket and
+stdio."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, AppServer, find_codex, write_codex_home
-from proxy.backend import DEFAULT_REPLY, FakeBackend, Reply
-from proxy.client import ClientOptions, SessionClient, agent_messages, prompt_session
+from proxy.codex.appserver import (
+    FAKE_API_KEY,
+    FAKE_API_KEY_ENV,
+    AppServer,
+    find_codex,
+    write_codex_home,
+)
+from proxy.codex.backend import DEFAULT_REPLY, FakeBackend, Reply
+from proxy.codex.client import ClientOptions, SessionClient, agent_messages, prompt_session
+from proxy.core.jsonrpc import Direction
 from proxy.errors import UsageError
-from proxy.jsonrpc import Direction
 
 
 def test_agent_messages_picks_completed_agent_items() -> None:

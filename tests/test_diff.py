@@ -1,4 +1,4 @@
-"""Tests of proxy.diff and `rpctape diff`: cassettes compared as conversations."""
+"""Tests of proxy.core.diff and `rpctape diff`: cassettes compared as conversations."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from proxy.appserver import AppServer, find_codex
-from proxy.backend import FakeBackend, Reply
-from proxy.cassette import Cassette, load, parse_lines
 from proxy.cli import app
-from proxy.client import ClientOptions, SessionClient
-from proxy.diff import (
+from proxy.codex.appserver import AppServer, find_codex
+from proxy.codex.backend import FakeBackend, Reply
+from proxy.codex.client import ClientOptions, SessionClient
+from proxy.core.cassette import Cassette, load, parse_lines
+from proxy.core.diff import (
     IGNORED_KEY,
     MISSING,
     Change,
@@ -28,8 +28,8 @@ from proxy.diff import (
     diff_cassettes,
     diff_values,
 )
-from proxy.jsonrpc import Direction
-from proxy.relay import recording_proxy
+from proxy.core.jsonrpc import Direction
+from proxy.wire.relay import recording_proxy
 
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
 runner = CliRunner()

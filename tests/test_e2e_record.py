@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from proxy.appserver import AppServer
-from proxy.backend import FakeBackend, Reply
-from proxy.cassette import frame_of, load
-from proxy.client import ClientOptions, SessionClient, scripted_session
-from proxy.diff import EntryKind, diff_cassettes
-from proxy.jsonrpc import Direction
-from proxy.relay import recording_proxy
-from proxy.schema import Report, Validator, check_cassette
+from proxy.codex.appserver import AppServer
+from proxy.codex.backend import FakeBackend, Reply
+from proxy.codex.client import ClientOptions, SessionClient, scripted_session
+from proxy.codex.schema import Report, Validator, check_cassette
+from proxy.core.cassette import frame_of, load
+from proxy.core.diff import EntryKind, diff_cassettes
+from proxy.core.jsonrpc import Direction
+from proxy.wire.relay import recording_proxy
 
 SHIPPED = Path(__file__).resolve().parent.parent / "cassettes"
 

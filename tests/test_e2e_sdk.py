@@ -25,9 +25,9 @@ from openai_codex import (
 )
 from openai_codex.client import CodexClient
 
-from proxy.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, find_codex, write_codex_home
-from proxy.backend import API_KEY_RESPONSES_PATH, FakeBackend, Reply
-from proxy.cassette import load
+from proxy.codex.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, find_codex, write_codex_home
+from proxy.codex.backend import API_KEY_RESPONSES_PATH, FakeBackend, Reply
+from proxy.core.cassette import load
 from proxy.pytest_plugin import standin_executable
 
 pytestmark = pytest.mark.e2e

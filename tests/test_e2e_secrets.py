@@ -9,10 +9,10 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from proxy.appserver import AppServer
-from proxy.backend import FakeBackend
-from proxy.cassette import frame_of, load
-from proxy.relay import recording_proxy
+from proxy.codex.appserver import AppServer
+from proxy.codex.backend import FakeBackend
+from proxy.core.cassette import frame_of, load
+from proxy.wire.relay import recording_proxy
 
 pytestmark = pytest.mark.e2e
 

@@ -13,12 +13,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, AppServer, find_codex, write_codex_home
-from proxy.backend import FakeBackend
-from proxy.cassette import Cassette, frame_of, load
-from proxy.client import SessionClient, scripted_session
-from proxy.jsonrpc import Direction
-from proxy.relay import recording_proxy
+from proxy.codex.appserver import (
+    FAKE_API_KEY,
+    FAKE_API_KEY_ENV,
+    AppServer,
+    find_codex,
+    write_codex_home,
+)
+from proxy.codex.backend import FakeBackend
+from proxy.codex.client import SessionClient, scripted_session
+from proxy.core.cassette import Cassette, frame_of, load
+from proxy.core.jsonrpc import Direction
+from proxy.wire.relay import recording_proxy
 
 pytestmark = pytest.mark.e2e
 

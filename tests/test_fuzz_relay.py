@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect, unix_connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from proxy.cassette import frame_of, load
-from proxy.relay import ListenAddress, recording_proxy
+from proxy.core.cassette import frame_of, load
+from proxy.wire.relay import ListenAddress, recording_proxy
 
 Frame = str | bytes
 

@@ -1,4 +1,5 @@
-"""Tests of proxy.har: cassette -> HAR (DevTools websocket entries) -> cassette, byte for byte."""
+"""Tests of proxy.core.har: cassette -> HAR (DevTools websocket entries) -> cassette, byte for
+byte."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.cassette import Cassette, CassetteWriter, frame_of, load, new_header
-from proxy.har import STDIO_NOTE, HarError, import_har, to_har
-from proxy.jsonrpc import Direction
-from proxy.recorder import Recorder
-from proxy.redact import Redactor
+from proxy.core.cassette import Cassette, CassetteWriter, frame_of, load, new_header
+from proxy.core.har import STDIO_NOTE, HarError, import_har, to_har
+from proxy.core.jsonrpc import Direction
+from proxy.core.recorder import Recorder
+from proxy.core.redact import Redactor
 
 CASSETTES = sorted((Path(__file__).parent.parent / "cassettes").glob("*.jsonl"))
 
@@ -202,7 +203,7 @@ async def test_imported_capture_replays_cleanly(tmp_path: Path) -> None:
     messages get the recorded answers, and nothing is missed or left over."""
     from websockets.asyncio.client import connect
 
-    from proxy.replay_server import ReplayServer
+    from proxy.wire.replay_server import ReplayServer
 
     source = load(CASSETTES[-1])  # two-turns.jsonl
     back = round_trip(source, tmp_path)

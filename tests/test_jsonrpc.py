@@ -1,4 +1,4 @@
-"""Unit tests of proxy.jsonrpc: classification, exact-frame detection, pairing."""
+"""Unit tests of proxy.core.jsonrpc: classification, exact-frame detection, pairing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.jsonrpc import MAX_DEPTH, Direction, MessageType, Pairing, classify, id_key, parse
+from proxy.core.jsonrpc import MAX_DEPTH, Direction, MessageType, Pairing, classify, id_key, parse
 
 
 @pytest.mark.parametrize(

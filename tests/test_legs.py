@@ -1,4 +1,4 @@
-"""Tests of proxy.legs: close plans, JSON Lines framing, child processes."""
+"""Tests of proxy.wire.legs: close plans, JSON Lines framing, child processes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.jsonrpc import Message
-from proxy.legs import ChildLeg, ClosePlan, Leg, LineLeg, Party, plan_close
+from proxy.core.jsonrpc import Message
+from proxy.wire.legs import ChildLeg, ClosePlan, Leg, LineLeg, Party, plan_close
 
 
 def test_plan_close_without_any_close_frame_from_client() -> None:

@@ -18,11 +18,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from proxy.cassette import CassetteWriter, new_header
-from proxy.jsonrpc import Direction
-from proxy.recorder import Recorder
-from proxy.relay import recording_proxy
-from proxy.replay_server import ReplayServer
+from proxy.core.cassette import CassetteWriter, new_header
+from proxy.core.jsonrpc import Direction
+from proxy.core.recorder import Recorder
+from proxy.wire.relay import recording_proxy
+from proxy.wire.replay_server import ReplayServer
 from tests.scripted_upstream import ScriptedUpstream
 
 Serve = Callable[..., AbstractAsyncContextManager[str]]

@@ -1,4 +1,4 @@
-"""Unit tests of proxy.matching: the named matchers and what they say when they fail."""
+"""Unit tests of proxy.core.matching: the named matchers and what they say when they fail."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.errors import UsageError
-from proxy.matching import (
+from proxy.core.matching import (
     ABSENT,
     DEFAULT_IGNORE,
     Aspect,
@@ -26,7 +25,8 @@ from proxy.matching import (
     matches,
     parse_match_on,
 )
-from proxy.replay import ReplayOptions
+from proxy.core.replay import ReplayOptions
+from proxy.errors import UsageError
 
 
 def recorded(msg: Any = None, *, raw: str | None = None, **fields: Any) -> Frame:

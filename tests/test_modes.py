@@ -1,12 +1,12 @@
-"""Unit tests of proxy.modes: the mode enums, their validation, and pacing."""
+"""Unit tests of proxy.core.modes: the mode enums, their validation, and pacing."""
 
 from __future__ import annotations
 
 import pytest
 
+from proxy.core.modes import MatchOrder, OnMiss, Pace, RecordMode, parse_mode
 from proxy.errors import UsageError
-from proxy.modes import MatchOrder, OnMiss, Pace, RecordMode, parse_mode
-from proxy.replay_server import Plan, plan_for
+from proxy.wire.replay_server import Plan, plan_for
 
 
 def test_record_modes_are_vcr_names() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests of proxy.ordering: which thread a message concerns, and which replayed server
+"""Unit tests of proxy.core.ordering: which thread a message concerns, and which replayed server
 frame may go when, across connections; no sockets, no event loop."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.ordering import Message, Order, Ordering, thread_concerns
+from proxy.core.ordering import Message, Order, Ordering, thread_concerns
 
 # A rejoin, as the cassette's global seq numbers it: A on connection 1, B on connection 2.
 ROWS: list[tuple[int, int, bool, Any, str | None, str]] = [

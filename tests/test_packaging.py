@@ -41,7 +41,7 @@ def test_wheel_ships_py_typed_and_the_console_script(wheel: Path) -> None:
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         scripts = archive.read(entry_points).decode()
     assert "proxy/py.typed" in names
-    assert {"proxy/__init__.py", "proxy/cli.py", "proxy/matching.py"} <= names
+    assert {"proxy/__init__.py", "proxy/cli.py", "proxy/core/matching.py"} <= names
     assert "rpctape = proxy.cli:main" in scripts
 
 
@@ -126,7 +126,8 @@ def test_core_imports_without_the_backend_extra() -> None:
     """Recording, replay, the CLI and the pytest plugin import without aiohttp or tomli-w."""
     done = _run_without_backend(
         """
-        import proxy, proxy.cli, proxy.relay, proxy.replay_server, proxy.wrap, proxy.pytest_plugin
+        import proxy, proxy.cli, proxy.pytest_plugin
+        import proxy.wire.relay, proxy.wire.replay_server, proxy.wire.wrap
         loaded = sorted(m for m in sys.modules if m.partition(".")[0] in {"aiohttp", "tomli_w"})
         print("loaded:", loaded)
         """
@@ -161,13 +162,13 @@ def test_backend_commands_name_the_missing_extra(command: str, feature: str, mis
 
 
 def test_missing_extra_is_an_import_error() -> None:
-    """Importing proxy.backend without the extra raises MissingExtra, which is an ImportError
+    """Importing proxy.codex.backend without the extra raises MissingExtra, which is an ImportError
     naming the missing module, so `except ImportError` callers keep working."""
     done = _run_without_backend(
         """
         from proxy.errors import MissingExtra
         try:
-            import proxy.backend
+            import proxy.codex.backend
         except ImportError as exc:
             print(type(exc).__name__, isinstance(exc, MissingExtra), exc.name, exc.extra)
         """

@@ -1,4 +1,4 @@
-"""Unit and property tests of proxy.pointer (RFC 6901 in one place)."""
+"""Unit and property tests of proxy.core.pointer (RFC 6901 in one place)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy import pointer
+from proxy.core import pointer
+from proxy.core.pointer import PointerError
 from proxy.errors import UsageError
-from proxy.pointer import PointerError
 
 
 def test_resolve_set_remove() -> None:

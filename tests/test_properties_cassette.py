@@ -1,6 +1,6 @@
 """Fuzzing the cassette reader with mutated real cassettes (Hypothesis, bounded).
 
-Law: :func:`proxy.cassette.load` either succeeds or raises :class:`CassetteError` (one line
+Law: :func:`proxy.core.cassette.load` either succeeds or raises :class:`CassetteError` (one line
 naming the file and line), never anything else; and what it accepts, ``rpctape show``'s
 timeline and the replay planner take without raising.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from proxy.cassette import load, parse_lines
+from proxy.core.cassette import load, parse_lines
 from proxy.errors import CassetteError
 from tests.frames import CASSETTES, DEEP, FIELDS, HOSTILE, mutated, use_everything
 

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.cassette import CassetteWriter, frame_of, parse_lines
-from proxy.jsonrpc import Direction, parse
-from proxy.recorder import Recorder
-from proxy.redact import Redactor, marker
+from proxy.core.cassette import CassetteWriter, frame_of, parse_lines
+from proxy.core.jsonrpc import Direction, parse
+from proxy.core.recorder import Recorder
+from proxy.core.redact import Redactor, marker
 from tests.frames import (
     BINARY_FRAMES,
     GARBAGE,

@@ -13,9 +13,9 @@ from typing import cast
 
 import pytest
 
-from proxy.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, write_codex_home
-from proxy.backend import FakeBackend, Reply
-from proxy.cassette import frame_of, load
+from proxy.codex.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, write_codex_home
+from proxy.codex.backend import FakeBackend, Reply
+from proxy.core.cassette import frame_of, load
 from proxy.errors import UsageError
 from proxy.pytest_plugin import cassette_path, rule_list, standin_args
 from tests.helpers import C, S, write_tape

@@ -1,4 +1,4 @@
-"""Unit tests of proxy.recorder: events built from frames, exactly as the format says."""
+"""Unit tests of proxy.core.recorder: events built from frames, exactly as the format says."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.cassette import CassetteWriter, frame_of, load
-from proxy.jsonrpc import Direction
-from proxy.recorder import Recorder
-from proxy.redact import Redactor, marker
+from proxy.core.cassette import CassetteWriter, frame_of, load
+from proxy.core.jsonrpc import Direction
+from proxy.core.recorder import Recorder
+from proxy.core.redact import Redactor, marker
 
 C2S, S2C = Direction.C2S, Direction.S2C
 

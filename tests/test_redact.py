@@ -1,4 +1,4 @@
-"""Unit tests of proxy.redact: exact keys, markers, headers, the fast pre-check."""
+"""Unit tests of proxy.core.redact: exact keys, markers, headers, the fast pre-check."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
+from proxy.core.redact import Redactor, marker, normalise_key
 from proxy.errors import UsageError
-from proxy.redact import Redactor, marker, normalise_key
 
 
 def _m(secret: str) -> str:

@@ -1,4 +1,4 @@
-"""Functional tests of proxy.relay with real sockets against a scripted upstream."""
+"""Functional tests of proxy.wire.relay with real sockets against a scripted upstream."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from websockets.asyncio.client import connect, unix_connect
 from websockets.asyncio.server import ServerConnection, unix_serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from proxy.cassette import Cassette, frame_of, load
+from proxy.core.cassette import Cassette, frame_of, load
+from proxy.core.rules import load_rules
 from proxy.errors import UsageError
-from proxy.relay import ListenAddress, recording_proxy
-from proxy.rules import load_rules
-from proxy.upstream import Transport, Upstream
+from proxy.wire.relay import ListenAddress, recording_proxy
+from proxy.wire.upstream import Transport, Upstream
 from tests.faults import fail_writes_after
 from tests.scripted_upstream import ScriptedUpstream
 

@@ -1,4 +1,4 @@
-"""Unit tests of proxy.replay: the planner, without sockets or an event loop."""
+"""Unit tests of proxy.core.replay: the planner, without sockets or an event loop."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.cassette import Cassette, new_header
-from proxy.errors import UsageError
-from proxy.modes import MatchOrder, OnMiss, Pace
-from proxy.ordering import Order
-from proxy.recorder import Recorder
-from proxy.redact import Redactor
-from proxy.replay import (
+from proxy.core.cassette import Cassette, new_header
+from proxy.core.modes import MatchOrder, OnMiss, Pace
+from proxy.core.ordering import Order
+from proxy.core.recorder import Recorder
+from proxy.core.redact import Redactor
+from proxy.core.replay import (
     ANSWER_MISS_CLOSE_CODE,
     NO_MATCH_CLOSE_CODE,
     NO_MATCH_CODE,
@@ -28,6 +27,7 @@ from proxy.replay import (
     Step,
     recorded_connections,
 )
+from proxy.errors import UsageError
 from tests.helpers import C, S, Script, make_tape
 
 

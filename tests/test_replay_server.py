@@ -1,4 +1,4 @@
-"""Functional tests of proxy.replay_server (and `rpctape replay`) with real sockets."""
+"""Functional tests of proxy.wire.replay_server (and `rpctape replay`) with real sockets."""
 
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from proxy.appserver import AppServer
-from proxy.backend import FakeBackend
-from proxy.cassette import Cassette, frame_of, load
-from proxy.client import ClientOptions, scripted_session
+from proxy.codex.appserver import AppServer
+from proxy.codex.backend import FakeBackend
+from proxy.codex.client import ClientOptions, scripted_session
+from proxy.core.cassette import Cassette, frame_of, load
+from proxy.core.jsonrpc import Direction
+from proxy.core.replay import ReplayMismatch
 from proxy.errors import CassetteNotFound, UsageError
-from proxy.jsonrpc import Direction
-from proxy.relay import recording_proxy
-from proxy.replay import ReplayMismatch
-from proxy.replay_server import ReplayServer, replay_server
+from proxy.wire.relay import recording_proxy
+from proxy.wire.replay_server import ReplayServer, replay_server
 from tests.faults import fail_writes_after
 from tests.helpers import (
     CASSETTES,

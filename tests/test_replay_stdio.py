@@ -1,4 +1,5 @@
-"""Functional tests of `rpctape replay --stdio` (proxy.replay_server.StdioPeer) over real pipes."""
+"""Functional tests of `rpctape replay --stdio` (proxy.wire.replay_server.StdioPeer) over real
+pipes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.cassette import load
-from proxy.replay_server import ReplayServer
+from proxy.core.cassette import load
+from proxy.wire.replay_server import ReplayServer
 from tests.helpers import CASSETTES, REPO, C, S, Script, live_exchange, write_tape
 
 LIMIT = 64 * 1024 * 1024

@@ -1,4 +1,5 @@
-"""Tests of proxy.report: the rows it builds, and the page driven in a real headless Chromium."""
+"""Tests of proxy.core.report: the rows it builds, and the page driven in a real headless
+Chromium."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cassette import Cassette, CassetteWriter, load, new_header
-from proxy.jsonrpc import Direction
-from proxy.recorder import Recorder
-from proxy.report import render_html, rows
+from proxy.core.cassette import Cassette, CassetteWriter, load, new_header
+from proxy.core.jsonrpc import Direction
+from proxy.core.recorder import Recorder
+from proxy.core.report import render_html, rows
 
 CASSETTES = Path(__file__).parent.parent / "cassettes"
 CHROMIUM = Path("/usr/bin/chromium")

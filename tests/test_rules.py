@@ -1,4 +1,4 @@
-"""Unit tests of proxy.rules: matching, every action, ids of injected requests, rule files."""
+"""Unit tests of proxy.core.rules: matching, every action, ids of injected requests, rule files."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.jsonrpc import Direction, MessageType, Pairing, parse
-from proxy.rules import (
+from proxy.core.jsonrpc import Direction, MessageType, Pairing, parse
+from proxy.core.rules import (
     Action,
     Decision,
     Engine,

@@ -1,4 +1,5 @@
-"""Tests of proxy.schema and `rpctape validate`: codex's generated JSON Schema, per version."""
+"""Tests of proxy.codex.schema and `rpctape validate`: codex's generated JSON Schema, per
+version."""
 
 from __future__ import annotations
 
@@ -18,16 +19,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 
-from proxy.appserver import PINNED_CODEX_VERSION, AppServer, find_codex
-from proxy.backend import FakeBackend
-from proxy.cassette import CassetteWriter, load, new_header
 from proxy.cli import app
-from proxy.errors import UsageError
-from proxy.jsonrpc import Direction, MessageType, parse
-from proxy.pointer import resolve
-from proxy.recorder import Recorder
-from proxy.rules import Engine
-from proxy.schema import (
+from proxy.codex.appserver import PINNED_CODEX_VERSION, AppServer, find_codex
+from proxy.codex.backend import FakeBackend
+from proxy.codex.schema import (
     Validator,
     Violation,
     WatchRule,
@@ -37,6 +32,12 @@ from proxy.schema import (
     response_names,
     schema_dir,
 )
+from proxy.core.cassette import CassetteWriter, load, new_header
+from proxy.core.jsonrpc import Direction, MessageType, parse
+from proxy.core.pointer import resolve
+from proxy.core.recorder import Recorder
+from proxy.core.rules import Engine
+from proxy.errors import UsageError
 
 CASSETTES = sorted((Path(__file__).resolve().parent.parent / "cassettes").glob("*.jsonl"))
 C2S, S2C = Direction.C2S, Direction.S2C

@@ -1,4 +1,5 @@
-"""Tests of proxy.standin (`rpctape-codex`): run as a client would, against tests/fake_codex.py."""
+"""Tests of proxy.codex.standin (`rpctape-codex`): run as a client would, against
+tests/fake_codex.py."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cassette import frame_of, load
+from proxy.codex.standin import Invocation, parse_invocation
+from proxy.core.cassette import frame_of, load
 from proxy.pytest_plugin import standin_executable
-from proxy.standin import Invocation, parse_invocation
 
 FAKE = Path(__file__).resolve().parent / "fake_codex.py"
 INIT = {"id": 1, "method": "initialize", "params": {"clientInfo": {"name": "t", "version": "1"}}}

@@ -1,4 +1,4 @@
-"""Unit tests of proxy.timeline: one row per event kind, filters, summary."""
+"""Unit tests of proxy.core.timeline: one row per event kind, filters, summary."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.cassette import Cassette
-from proxy.errors import CassetteError, CassetteNotFound
-from proxy.timeline import (
+from proxy.core.cassette import Cassette
+from proxy.core.timeline import (
     Row,
     describe,
     effects,
@@ -21,6 +20,7 @@ from proxy.timeline import (
     styled,
     summary,
 )
+from proxy.errors import CassetteError, CassetteNotFound
 
 OPEN = {"seq": 1, "t": 0.0, "conn": 1, "kind": "open", "path": "/", "headers": {"A": "b"},
         "upstream": "ws://u/", "transport": "websocket", "client_transport": "stdio"}  # fmt: skip

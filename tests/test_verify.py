@@ -1,4 +1,5 @@
-"""The verify planner (proxy.verify.ClientPlan): exact sends, waits, remapped answers; no I/O."""
+"""The verify planner (proxy.core.verify.ClientPlan): exact sends, waits, remapped answers; no
+I/O."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.cassette import load
 from proxy.cli import _run
-from proxy.jsonrpc import Direction, Message
-from proxy.recorder import Recorder
-from proxy.redact import Redactor
-from proxy.replay import RecordedConnection
-from proxy.verify import ClientPlan, learn_uuids
+from proxy.core.cassette import load
+from proxy.core.jsonrpc import Direction, Message
+from proxy.core.recorder import Recorder
+from proxy.core.redact import Redactor
+from proxy.core.replay import RecordedConnection
+from proxy.core.verify import ClientPlan, learn_uuids
 
 REPO = Path(__file__).resolve().parent.parent
 C, S = Direction.C2S, Direction.S2C

@@ -20,12 +20,12 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.appserver import PINNED_CODEX_VERSION, AppServer, find_codex
-from proxy.backend import FakeBackend
-from proxy.cassette import load
-from proxy.diff import EntryKind
-from proxy.recorded_client import verify_cassette
-from proxy.upstream import Upstream
+from proxy.codex.appserver import PINNED_CODEX_VERSION, AppServer, find_codex
+from proxy.codex.backend import FakeBackend
+from proxy.core.cassette import load
+from proxy.core.diff import EntryKind
+from proxy.wire.recorded_client import verify_cassette
+from proxy.wire.upstream import Upstream
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "cassettes"

@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.cassette import frame_of, load
-from proxy.wrap import exit_status
+from proxy.core.cassette import frame_of, load
+from proxy.wire.wrap import exit_status
 from tests.faults import failing_rpctape
 
 ECHO = r"""

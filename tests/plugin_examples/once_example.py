@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.backend import DEFAULT_REPLY
-from proxy.client import SessionClient
+from proxy.codex.backend import DEFAULT_REPLY
+from proxy.codex.client import SessionClient
 
 
 @pytest.mark.rpctape(cassette="once.jsonl", record_mode="once", strict=True)

@@ -10,7 +10,7 @@ import json
 import pytest
 from websockets.sync.client import connect
 
-from proxy.client import ClientOptions, SessionClient
+from proxy.codex.client import ClientOptions, SessionClient
 
 
 def initialize(request_id: object, name: str = "rpctape-client") -> str:

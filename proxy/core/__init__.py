@@ -1,0 +1,2 @@
+"""The pure core: the protocol model, the cassette format, recording, redaction, rules,
+matching and the replay planner. No sockets, no event loop."""

@@ -1,0 +1,324 @@
+"""Turns what the relay sees into cassette events, and appends them.
+
+No sockets and no event loop: the relay calls these methods in the order frames are
+forwarded, and each method writes its event before returning, so the relay can forward the
+frame knowing its line is already in the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from .cassette import CassetteWriter, Event
+from .jsonrpc import NOT_JSON, Direction, MessageType, Pairing, Parsed, lenient_loads, parse
+from .redact import Redactor
+
+_ABSENT = object()
+
+log = logging.getLogger("rpctape.recorder")
+
+FrameValidator = Callable[[Direction, Any, str | None], list[tuple[str, str]]]
+"""Checks one parsed message (direction, message, the method a response answers) and returns
+its violations as ``(JSON pointer, message)`` pairs (see
+:meth:`proxy.codex.schema.Validator.pairs`)."""
+
+
+class Recorder:
+    """Numbers events, pairs requests with responses, redacts, and writes.
+
+    ``writer`` may be ``None`` to build events without a file (tests, dry runs). The clock is
+    monotonic; ``t`` is seconds since the recorder was created.
+    """
+
+    def __init__(
+        self,
+        writer: CassetteWriter | None,
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        after: Sequence[Event] = (),
+        validator: FrameValidator | None = None,
+    ) -> None:
+        self.writer = writer
+        self.validator = validator
+        """Checks every text frame; what it finds goes into the event (``violations``)."""
+        self.violations = 0
+        """Violations the validator found so far."""
+        self.redactor = redactor or Redactor()
+        self._clock = clock
+        # Continuing a cassette (``after`` its events): seq, conn and t carry on from them.
+        self._start = clock() - max((float(e.get("t", 0.0)) for e in after), default=0.0)
+        self._seq = max((e["seq"] for e in after), default=0)
+        self._conns = max((e["conn"] for e in after), default=0)
+        self._pairing: dict[int, Pairing] = {}
+        self.frames: Counter[Direction] = Counter()
+        """Frames recorded per direction."""
+        self.open_connections = 0
+
+    @property
+    def connections(self) -> int:
+        """Connection ids handed out so far (including failed attempts)."""
+        return self._conns
+
+    def new_connection(self) -> int:
+        """Allocate the id of a new client connection."""
+        self._conns += 1
+        return self._conns
+
+    def _event(self, conn: int, kind: str, fields: dict[str, Any]) -> Event:
+        self._seq += 1
+        return {
+            "seq": self._seq,
+            "t": round(self._clock() - self._start, 6),
+            "conn": conn,
+            "kind": kind,
+            **fields,
+        }
+
+    def _write(self, events: Iterable[Event]) -> None:
+        if self.writer is not None:
+            self.writer.append(events)
+
+    def open(
+        self,
+        conn: int,
+        *,
+        path: str,
+        headers: Iterable[tuple[str, str]],
+        subprotocol: str | None,
+        upstream: str,
+        transport: str = "websocket",
+        client_transport: str = "websocket",
+    ) -> Event:
+        """Record an accepted connection (after the upstream connection succeeded)."""
+        self._pairing[conn] = Pairing()
+        self.open_connections += 1
+        event = self._event(
+            conn,
+            "open",
+            {
+                "path": self.redactor.redact_text(path),
+                "headers": self.redactor.redact_headers(headers),
+                "subprotocol": subprotocol,
+                "upstream": self.redactor.redact_text(upstream),
+                "transport": transport,
+                "client_transport": client_transport,
+            },
+        )
+        self._write([event])
+        return event
+
+    def text(self, conn: int, direction: Direction, data: str | bytes) -> Event:
+        """Record one text frame; write it before returning."""
+        raw = data.encode() if isinstance(data, str) else data
+        event, line = self._text(conn, direction, raw)
+        self._write_lines(line)
+        return event
+
+    def record_frames(
+        self, conn: int, direction: Direction, frames: Sequence[tuple[bool, bytes]]
+    ) -> list[Event]:
+        """Record frames that arrived together (``(is_text, payload)``) in one write.
+
+        The relay calls this with every complete message one read brought in, then forwards
+        them: the durability rule holds for the whole batch.
+        """
+        events: list[Event] = []
+        lines: list[bytes] = []
+        for is_text, payload in frames:
+            if is_text:
+                event, line = self._text(conn, direction, payload)
+            else:
+                event = self._binary_event(conn, direction, payload)
+                line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+            events.append(event)
+            lines.append(line)
+        self._write_lines(b"".join(lines))
+        return events
+
+    def _write_lines(self, data: bytes) -> None:
+        if self.writer is not None:
+            self.writer.append_lines(data)
+
+    def _text(self, conn: int, direction: Direction, raw: bytes) -> tuple[Event, bytes]:
+        """The event of one text frame and its cassette line; advances pairing and counters."""
+        parsed, response_to = self.inspect(conn, direction, raw)
+        return self.text_line(conn, direction, raw, parsed, response_to)
+
+    def inspect(self, conn: int, direction: Direction, raw: bytes) -> tuple[Parsed, str | None]:
+        """Parse a text frame and pair it: the parse and the method a response answers.
+
+        Call once per frame, in forwarding order, then :meth:`text_line` to record it.
+        """
+        parsed = parse(raw)
+        pairing = self._pairing.get(conn)
+        if pairing is None or parsed.type is MessageType.INVALID:
+            return parsed, None
+        return parsed, pairing.observe(direction, parsed)
+
+    def text_line(
+        self,
+        conn: int,
+        direction: Direction,
+        raw: bytes,
+        parsed: Parsed,
+        response_to: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[Event, bytes]:
+        """Build (not write) the event and line of an inspected text frame.
+
+        ``extra`` adds fields (what rules did); a ``delivered`` message in it is redacted too.
+        """
+        fields: dict[str, Any] = {"dir": direction.value, "type": parsed.type.value}
+        if parsed.method is not None:
+            fields["method"] = parsed.method
+        if response_to is not None:
+            fields["response_to"] = response_to
+        if extra:
+            fields.update(extra)
+            if "delivered" in extra and self.redactor.enabled:
+                fields["delivered"] = self.redactor.redact_json(extra["delivered"])[0]
+        if self.validator is not None and parsed.has_msg:
+            self._validate(fields, direction, raw, parsed.msg, response_to)
+        self.frames[direction] += 1
+        if self.redactor.might_redact(raw):
+            redacted = self._redact(raw, parsed)
+            if redacted is not None:
+                msg, text, fields["redacted"] = redacted
+                if text is not None:
+                    fields["raw"] = text
+                event = self._event(conn, "text", fields)
+                if msg is not _ABSENT:
+                    event["msg"] = msg
+                return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        if parsed.exact:
+            # The frame is exactly orjson.dumps(msg), so it is compact JSON on one line:
+            # splice it in instead of serialising it again.
+            event = self._event(conn, "text", fields)
+            head = orjson.dumps(event)
+            event["msg"] = parsed.msg
+            return event, b"".join((head[:-1], b',"msg":', raw, b"}\n"))
+        fields["raw"] = raw.decode()
+        event = self._event(conn, "text", fields)
+        if parsed.has_msg:
+            event["msg"] = parsed.msg
+        return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+
+    def _validate(
+        self,
+        fields: dict[str, Any],
+        direction: Direction,
+        raw: bytes,
+        msg: Any,
+        response_to: str | None,
+    ) -> None:
+        """Annotate a frame with its schema violations. A message may quote the offending
+        value, so a frame holding secrets is checked in its redacted form, and each message
+        is redacted as text too. A failing validator is logged; the frame is recorded all the
+        same."""
+        assert self.validator is not None
+        if self.redactor.might_redact(raw):
+            msg = self.redactor.redact_json(msg)[0]
+        try:
+            found = self.validator(direction, msg, response_to)
+        except Exception:
+            log.exception("schema validator failed on a %s frame (not annotated)", direction)
+            return
+        if found:
+            redact = self.redactor.redact_text
+            fields["violations"] = [
+                {"pointer": redact(pointer), "message": redact(message)}
+                for pointer, message in found
+            ]
+            self.violations += len(found)
+
+    def write(self, lines: Sequence[bytes]) -> None:
+        """Append lines built by :meth:`text_line` (and friends) in one write."""
+        self._write_lines(b"".join(lines))
+
+    def binary_line(self, conn: int, direction: Direction, data: bytes) -> tuple[Event, bytes]:
+        """Build (not write) the event and line of a binary frame."""
+        event = self._binary_event(conn, direction, data)
+        return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+
+    def _redact(self, raw: bytes, parsed: Parsed) -> tuple[Any, str | None, list[str]] | None:
+        """Take the secrets out of a text frame: ``(msg, raw, pointers)`` for its event, or
+        ``None`` when it holds none. Everything but the secrets is kept where the format
+        can say it: ``msg`` of an exact frame, else the frame's text redacted in place."""
+        redactor = self.redactor
+        if parsed.has_msg:
+            msg, pointers = redactor.redact_json(parsed.msg)
+            if not pointers:
+                return None
+            if parsed.exact:
+                return msg, None, pointers
+            text, _ = redactor.redact_frame_text(raw.decode())
+            try:  # keep the text if nothing is left in it (e.g. an escaped secret)
+                again = orjson.loads(text)
+                left = redactor.redact_json(again)[1]
+            except orjson.JSONDecodeError:
+                left = [""]
+            return (again, text, pointers) if not left else (msg, None, pointers)
+        text, changed = redactor.redact_frame_text(raw.decode())
+        if parsed.type is not MessageType.INVALID or text.lstrip().startswith(("{", "[")):
+            # JSON orjson cannot hold (lone surrogates, deep nesting): check that nothing is
+            # left, in the redacted text or (if the text pass broke it) in the frame.
+            try:
+                for candidate in (text, raw.decode()):
+                    lenient = lenient_loads(candidate.encode())
+                    if lenient is NOT_JSON:
+                        continue
+                    redacted, left = redactor.redact_json(lenient)
+                    if left:
+                        text, changed = json.dumps(redacted, separators=(",", ":")), True
+                    break
+            except RecursionError:  # deeper than Python walks: the text pass is all we do
+                pass
+        return (_ABSENT, text, [""]) if changed else None
+
+    def binary(self, conn: int, direction: Direction, data: bytes) -> Event:
+        """Record one binary frame (base64 in ``b64``); write it before returning."""
+        event = self._binary_event(conn, direction, data)
+        self._write([event])
+        return event
+
+    def _binary_event(self, conn: int, direction: Direction, data: bytes) -> Event:
+        self.frames[direction] += 1
+        b64 = base64.b64encode(data).decode("ascii")
+        return self._event(conn, "binary", {"dir": direction.value, "b64": b64})
+
+    def close(self, conn: int, *, by: str, code: int | None, reason: str, **extra: Any) -> Event:
+        """Record the end of a connection: who closed it (client, server or proxy) and how."""
+        if self._pairing.pop(conn, None) is not None:
+            self.open_connections -= 1
+        reason = self.redactor.redact_text(reason)
+        event = self._event(conn, "close", {"by": by, "code": code, "reason": reason, **extra})
+        self._write([event])
+        return event
+
+    def error(self, conn: int, message: str, **fields: Any) -> Event:
+        """Record something that went wrong on a connection (e.g. the upstream refused).
+
+        The message, and ``path``, ``upstream`` and ``headers`` fields, are redacted (a
+        ``headers`` dict or list of pairs already redacted stays as it is)."""
+        redactor = self.redactor
+        for name in ("path", "upstream"):
+            if isinstance(fields.get(name), str):
+                fields[name] = redactor.redact_text(fields[name])
+        headers = fields.get("headers")
+        if isinstance(headers, dict):
+            fields["headers"] = redactor.redact_headers(headers.items())
+        elif isinstance(headers, list | tuple):
+            fields["headers"] = redactor.redact_headers(headers)
+        message = redactor.redact_text(message)
+        event = self._event(conn, "error", {"message": message, **fields})
+        self._write([event])
+        return event

@@ -1,0 +1,2 @@
+"""Legs, the bridge, the listener and the far sides of each mode: everything that
+touches a socket, a pipe or a child process."""

@@ -1,0 +1,288 @@
+"""``rpctape verify``: a recorded client, played against a live app-server, recorded anew.
+
+:class:`RecordedClientLeg` is the client :class:`~proxy.wire.legs.Leg` of one recorded connection:
+what it sends and when is decided by the pure planner :class:`~proxy.core.verify.ClientPlan`. A
+:class:`~proxy.wire.bridge.Bridge` joins it to a live server leg from
+:func:`~proxy.wire.upstream.open_upstream` (a websocket, a unix socket, or one child per recorded
+connection over stdio) and records the new session, rules applied, like ``record`` does.
+:func:`verify_cassette` does that for every connection of a cassette, then compares the new
+recording with the original (:func:`proxy.core.diff.diff_cassettes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.datastructures import Headers
+from websockets.frames import CloseCode
+from websockets.http11 import Request
+
+from ..core.cassette import Cassette, CassetteWriter, Event, load, new_header
+from ..core.diff import DiffReport, diff_cassettes
+from ..core.jsonrpc import Message
+from ..core.recorder import Recorder
+from ..core.redact import Redactor
+from ..core.replay import RecordedConnection, recorded_connections
+from ..core.rules import Rule
+from ..core.verify import ClientPlan
+from ..errors import UpstreamError
+from .bridge import Bridge
+from .legs import ClosePlan, Leg, Party
+from .listener import DEFAULT_MAX_SIZE
+from .upstream import Upstream, open_upstream
+
+__all__ = [
+    "RecordedClientLeg",
+    "VerifyOutcome",
+    "default_out",
+    "render_outcome",
+    "settle",
+    "verify_cassette",
+]
+
+log = logging.getLogger("rpctape.verify")
+
+DEFAULT_TIMEOUT = 30.0
+"""Seconds one wait may take (a response, a turn's notifications) before verify gives up."""
+
+_NOT_SENT_UPSTREAM = frozenset({"authorization", "cookie"})
+
+
+class RecordedClientLeg(Leg):
+    """The client side of a recorded connection, sending as :class:`ClientPlan` decides.
+
+    The live server's frames come in through :meth:`send` (the bridge forwards them here);
+    the client messages they make due go out through :meth:`~proxy.wire.legs.Leg.deliver`. It
+    closes (1000) once the plan is finished; if ``timeout`` seconds pass without progress
+    (no frame counting towards the wait in force, nothing sent), or the server closes first,
+    it closes too and :attr:`failure` says what did not come.
+    """
+
+    def __init__(self, plan: ClientPlan, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__("client")
+        self.plan = plan
+        self.timeout = timeout
+        self.failure: str | None = None
+        self._ended: ClosePlan | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = -1
+
+    def start(self) -> None:
+        """Send what needs no wait; call once the bridge is started."""
+        self._advance(self.plan.start())
+
+    @property
+    def is_open(self) -> bool:
+        return self._ended is None
+
+    def send(self, messages: Sequence[Message]) -> bool:
+        if not self.is_open:
+            return False
+        for is_text, payload in messages:
+            if is_text:
+                self._advance(self.plan.receive(payload))
+        return True
+
+    def _advance(self, due: list[Message]) -> None:
+        self.deliver(due)
+        if not self.is_open:
+            return
+        if self.plan.finished:
+            self._finish(ClosePlan(Party.CLIENT, 1000, "verify done", 1000, "verify done"))
+        elif self._timer is None or self.plan.progress != self._armed_at:
+            self._arm()
+
+    def _arm(self) -> None:
+        self._armed_at = self.plan.progress
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        if not self.is_open:
+            return
+        self.failure = f"no progress within {self.timeout:g} s {self.plan.describe_wait()}"
+        reason = "verify: timed out waiting for the server"
+        self._finish(ClosePlan(Party.PROXY, 1000, reason, 1000, reason))
+
+    def close(self, code: int, reason: str) -> None:
+        """The server leg ended first."""
+        if not self.is_open:
+            return
+        if not self.plan.finished:
+            self.failure = f"the server closed ({reason}) {self.plan.describe_wait()}"
+        self._finish(ClosePlan(Party.SERVER, code, reason, code, reason))
+
+    def close_plan(self) -> ClosePlan:
+        if self._ended is not None:
+            return self._ended
+        return ClosePlan(Party.CLIENT, None, "still open", CloseCode.NORMAL_CLOSURE, "")
+
+    def _finish(self, ended: ClosePlan) -> None:
+        log.info(
+            "recorded client ends after %d message(s): %s",
+            self.plan.sent,
+            self.failure or "done",
+        )
+        self._ended = ended
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.report_closed()
+        self._set_lost()
+
+
+@dataclass
+class VerifyOutcome:
+    """What verifying one cassette gave."""
+
+    source: Path
+    out: Path
+    diff: DiffReport | None = None
+    failures: list[str] = field(default_factory=list)
+    """Connections that could not be played to the end (what did not come, or why)."""
+    updated: bool = False
+    """The cassette was replaced by the new recording (``--update``)."""
+
+    @property
+    def ok(self) -> bool:
+        """Played to the end and equivalent."""
+        return not self.failures and self.diff is not None and self.diff.equivalent
+
+
+def default_out(source: Path) -> Path:
+    """A fresh temporary file beside ``source`` (``.NAME.XXXX.verify.jsonl``)."""
+    fd, name = tempfile.mkstemp(
+        prefix=f".{source.stem}.", suffix=".verify.jsonl", dir=source.parent or "."
+    )
+    os.close(fd)
+    return Path(name)
+
+
+def _upgrade_request(opened: Event | None) -> Request:
+    """The upgrade request to open upstream: the recorded path and end-to-end headers
+    (credentials were redacted in the recording and are not sent)."""
+    path = str(opened.get("path") or "/") if opened else "/"
+    headers = Headers()
+    recorded = opened.get("headers") if opened else None
+    if isinstance(recorded, dict):
+        for name, value in recorded.items():
+            if name.lower() not in _NOT_SENT_UPSTREAM and isinstance(value, str):
+                headers[name] = value
+    return Request(path, headers)
+
+
+async def _play(
+    recorded: RecordedConnection,
+    opened: Event | None,
+    target: Upstream,
+    recorder: Recorder,
+    rules: Sequence[Rule],
+    timeout: float,
+    max_size: int,
+) -> str | None:
+    """Play one recorded connection against ``target``; the failure, or ``None``."""
+    conn = recorder.new_connection()
+    request = _upgrade_request(opened)
+    url = target.url_for(request.path)
+    try:
+        server = await open_upstream(target, request, max_size=max_size)
+    except UpstreamError as exc:
+        recorder.error(conn, str(exc), stage="connect", upstream=url)
+        return str(exc)
+    recorder.open(
+        conn,
+        path=request.path,
+        headers=request.headers.raw_items(),
+        subprotocol=None,
+        upstream=url,
+        transport=target.kind,
+        client_transport="recorded",
+    )
+    client = RecordedClientLeg(ClientPlan(recorded), timeout)
+    bridge = Bridge(conn, client, server, recorder, rules)
+    bridge.start()
+    client.start()
+    await bridge.wait()
+    if client.failure is not None:
+        recorder.error(conn, f"verify: {client.failure}")
+    return client.failure
+
+
+async def verify_cassette(
+    source: Path,
+    target: Upstream,
+    out: Path,
+    *,
+    rules: Sequence[Rule] = (),
+    redactor: Redactor | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    ignore: Sequence[str] = (),
+    max_size: int = DEFAULT_MAX_SIZE,
+    original: Cassette | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> VerifyOutcome:
+    """Play every recorded connection of ``source`` against ``target``, one after another,
+    record the new session to ``out`` (replaced), and diff it against ``source``.
+
+    The new header keeps the original's ``meta`` except ``codex`` (the version that recorded
+    it; give the live one in ``meta`` when known), adds ``verified_from`` (the cassette's
+    name), then ``meta``."""
+    tape = original or load(source)
+    outcome = VerifyOutcome(source, out)
+    header_meta = {k: v for k, v in (tape.header.get("meta") or {}).items() if k != "codex"}
+    header_meta["verified_from"] = source.name
+    header_meta.update(meta or {})
+    header = new_header(target.url, transport=target.kind, meta=header_meta)
+    writer = CassetteWriter(out, header, overwrite=True)
+    recorder = Recorder(writer, redactor or Redactor())
+    opens = {e["conn"]: e for e in tape.events if e["kind"] == "open"}
+    try:
+        for recorded in recorded_connections(tape):
+            failure = await _play(
+                recorded, opens.get(recorded.conn), target, recorder, rules, timeout, max_size
+            )
+            if failure is not None:
+                outcome.failures.append(f"conn {recorded.conn}: {failure}")
+    finally:
+        writer.close()
+    outcome.diff = diff_cassettes(tape, load(out), ignore)
+    return outcome
+
+
+def settle(outcome: VerifyOutcome, *, update: bool, keep: bool) -> None:
+    """After a verify: with ``update``, a complete new recording replaces the cassette
+    (atomic rename); otherwise the new recording is removed when it is equivalent and
+    ``keep`` is false (a default temporary file), and kept for a look when not."""
+    if update and not outcome.failures:
+        os.replace(outcome.out, outcome.source)
+        outcome.updated = True
+    elif not keep and outcome.ok:
+        outcome.out.unlink(missing_ok=True)
+
+
+def render_outcome(outcome: VerifyOutcome) -> list[str]:
+    """The lines ``rpctape verify`` prints for one cassette."""
+    lines: list[str] = []
+    if outcome.diff is not None:
+        for entry in outcome.diff.entries:
+            lines += entry.render()
+    lines += [f"{outcome.source}: FAILED {failure}" for failure in outcome.failures]
+    summary = outcome.diff.summary() if outcome.diff is not None else "not compared"
+    if outcome.updated:
+        where = f"cassette updated with the new recording ({summary})"
+    elif outcome.ok and not outcome.out.exists():
+        where = summary
+    else:
+        where = f"{summary}; new recording in {outcome.out}"
+    lines.append(f"{outcome.source}: verify: {where}")
+    return lines
