@@ -132,6 +132,17 @@ class Leg:
         """Drop the connection at once (a close that did not finish in time)."""
         self.close(CloseCode.INTERNAL_ERROR, "aborted")
 
+    def pause_writing(self) -> None:
+        """Our write buffer is full (asyncio's flow control, for every transport of a leg):
+        stop reading the peer until it drains. This bounds memory on every path."""
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        """Our write buffer drained below its low-water mark: read the peer again."""
+        if self.peer is not None:
+            self.peer.resume_reading()
+
     def pause_reading(self) -> None:
         """Stop reading (backpressure from the peer)."""
 
@@ -208,15 +219,6 @@ class WebSocketLeg(Leg, asyncio.Protocol):
                 self._abort_handle.cancel()
             self.handshake_done()
             self._set_lost()
-
-    def pause_writing(self) -> None:
-        # Backpressure: stop reading the peer while our write buffer is full.
-        if self.peer is not None:
-            self.peer.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None:
-            self.peer.resume_reading()
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -548,15 +550,6 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
         super()._overlong()
         self.end_output()  # the child is stopped: its output can no longer be relayed
 
-    def pause_writing(self) -> None:
-        # The child's stdin pipe is full: stop reading the other leg until it drains.
-        if self.peer is not None:
-            self.peer.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None:
-            self.peer.resume_reading()
-
     def pause_reading(self) -> None:
         if self._stdout is not None and not self._stdout.is_closing():
             self._stdout.pause_reading()
@@ -679,13 +672,10 @@ class StdioLeg(LineLeg):
 
         class _Write(asyncio.Protocol):
             def pause_writing(self) -> None:
-                # Our stdout is full (the client reads slowly): stop reading the other leg.
-                if owner.peer is not None:
-                    owner.peer.pause_reading()
+                owner.pause_writing()  # our stdout is full: the client reads slowly
 
             def resume_writing(self) -> None:
-                if owner.peer is not None:
-                    owner.peer.resume_reading()
+                owner.resume_writing()
 
             def connection_lost(self, exc: Exception | None) -> None:
                 owner.output_closed = True
