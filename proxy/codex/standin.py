@@ -48,8 +48,6 @@ from ..core.modes import RecordMode, parse_mode
 from ..core.recorder import Recorder
 from ..core.redact import Redactor
 from ..core.replay import (
-    ANSWER_MISS_CLOSE_CODE,
-    NO_MATCH_CLOSE_CODE,
     ConnectionReplay,
     ReplayOptions,
     ReplaySession,
@@ -57,9 +55,9 @@ from ..core.replay import (
 from ..core.rules import Rule
 from ..errors import RpctapeError, UsageError
 from ..wire.bridge import Bridge
-from ..wire.legs import ChildLeg, Leg, StdioLeg
+from ..wire.legs import ChildLeg, StdioLeg
 from ..wire.relay import DEFAULT_MAX_SIZE
-from ..wire.replay_server import ReplayServer, recorded_bridge
+from ..wire.replay_server import ReplayServer, explain_miss_closes, recorded_bridge
 from ..wire.wrap import FORWARDED_SIGNALS, exit_status
 
 PROG = "rpctape-codex"
@@ -67,7 +65,6 @@ EXIT_USAGE = 2
 """Bad settings (mode, RPCTAPE_ARGS, a missing cassette), or no real codex to run."""
 EXIT_MISS = 3
 """The replay ended the session on a miss (close 4409 or 4404 over a websocket)."""
-MISS_CLOSE_CODES = frozenset({ANSWER_MISS_CLOSE_CODE, NO_MATCH_CLOSE_CODE})
 EXPLAIN_GRACE = 0.5
 """Seconds between the explanation on stderr and the end of stdout: the official SDK reads
 stderr in a thread racing its stdout reader, which loses the tail about 1 run in 8 without a
@@ -375,22 +372,7 @@ async def _episode_replay(
     settings: Settings, session: ReplaySession, client: StdioLeg, claim: ConnectionReplay
 ) -> Outcome:
     bridge = recorded_bridge(client, claim, settings.rules)
-    closed: list[tuple[int, str]] = []
-    forward = bridge.server.on_closed
-
-    def on_closed(leg: Leg) -> None:
-        plan = leg.close_plan()
-        if plan.code in MISS_CLOSE_CODES and not closed:
-            closed.append((plan.code, plan.reason))
-            misses = claim.report().misses
-            _explain(misses[-1].render() if misses else plan.reason)
-            if forward is not None:
-                asyncio.get_running_loop().call_later(EXPLAIN_GRACE, forward, leg)
-                return
-        if forward is not None:
-            forward(leg)
-
-    bridge.server.on_closed = on_closed
+    closed = explain_miss_closes(bridge, claim, _explain, EXPLAIN_GRACE)
     bridge.start()
     stop = asyncio.Event()
     with _stop_on_signals(stop.set):
@@ -411,7 +393,7 @@ async def _episode_replay(
     report = session.report()
     outcome = Outcome("episodes-replay", session.name, clean=report.clean, report=report.render())
     if closed:
-        outcome.closed = closed[0]
+        outcome.closed = (closed[0].code, closed[0].reason)
         outcome.exit = EXIT_MISS
     elif settings.strict and not report.clean:
         _explain(report.render())

@@ -247,7 +247,36 @@ class _EpisodePending:
         log.info("live connection %d: %s", self.live, reason)
 
 
-_MISS_CLOSES = frozenset({ANSWER_MISS_CLOSE_CODE, NO_MATCH_CLOSE_CODE})
+MISS_CLOSES = frozenset({ANSWER_MISS_CLOSE_CODE, NO_MATCH_CLOSE_CODE})
+
+
+def explain_miss_closes(
+    bridge: Bridge,
+    replay: ConnectionReplay,
+    explain: Callable[[str], None] | None,
+    grace: float,
+) -> list[Close]:
+    """When the recorded leg closes because of a miss (4409, 4404), hand the explanation to
+    ``explain`` first and end the client's side ``grace`` seconds later (a stdio client reads
+    stderr in a thread that races its stdout reader). Returns the list the close goes into."""
+    closes: list[Close] = []
+    forward = bridge.server.on_closed
+
+    def closed(leg: Leg) -> None:
+        plan = leg.close_plan()
+        if plan.code in MISS_CLOSES and not closes and plan.code is not None:
+            closes.append(Close(plan.code, plan.reason))
+            misses = replay.report().misses
+            if explain is not None:
+                explain(misses[-1].render() if misses else plan.reason)
+            if forward is not None and grace > 0:
+                asyncio.get_running_loop().call_later(grace, forward, leg)
+                return
+        if forward is not None:
+            forward(leg)
+
+    bridge.server.on_closed = closed
+    return closes
 
 
 class ReplayServer:
@@ -446,23 +475,7 @@ class ReplayServer:
                 log.warning("%s", claim.render())
             else:
                 bridge = recorded_bridge(client, claim, self.rules)
-                forward = bridge.server.on_closed
-
-                def closed(leg: Leg, replay: ConnectionReplay = claim) -> None:
-                    # Before the bridge ends the client's output: the reason comes first.
-                    plan = leg.close_plan()
-                    if plan.code in _MISS_CLOSES and self.stdio_close is None:
-                        self.stdio_close = Close(plan.code, plan.reason)
-                        misses = replay.report().misses
-                        if explain is not None:
-                            explain(misses[-1].render() if misses else plan.reason)
-                        if forward is not None and explain_grace > 0:
-                            asyncio.get_running_loop().call_later(explain_grace, forward, leg)
-                            return
-                    if forward is not None:
-                        forward(leg)
-
-                bridge.server.on_closed = closed
+                closes = explain_miss_closes(bridge, claim, explain, explain_grace)
                 bridge.start()
                 stop = asyncio.ensure_future(self._stdio_stop.wait())
                 waits: list[asyncio.Future[Any]] = [bridge.server.lost, stop]
@@ -472,8 +485,9 @@ class ReplayServer:
                     stop.cancel()
                 if not bridge.server.lost.done():  # stopped from outside: drop what is left
                     bridge.shutdown()
-                elif self.stdio_close is not None and explain_grace > 0:
+                elif closes and explain_grace > 0:
                     await asyncio.sleep(explain_grace)  # the output ends after the reason
+                self.stdio_close = closes[0] if closes else None
             client.close(CloseCode.NORMAL_CLOSURE, "replay ended")
             try:
                 await asyncio.wait_for(asyncio.shield(client.lost), self.close_timeout)
