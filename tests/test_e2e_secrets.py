@@ -7,10 +7,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from record_cassettes import SCENARIOS, Scenario  # scripts/ is on pytest's pythonpath
 from websockets.asyncio.client import connect
 
 from proxy.codex.appserver import AppServer
 from proxy.codex.backend import FakeBackend
+from proxy.codex.client import ClientOptions, SessionClient
 from proxy.core.cassette import frame_of, load
 from proxy.wire.relay import recording_proxy
 
@@ -102,4 +104,44 @@ async def test_planted_secrets_never_reach_the_cassette(tmp_path: Path) -> None:
     marked = pretty_event["msg"]["params"]["token"]
     assert marked.startswith("<redacted:")  # the pretty-printed frame is kept, but its secret
     assert frame_of(pretty_event).decode() == pretty.replace(PRETTY_TOKEN, marked)
+    assert all(frame_of(e) for e in tape.frames())
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+async def test_every_recorded_scenario_keeps_planted_secrets_out(
+    tmp_path: Path, scenario: Scenario
+) -> None:
+    """Every scenario the shipped cassettes are recorded from (scripts/record_cassettes.py),
+    run against the real app-server with secrets planted in its config and the upgrade URL:
+    the server sends them (config/read at the end), the cassette holds none of them."""
+    cassette = tmp_path / "c.jsonl"
+    options = ClientOptions(
+        string_ids=scenario.string_ids,
+        request_attestation=scenario.attestation_token is not None,
+        attestation_token=scenario.attestation_token,
+    )
+    async with (
+        FakeBackend() as backend,
+        AppServer(
+            backend.url,
+            approval_policy=scenario.approval_policy,
+            auth=scenario.auth,
+            extra_config=CONFIG,
+        ) as server,
+    ):
+        backend.script(*scenario.replies)
+        async with (
+            recording_proxy(server.url, cassette) as url,
+            SessionClient(f"{url}/?token={QUERY}", options) as client,
+        ):
+            await scenario.drive(client)
+            config = orjson.dumps(await client.call("config/read", {})).decode()
+    assert BEARER in config and GITHUB in config and MCP_ENV in config  # really sent
+    planted = [BEARER, GITHUB, MCP_ENV, QUERY]
+    if scenario.attestation_token is not None:
+        planted.append(scenario.attestation_token)
+    data = cassette.read_bytes()
+    assert [s for s in planted if s.encode() in data] == []
+    tape = load(cassette)
+    assert tape.warnings == [] and len(tape.frames()) > 4
     assert all(frame_of(e) for e in tape.frames())
