@@ -475,15 +475,24 @@ def members(live: Frame, recorded: Frame, rules: Rules) -> None:
 
 
 def _equal_at_a_glance(live: Any, recorded: Any, rules: Rules) -> bool:
-    """Whether two messages are equal apart from their top-level ``id``, ``method`` and
-    ignored members: one comparison in C, and then there is no difference to look for (the
-    common case of a replay that goes as recorded)."""
+    """Whether two messages are the same JSON apart from their top-level ``id``, ``method``
+    and ignored members: compared as orjson writes them (keys sorted), so ``false`` is not
+    ``0`` and ``1`` is not ``1.0`` as Python's ``==`` would have it. Then there is no
+    difference to look for (the common case of a replay that goes as recorded)."""
     if not (isinstance(live, dict) and isinstance(recorded, dict)):
         return False
     skip = rules.top_level_skip
-    if len(live) - len(skip & live.keys()) != len(recorded) - len(skip & recorded.keys()):
+    try:
+        return _canonical(live, skip) == _canonical(recorded, skip)
+    except TypeError:  # orjson cannot write it (an integer past 64 bits): compare in full
         return False
-    return all(k in skip or recorded.get(k, ABSENT) == v for k, v in live.items())
+
+
+def _canonical(msg: dict[str, Any], skip: frozenset[str]) -> bytes:
+    return orjson.dumps({k: v for k, v in msg.items() if k not in skip}, option=_SORTED)
+
+
+_SORTED = orjson.OPT_SORT_KEYS
 
 
 def _member_mismatch(aspect: Aspect, found: Sequence[Difference]) -> Mismatch:
