@@ -23,9 +23,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from websockets.exceptions import SecurityError
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import CONNECTING, OPEN, Protocol
+from websockets.server import ServerProtocol
 
 from ..core.jsonrpc import Message
 
@@ -81,6 +83,11 @@ def plan_close(
     return ClosePlan(
         Party(leg), CloseCode.ABNORMAL_CLOSURE, reason, CloseCode.INTERNAL_ERROR, reason
     )
+
+
+def _too_large(exc: BaseException) -> bool:
+    """Whether a failed handshake was refused for its size (a line or the headers)."""
+    return isinstance(exc, SecurityError) or isinstance(exc.__cause__, SecurityError)
 
 
 class Leg:
@@ -245,17 +252,10 @@ class WebSocketLeg(Leg, asyncio.Protocol):
                 self.on_handshake(event)
         if messages and self.ws.state is OPEN:
             messages = self._check_utf8(messages)
-        self.flush()
-        # An upgrade request websockets could not parse (too long, too many headers): it
-        # answered (414/431) or gave up; nothing more will come on this connection.
-        transport = self.transport
-        if (
-            self.ws.handshake_exc is not None
-            and self.ws.state is CONNECTING
-            and transport is not None
-            and not transport.is_closing()
-        ):
-            transport.close()
+        if self.ws.handshake_exc is not None and self.ws.state is CONNECTING:
+            self._unparsed(self.ws.handshake_exc)
+        else:
+            self.flush()
         self.deliver(messages)
         self._check_closed()
 
@@ -292,6 +292,25 @@ class WebSocketLeg(Leg, asyncio.Protocol):
                 self.close_timeout, self.transport.abort
             )
         self.report_closed()
+
+    def _unparsed(self, exc: Exception) -> None:
+        """An upgrade request (or response) websockets could not parse: nothing more will
+        come on this connection. Answer what websockets queued (414 or 431 from websockets
+        17) and close; a request over the size limits gets 431 whichever websockets (16 only
+        closes)."""
+        data = b"".join(self.ws.data_to_send())
+        if not data and isinstance(self.ws, ServerProtocol) and _too_large(exc):
+            body = f"rpctape: the upgrade request is too large ({exc.__cause__ or exc})\n"
+            data = (
+                "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+                f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+            ).encode()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if data:
+                transport.write(data)
+            transport.close()
 
     def flush(self) -> None:
         """Write what the protocol has queued; an empty chunk means half-close (EOF)."""
