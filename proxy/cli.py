@@ -24,14 +24,14 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer v
 
 from . import __version__
 from .core.attest import USAGE as ATTEST_USAGE
-from .core.attest import AttestKind, AttestMode, attestation_rules
+from .core.attest import build_rules
 from .core.cassette import Cassette, CassetteWriter, load, new_header
 from .core.jsonrpc import Direction
 from .core.modes import RecordMode, parse_mode
 from .core.recorder import Recorder
 from .core.redact import Redactor
 from .core.replay import ReplayReport
-from .core.rules import Rule, load_rules
+from .core.rules import load_rules
 from .core.timeline import describe, follow, select, styled, summary
 from .errors import CassetteError, CassetteWriteError, MissingExtra, RpctapeError, UsageError
 from .wire.relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
@@ -245,14 +245,6 @@ def _schema_validator(validate: bool, codex: str | None, schema: Path | None) ->
     binary = choose_codex(codex)
     version = codex_version(binary)
     return Validator(schema_dir(binary, version=version), label=f"codex {version}")
-
-
-def build_rules(files: Sequence[Path], attest: Sequence[str], advertise: bool) -> list[Rule]:
-    """Rules from files first, then the attestation switches; validated at the edge."""
-    modes = [AttestMode.parse(text) for text in attest]
-    return load_rules(files) + attestation_rules(
-        [m for m in modes if m.kind is not AttestKind.PASS], advertise=advertise
-    )
 
 
 def _at_least(value: int, low: int) -> int:

@@ -212,7 +212,7 @@ def _rule_files(item: pytest.Item, rules: Any) -> list[Path]:
 
 def rule_list(item: pytest.Item, rules: Any, attest: Any) -> list[Rule]:
     """The marker's ``rules`` (TOML files relative to the test file) and ``attest`` switches."""
-    from .cli import build_rules
+    from .core.attest import build_rules
 
     return build_rules(_rule_files(item, rules), _strings(attest, "attest"), False)
 

@@ -13,8 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from proxy.cli import build_rules
-from proxy.core.attest import AttestKind, AttestMode, attestation_rules
+from proxy.core.attest import AttestKind, AttestMode, attestation_rules, build_rules
 from proxy.core.cassette import Cassette, load
 from proxy.core.redact import marker
 from proxy.errors import UsageError

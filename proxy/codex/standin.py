@@ -190,7 +190,7 @@ class Settings:
 
 def settings_from(env: dict[str, str] | os._Environ[str]) -> Settings:
     """Read the ``RPCTAPE_*`` variables; raise :class:`UsageError` with one clear line."""
-    from ..cli import build_rules
+    from ..core.attest import build_rules
 
     mode = parse_mode(RecordMode, env.get(ENV_MODE) or "once", f"record mode (${ENV_MODE})")
     try:

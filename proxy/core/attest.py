@@ -10,11 +10,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import UsageError
 from .jsonrpc import Direction, MessageType
 from .redact import marker
-from .rules import Action, Rule
+from .rules import Action, Rule, load_rules
 
 METHOD = "attestation/generate"
 DEFAULT_ERROR_CODE = -32000
@@ -170,3 +171,13 @@ def _rule(mode: AttestMode) -> Rule | None:
     if kind is AttestKind.SILENT:
         return Rule("attest: silent", Action.DROP, Direction.S2C, METHOD)
     return None
+
+
+def build_rules(files: Sequence[Path], attest: Sequence[str], advertise: bool) -> list[Rule]:
+    """Rules from files first, then the ``--attest`` switches (``advertise``: also
+    ``--advertise-attestation``); what the command line, the pytest plugin and rpctape-codex
+    give the bridge."""
+    modes = [AttestMode.parse(text) for text in attest]
+    return load_rules(files) + attestation_rules(
+        [m for m in modes if m.kind is not AttestKind.PASS], advertise=advertise
+    )
