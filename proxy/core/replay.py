@@ -966,10 +966,6 @@ class ReplaySession:
         assert miss is not None
         return miss
 
-    def peek_next(self) -> RecordedConnection | None:
-        """The recorded connection :meth:`claim_next` would return (for the handshake)."""
-        return next((r for r in self.recorded if r.conn not in self._claimed), None)
-
     def subprotocol(self, handshake: Handshake) -> str | None:
         """The subprotocol to accept before the recording is chosen: the first one an unused
         recording negotiated that the client offers."""

@@ -402,11 +402,6 @@ async def _refuse_a_live_socket(path: str) -> None:
     )
 
 
-def subprotocol_for(request: Request, recorded: str | None) -> str | None:
-    """The recorded subprotocol, if the live client offers it."""
-    return recorded if recorded is not None and recorded in offered_subprotocols(request) else None
-
-
 __all__: Sequence[str] = (
     "DEFAULT_MAX_SIZE",
     "HEALTH_PATHS",
