@@ -28,16 +28,8 @@ from websockets.exceptions import ConnectionClosed
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import start  # noqa: E402
 from proxy.core.cassette import frame_of, load  # noqa: E402
-
-
-async def start(*argv: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-    return proc, line.split()[-1]
 
 
 async def one_run(kill_after: int, tmp: Path) -> tuple[int, int, int]:

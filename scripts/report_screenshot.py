@@ -12,18 +12,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from proxy.core.cassette import load
-from proxy.core.report import render_html
-
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from proxy.core.report import CHROMIUM_ARGS, render_html
 
 
 def main() -> None:
@@ -33,7 +22,9 @@ def main() -> None:
         page_path = Path(tmp) / "report.html"
         page_path.write_text(render_html(load(cassette), cassette.name))
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", args=list(CHROMIUM_ARGS)
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 820})
             page.goto(page_path.as_uri())
             page.wait_for_selector("body[data-ready=true]")

@@ -13,20 +13,10 @@ import pytest
 from proxy.core.cassette import Cassette, CassetteWriter, load, new_header
 from proxy.core.jsonrpc import Direction
 from proxy.core.recorder import Recorder
-from proxy.core.report import render_html, rows
+from proxy.core.report import CHROMIUM_ARGS, render_html, rows
 
 CASSETTES = Path(__file__).parent.parent / "cassettes"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def annotated_cassette(path: Path) -> Cassette:
@@ -114,7 +104,9 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS)
+        )
         try:
             yield chromium
         finally:

@@ -139,3 +139,17 @@ def render_html(cassette: Cassette, title: str) -> str:
         "ROWS": _embed(rows(cassette.events)),
     }
     return re.sub(r"\{\{(TITLE|INFO|ROWS)\}\}", lambda m: values[m.group(1)], template())
+
+
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+"""How the browser tests and scripts/report_screenshot.py open a report in Debian's chromium
+(headless, as root, with no background traffic to hosts a closed network cannot reach)."""
