@@ -52,6 +52,7 @@ not JSON by its exact text.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
 import tempfile
@@ -233,7 +234,7 @@ class Normaliser:
 
     def __init__(self, ignore: Iterable[str] = ()) -> None:
         self._names: dict[str, dict[Any, str]] = {}
-        self._ignore = [_pointer.parts(_pointer.check(p)) for p in ignore]
+        self._ignore = [_pointer.check(p) for p in ignore]
 
     def _name(self, space: str, value: Any) -> str:
         table = self._names.setdefault(space, {})
@@ -249,8 +250,9 @@ class Normaliser:
             requester = direction if "method" in msg else direction.reverse
             space = "id" if requester is Direction.C2S else "sid"
             out["id"] = self._name(space, id_key(msg["id"]))
-        for tokens in self._ignore:
-            _remove(out, tokens)
+        for where in self._ignore:
+            with contextlib.suppress(_pointer.PointerError):  # not there in this message
+                _pointer.remove(out, where)
         return out
 
     def value(self, value: Any) -> Any:
@@ -270,25 +272,6 @@ class Normaliser:
         text = _DIGEST.sub(lambda m: self._name("digest", m[0]), text)
         text = _DATETIME.sub("<time>", text)
         return _DATE_PATH.sub("/<date>/", text)
-
-
-def _remove(doc: Any, tokens: Sequence[str]) -> None:
-    """Delete the member at ``tokens`` if it exists."""
-    if not tokens:
-        return
-    node = doc
-    for token in tokens[:-1]:
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return
-    last = tokens[-1]
-    if isinstance(node, dict):
-        node.pop(last, None)
-    elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        del node[int(last)]
 
 
 # --- comparison ----------------------------------------------------------------------------
