@@ -5,11 +5,14 @@ made by ``bench/setup.sh``)::
 
     bash bench/setup.sh && .venv/bin/python bench/bench_relay.py --markdown
 
-Three paths carry the same workloads, side by side in one run:
+Four paths carry the same workloads, side by side in one run:
 
 - ``direct``: client -> upstream;
 - ``rpctape``: client -> ``rpctape record`` -> upstream (cassette in a temporary directory);
-- ``mitmproxy``: client -> ``mitmdump --mode reverse:...`` -> upstream.
+- ``mitmproxy``: client -> ``mitmdump --mode reverse:...`` -> upstream;
+- ``floor``: client -> ``bench/forwarder.py`` -> upstream, a Python byte pipe that appends what it
+  forwards to a file and parses nothing: the cost of one more Python process on the path, which
+  no recording proxy in Python goes below (``--no-floor`` skips it).
 
 The upstream (``bench/upstream.py``), each proxy and this client are separate processes, so no
 two of them share an event loop. Workloads, each repeated ``--repeat`` times, median reported:
@@ -57,8 +60,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKLOAD_TIMEOUT = 300.0
 """Seconds one workload run may take before the benchmark gives up on that path."""
 
-TARGET_VS_DIRECT = 0.5
-TARGET_VS_MITM = 10.0
+TARGET_VS_DIRECT = 0.7
+TARGET_VS_MITM = 15.0
+TARGET_ADDED_RTT_US = 60.0
+"""Issue 9's targets: throughput against direct and mitmproxy, added median round trip."""
 
 
 # ---------------------------------------------------------------- processes
@@ -552,9 +557,26 @@ def ratio_lines(results: dict[str, PathResult]) -> list[str]:
         ratio = ours / other
         verdict = "meets" if ratio >= target else "MISSES"
         out.append(f"rpctape / {label} throughput: {ratio:.2f} ({verdict} target >= {target:g})")
-    if rtt("rpctape") is not None and rtt("direct") is not None:
-        added = rtt("rpctape") - rtt("direct")  # type: ignore[operator]
-        out.append(f"rpctape adds {added:.0f} us to the median round trip")
+    direct_rtt = rtt("direct")
+    for name in ("rpctape", "floor"):
+        ours_rtt = rtt(name)
+        if ours_rtt is None or direct_rtt is None:
+            continue
+        added = ours_rtt - direct_rtt
+        if name == "rpctape":
+            verdict = "meets" if added <= TARGET_ADDED_RTT_US else "MISSES"
+            out.append(
+                f"rpctape adds {added:.0f} us to the median round trip "
+                f"({verdict} target <= {TARGET_ADDED_RTT_US:g} us)"
+            )
+        else:
+            out.append(
+                f"floor (bench/forwarder.py: a Python byte pipe that appends what it forwards, "
+                f"no parsing) adds {added:.0f} us to the median round trip"
+            )
+    floor = rate("floor")
+    if floor is not None and direct is not None:
+        out.append(f"floor / direct throughput: {floor / direct:.2f}")
     return out
 
 
@@ -614,6 +636,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mitm-pings", type=int, default=2_000, help="round trips per mitmproxy run")
     p.add_argument("--repeat", type=int, default=3, help="runs per workload and path (median)")
     p.add_argument("--no-mitm", action="store_true", help="skip mitmproxy")
+    p.add_argument(
+        "--no-floor", action="store_true", help="skip the byte-pipe floor (bench/forwarder.py)"
+    )
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument(
         "--rpctape-cmd",
@@ -701,6 +726,30 @@ def main(argv: list[str] | None = None) -> int:
                 durability,
             )
         )
+
+        if args.no_floor:
+            log("floor: skipped (--no-floor)")
+        else:
+            floor = procs.start(
+                "floor",
+                [
+                    sys.executable,
+                    str(BENCH / "forwarder.py"),
+                    "--upstream",
+                    upstream_url,
+                    "--file",
+                    str(tmp / "floor.bytes"),
+                ],
+            )
+            floor_url = read_line(floor.proc, "floor", 30).removeprefix("listening on ")
+            log(f"floor {floor_url} (pid {floor.pid})")
+            targets.append(
+                Target(
+                    PathResult("floor", floor.pid, args.messages, args.pings),
+                    floor_url,
+                    upstream.pid,
+                )
+            )
 
         mitm: Started | None = None
         if args.no_mitm:
