@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import signal
+from typing import cast
 from urllib.parse import urlsplit
 
 
@@ -29,8 +30,7 @@ class Pipe(asyncio.Protocol):
         self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's too
 
     def data_received(self, data: bytes) -> None:
         os.write(self.fd, data)
