@@ -165,3 +165,27 @@ def test_deep_request_keeps_its_shape() -> None:
 def test_bom_newline_and_numbers_are_not_exact(text: str) -> None:
     """A BOM, a trailing newline, 1e400 and -0 cannot be rebuilt from msg."""
     assert not parse(text.encode()).exact
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    value=st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text()),
+        lambda inner: st.one_of(st.lists(inner), st.dictionaries(st.text(), inner)),
+        max_leaves=20,
+    ),
+    pad=st.integers(0, 600),
+    spaced=st.booleans(),
+)
+def test_exactness_of_frames_long_enough_to_nest_deep(
+    value: object, pad: int, spaced: bool
+) -> None:
+    """Frames of 2 * MAX_DEPTH bytes and more take the one-write depth check: `exact`
+    still says whether orjson.dumps(msg) rebuilds the frame byte for byte."""
+    data = orjson.dumps({"method": "m", "params": {"v": value, "pad": "x" * pad}})
+    if spaced:
+        data = data.replace(b'"pad":', b'"pad" :')
+    parsed = parse(data)
+    assert parsed.has_msg
+    assert parsed.exact is (not spaced)
+    assert parsed.exact is (orjson.dumps(parsed.msg) == data)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.core.jsonrpc import Message
 from proxy.wire.legs import ChildLeg, ClosePlan, Leg, LineLeg, Party, plan_close
@@ -186,3 +188,50 @@ async def test_stalled_readers_bound_memory_on_stdio_and_child() -> None:
     for case in cases:
         assert case["blocked"] and case["accepted"] < 16 * 1024 * 1024, case
         assert case["peak_rss"] - case["baseline_rss"] < 24 * 1024 * 1024, case
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=8),
+    cuts=st.lists(st.integers(0, 400), max_size=10),
+    last=st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"")),
+)
+def test_lines_are_the_same_however_the_reads_cut_them(
+    lines: list[bytes], cuts: list[int], last: bytes
+) -> None:
+    """Whatever the read boundaries, the messages are the lines, then the unterminated tail."""
+    stream = b"".join(line + b"\n" for line in lines) + last
+
+    async def feed() -> Lines:
+        leg = Lines(max_size=1000)
+        start = 0
+        for cut in sorted(min(c, len(stream)) for c in cuts):
+            leg.feed(stream[start:cut])
+            start = cut
+        leg.feed(stream[start:])
+        leg.feed_eof()
+        return leg
+
+    leg = asyncio.run(feed())
+    expected = [*lines, last] if last else lines
+    assert [payload for _, payload in leg.got] == expected
+    assert [is_text for is_text, _ in leg.got] == [_utf8(p) for p in expected]
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def test_overlong_line_across_reads_ends_the_leg() -> None:
+    """A line that passes max_size before its newline arrives ends the leg at that read."""
+    leg = Lines(max_size=10)
+    leg.feed(b"ok\n012345")
+    leg.feed(b"6789")
+    assert leg.closes == []
+    leg.feed(b"A")
+    assert leg.got == [(True, b"ok")]
+    assert leg.closes == [ClosePlan(Party.PROXY, 1009, "line too long", 1009, "line too long")]

@@ -140,7 +140,11 @@ def parse(data: bytes | str) -> Parsed:
             wrapped = orjson.dumps(_nest(msg, _DEPTH_MARGIN))
         except orjson.JSONEncodeError:  # nested deeper than MAX_DEPTH
             return _unrepresentable(msg)
-        exact = memoryview(wrapped)[_DEPTH_MARGIN:-_DEPTH_MARGIN] == raw
+        # startswith at an offset compares in place (memcmp); a memoryview comparison walks
+        # the bytes one by one (17 ms on 10 MiB) and a slice copies them.
+        exact = len(wrapped) == len(raw) + 2 * _DEPTH_MARGIN and wrapped.startswith(
+            raw, _DEPTH_MARGIN
+        )
     kind = classify(msg)
     return Parsed(msg, True, exact, kind, _method(msg, kind), _id(msg, kind))
 

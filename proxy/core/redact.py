@@ -19,10 +19,12 @@ again. Nothing else changes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -32,6 +34,14 @@ import orjson
 from ..errors import UsageError
 from . import pointer as _pointer
 from .jsonrpc import members, object_end
+
+try:  # optional (the ``fast`` extra): one SIMD pass for the pre-check, where it installs
+    import hyperscan
+except ImportError:  # pragma: no cover - the standard library's passes do the same work
+    hyperscan = None  # type: ignore[assignment]
+
+HYPERSCAN = hyperscan is not None
+"""Whether the pre-check can scan with hyperscan (see :attr:`Redactor.fast`)."""
 
 DEFAULT_KEYS: frozenset[str] = frozenset(
     {
@@ -90,9 +100,18 @@ DEFAULT_VALUE_PATTERNS: tuple[str, ...] = (
 """Text shaped like a credential, redacted wherever it stands."""
 
 _VALUE_ANCHORS: tuple[bytes, ...] = (b"sk-", b"eyJ", b"AKIA", b"ASIA", b"earer", b"xox")
-_GITHUB_ANCHOR = re.compile(rb"gh(?:[pousr]_|ithub_pat_)")
+_GITHUB_ANCHOR = re.compile(rb"gh[pousr]_")
 """Literal bytes one of which every default value pattern contains (the fast pre-check)."""
 
+_KELVIN = "\u212a".encode()
+"""The only character outside ASCII whose lower case is ASCII (``"\u212a".lower() == "k"``):
+a key spelled with it is a secret key, so a frame holding it takes the full walk."""
+
+_ESCAPED = frozenset('"\\/\b\f\n\r\t')
+"""Characters a JSON string may write as a two-character escape (``\\/`` for ``/``)."""
+
+_CONTEXT = re.compile(r"\^|\$|\\[AZ]|\(\?<?[=!]")
+"""Parts of a regex that look past the text they match (anchors, lookarounds)."""
 MARKER = re.compile(r"<redacted:[0-9a-f]{8}>")
 """A redaction marker (never redacted again)."""
 
@@ -160,30 +179,36 @@ class Redactor:
     """Extra credential patterns (``--redact-value``), on top of the defaults."""
     headers: frozenset[str] = DEFAULT_HEADERS
     query: frozenset[str] = DEFAULT_QUERY
+    fast: bool = field(default=True, compare=False)
+    """Scan with hyperscan where it is installed (the ``fast`` extra); ``False`` uses the
+    standard library's passes (the same answers, several times slower on big frames)."""
     _probe: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
-    _folds: bool = field(init=False, repr=False, compare=False)
+    _non_ascii_keys: bool = field(init=False, repr=False, compare=False)
+    _escaped_keys: bool = field(init=False, repr=False, compare=False)
     _values: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _extra_values: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _extra_context: bool = field(init=False, repr=False, compare=False)
+    _scan: Callable[[bytes], int] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = sorted(k for k in self.keys | ENV_KEYS if k)
-        probe: re.Pattern[bytes]
-        self_folds = all(key.isascii() for key in names)
-        if self_folds:
-            # On the frame with ASCII case folded and "-" and "_" dropped, a secret key is a
-            # plain literal in quotes followed by a colon.
-            keys = b"|".join(re.escape(k.encode()) for k in names)
-            probe = re.compile(rb'"(?:' + keys + rb')"\s*:')
-        else:  # non-ASCII extra keys: the same on the raw frame, case-insensitively
-            sep = "[-_]*"
-            alternatives = "|".join(sep.join(re.escape(ch) for ch in key) for key in names)
-            probe = re.compile(rf'"{sep}(?:{alternatives}){sep}"\s*:'.encode(), re.IGNORECASE)
-        object.__setattr__(self, "_folds", self_folds)
-        object.__setattr__(self, "_probe", probe)
+        names = sorted(self.keys | ENV_KEYS)
+        ascii_names = tuple(key for key in names if key.isascii())
+        # On the frame with ASCII case folded and "-" and "_" dropped, a secret key is a
+        # plain literal in quotes followed by a colon (the empty key too: "-" normalises
+        # to it). Keys outside ASCII are not looked for: a frame outside ASCII is walked.
+        keys = b"|".join(re.escape(k.encode()) for k in ascii_names)
+        object.__setattr__(self, "_probe", re.compile(rb'"(?:' + keys + rb')"\s*:'))
+        object.__setattr__(self, "_non_ascii_keys", len(ascii_names) < len(names))
+        escaped = any(not _ESCAPED.isdisjoint(key) for key in names)
+        object.__setattr__(self, "_escaped_keys", escaped)
         extra = compile_values(self.values)
         object.__setattr__(self, "_extra_values", extra)
+        context = any(_CONTEXT.search(p) for p in self.values)
+        object.__setattr__(self, "_extra_context", context)
         every = [*DEFAULT_VALUE_PATTERNS, *self.values]
         object.__setattr__(self, "_values", re.compile("|".join(f"(?:{p})" for p in every)))
+        scan = _Hyperscan(ascii_names) if HYPERSCAN and self.fast else None
+        object.__setattr__(self, "_scan", scan)
 
     @classmethod
     def build(
@@ -213,12 +238,21 @@ class Redactor:
     def might_redact(self, raw: bytes) -> bool:
         """Fast pre-check on a raw frame: ``False`` means redaction changes nothing.
 
-        A few C-speed scans, no per-character Python: literal anchors of credential shapes,
-        then the secret keys in the case-folded frame. ``\\u`` escapes force the full walk.
+        A few C-speed scans, no per-character Python: literal anchors of credential shapes
+        and the secret keys (ASCII case folded, ``-`` and ``_`` ignored). What the scans
+        cannot see forces the full walk: ``\\u`` escapes, a frame outside ASCII when a key
+        is (or the Kelvin sign, which lower-cases to ``k``), a backslash when a key holds a
+        character JSON escapes or ``--redact-value`` patterns are given.
         """
         if not self.enabled:
             return False
-        if (  # the literal anchors of _VALUE_ANCHORS, unrolled: no generator per frame
+        scan = self._scan
+        found = _SEPARATED
+        if scan is not None:  # hyperscan: anchors, escapes, keys in one pass
+            found = scan(raw)
+            if found == _FOUND:
+                return True
+        elif (  # the literal anchors of _VALUE_ANCHORS, unrolled: no generator per frame
             b"sk-" in raw
             or b"eyJ" in raw
             or b"AKIA" in raw
@@ -226,19 +260,37 @@ class Redactor:
             or b"earer" in raw
             or b"xox" in raw
             or (b"gh" in raw and _GITHUB_ANCHOR.search(raw))
+            or b"github_pat_" in raw  # does not start with "gh"
+            or b"\\u" in raw  # an escape may hide a key or a credential: walk
         ):
             return True
-        if b"\\u" in raw:  # an escape may hide a key or a credential: walk
+        if not raw.isascii() and (self._non_ascii_keys or (scan is None and _KELVIN in raw)):
             return True
-        if self._extra_values is not None and (
-            b"\\" in raw or self._extra_values.search(raw.decode(errors="replace")) is not None
-        ):
+        if self._escaped_keys and b"\\" in raw:
             return True
-        if not self._folds:
-            return self._probe.search(raw) is not None
+        if self._extra_values is not None and self._extra_match(raw):
+            return True
+        if found == _NOTHING:
+            return False
         # The probe starts with a quote, which keeps the regex engine's scan cheap; a plain
         # alternation of the keys (no anchor) costs several times more on every frame.
         return self._probe.search(raw.translate(_FOLD, b"-_")) is not None
+
+    def _extra_match(self, raw: bytes) -> bool:
+        """Whether a ``--redact-value`` pattern may match a string of the frame (or the
+        frame's text, which is what a frame that is not JSON gets redacted as)."""
+        extra = self._extra_values
+        assert extra is not None
+        if b"\\" in raw:  # a string's text is not what the frame spells
+            return True
+        text = raw.decode(errors="replace")
+        if extra.search(text) is not None:
+            return True
+        if not self._extra_context:
+            # Without anchors or lookarounds a match inside a string is a match in the text.
+            return False
+        # A pattern that looks at the edges (``^secret$``) sees each string on its own.
+        return any(extra.search(m.group()[1:-1]) is not None for m in _STRING_AT.finditer(text))
 
     # -- parsed JSON --
 
@@ -459,3 +511,69 @@ def _container_end(text: str, start: int) -> int:
                 return pos + 1
         pos = _SKIP_TO_BRACKET.match(text, pos + 1).end()  # type: ignore[union-attr]
     return size
+
+
+_NOTHING, _FOUND, _SEPARATED = 0, 1, 2
+"""What :class:`_Hyperscan` reports: no anchor and no key; a sure hit; a key with ``-`` or
+``_`` inside it (the folded probe decides)."""
+
+
+class _Hyperscan:
+    """The pre-check's scans as one hyperscan database: the credential anchors, ``\\u``
+    escapes, the Kelvin sign, the secret keys (ASCII case-insensitive, ``-`` and ``_`` around
+    them), and any key with a ``-`` or ``_`` inside (which the folded probe then checks).
+
+    The database is compiled on the first scan (tens of ms) and shared by redactors with
+    the same keys; each thread scans with its own scratch space (a scan runs without the GIL).
+    """
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self._db: Any = None
+        self._local = threading.local()
+
+    def __call__(self, raw: bytes) -> int:
+        db = self._db
+        if db is None:
+            db = self._db = _hyperscan_database(self.keys)
+        local = self._local
+        scratch = getattr(local, "scratch", None)
+        if scratch is None:
+            scratch = local.scratch = hyperscan.Scratch(db)
+        seen: list[int] = []
+        try:
+            db.scan(raw, match_event_handler=_on_match, context=seen, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            return _FOUND
+        return _SEPARATED if seen else _NOTHING
+
+
+_SEPARATED_ID = 99
+"""The id of the pattern of a key with ``-`` or ``_`` inside."""
+
+
+def _on_match(pattern: int, start: int, end: int, flags: int, seen: list[int]) -> bool:
+    if pattern == _SEPARATED_ID:
+        seen.append(end)
+        return False  # keep scanning: an anchor may still follow
+    return True  # stop: the frame is walked
+
+
+@functools.lru_cache(maxsize=16)
+def _hyperscan_database(keys: tuple[str, ...]) -> Any:
+    def literal(key: str) -> bytes:
+        return b"".join(bytes([c]) if chr(c).isalnum() else b"\\x%02x" % c for c in key.encode())
+
+    sure = [rb"sk-", rb"eyJ", rb"A[KS]IA", rb"earer", rb"xox", rb"gh[pousr]_|github_pat_",
+            rb"\\u", b"".join(b"\\x%02x" % c for c in _KELVIN)]  # fmt: skip
+    secret = rb'"[-_]*(?:' + b"|".join(literal(k) for k in keys) + rb')[-_]*"\s*:'
+    separated = rb'[-_][^"\\]*[^-_"\\][^"\\]*"\s*:'
+    single, fold = hyperscan.HS_FLAG_SINGLEMATCH, hyperscan.HS_FLAG_CASELESS
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(
+        expressions=[*sure, secret, separated],
+        ids=[*range(len(sure) + 1), _SEPARATED_ID],
+        elements=len(sure) + 2,
+        flags=[single] * len(sure) + [single | fold] * 2,
+    )
+    return db

@@ -35,7 +35,6 @@ from ..core.jsonrpc import Message
 log = logging.getLogger("rpctape.legs")
 
 
-
 class Party(enum.StrEnum):
     """Who ended a connection (a close event's ``by``)."""
 
@@ -379,7 +378,9 @@ class LineLeg(Leg):
     def __init__(self, name: str, max_size: int) -> None:
         super().__init__(name)
         self.max_size = max_size
-        self._buffer = bytearray()
+        self._pending: list[bytes] = []
+        """The start of a line not yet complete, as it arrived (joined once, when it ends)."""
+        self._pending_size = 0
         self.input_done = False
         """The peer's output (our input) reached its end."""
         self.output_closed = False
@@ -396,20 +397,27 @@ class LineLeg(Leg):
         return not self.output_closed
 
     def feed(self, data: bytes) -> None:
-        """Split received bytes into lines and deliver the complete ones."""
-        if self.input_done:
+        """Split received bytes into lines and deliver the complete ones.
+
+        Each read is searched once, and a line that spans reads is joined once when its
+        newline arrives: a 10 MiB line costs one copy, not one per read.
+        """
+        if self.input_done or not data:
             return
-        buffer = self._buffer
-        start = len(buffer)
-        buffer += data
-        newline = buffer.find(b"\n", start)
+        newline = data.find(b"\n")
         if newline < 0:
-            if len(buffer) > self.max_size:
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size > self.max_size:
                 self._overlong()
             return
-        lines = bytes(buffer).split(b"\n")
+        lines = data.split(b"\n")
         tail = lines.pop()
-        buffer[:] = tail
+        if self._pending:
+            self._pending.append(lines[0])
+            lines[0] = b"".join(self._pending)
+        self._pending = [tail] if tail else []
+        self._pending_size = len(tail)
         limit = self.max_size
         whole = next((i for i, line in enumerate(lines) if len(line) > limit), len(lines))
         self.deliver([(_is_utf8(line), line) for line in lines[:whole]])
@@ -420,8 +428,9 @@ class LineLeg(Leg):
         """The input ended: deliver a last line without newline, then report the close."""
         if self.input_done:
             return
-        if self._buffer:
-            tail, self._buffer = bytes(self._buffer), bytearray()
+        if self._pending:
+            tail = b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
             self.notes.append(
                 f"the {self.name}'s last line ({len(tail)} bytes) had no newline; "
                 "it was taken as a message"
@@ -436,7 +445,7 @@ class LineLeg(Leg):
         self.notes.append(
             f"a line from the {self.name} exceeded {self.max_size} bytes: reading stopped"
         )
-        self._buffer = bytearray()
+        self._pending, self._pending_size = [], 0
         self.closed_by_proxy = (CloseCode.MESSAGE_TOO_BIG, "line too long")
         self.input_done = True
         self.report_closed()
