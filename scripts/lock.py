@@ -4,8 +4,8 @@
     python scripts/lock.py lock      rewrite requirements/dev.lock: the exact versions pip
                                      resolves today for `.[dev]` (run by `./dev lock`)
     python scripts/lock.py lowest    print the constraints of the lowest-versions run: every
-                                     runtime dependency (and the backend extra) at the lower end
-                                     of its range, the test runners as locked
+                                     runtime dependency (and the backend and fast extras) at
+                                     the lower end of its range, the test runners as locked
 
 The lock is what `./dev setup` installs (`pip install -c requirements/dev.lock -e '.[dev]'`).
 It is resolved by pip itself (`pip install --dry-run --ignore-installed --report`), so it needs
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "dev.lock"
-LOWEST_EXTRAS = ("backend",)
+LOWEST_EXTRAS = ("backend", "fast")
 """Extras whose lower ends the lowest-versions run pins, besides the runtime dependencies."""
 TEST_EXTRA = "test"
 """The extra whose own tools (pytest and plugins) the lowest-versions run takes from the lock."""

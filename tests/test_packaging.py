@@ -70,7 +70,7 @@ def test_runtime_requirements_are_ranges_and_the_backend_is_an_extra(wheel: Path
 
 def test_lowest_constraints_pin_every_lower_end() -> None:
     """`scripts/lock.py lowest` (what `./dev test` installs into .venv-lowest) pins each runtime and
-    backend dependency at its lower end, and the test runners as locked."""
+    backend and fast-path dependency at its lower end, and the test runners as locked."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "lock.py"), "lowest"],
         capture_output=True, text=True, check=True, timeout=60,
@@ -81,7 +81,7 @@ def test_lowest_constraints_pin_every_lower_end() -> None:
         for line in (ROOT / "requirements" / "dev.lock").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert lines[:9] == [
+    assert lines[:10] == [
         "websockets==16.0",
         "orjson==3.10",
         "typer==0.26",
@@ -91,8 +91,9 @@ def test_lowest_constraints_pin_every_lower_end() -> None:
         "aiohttp==3.11",
         "aiohttp-sse==3.0",
         "tomli-w==1.0",
+        "hyperscan==0.9",
     ]
-    assert lines[9:] == [
+    assert lines[10:] == [
         f"{name}=={locked[name]}"
         for name in ("pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "uvloop")
     ]
