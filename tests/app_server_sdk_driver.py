@@ -13,7 +13,7 @@ codex-app-server-sdk needs Python >= 3.12, so this script runs under ``.venv-sdk
 process's environment. Either way the SDK runs ``start_thread()`` and one
 ``ThreadHandle.chat_once(TEXT)``; ``--approve`` answers approval requests through
 ``set_approval_handler``. One JSON object goes to stdout: ``reply`` (the turn's final text) or
-``error`` (the SDK's exception: type, message, code, data), ``approvals`` (the kinds of the
+``error`` (the SDK's exception: type, message, code, data, cause), ``approvals`` (the kinds of the
 approval requests the handler saw, e.g. ``CommandApprovalRequest``), and ``sent`` and
 ``received``, every message that crossed the SDK's ``Transport`` interface, in order. The exit
 code is 0 whenever that object was written.
@@ -63,6 +63,12 @@ class TappedTransport(Transport):
         await self.inner.close()
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: message``, with the exception it came from, if any, after `` <- ``."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if exc.__cause__ is None else f"{text} <- {describe(exc.__cause__)}"
+
+
 def connect(args: argparse.Namespace) -> CodexClient:
     """The client, made by the SDK's own factory for the chosen transport."""
     if args.transport == "ws":
@@ -96,6 +102,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             "message": str(exc),
             "code": getattr(exc, "code", None),
             "data": getattr(exc, "data", None),
+            "cause": None if exc.__cause__ is None else describe(exc.__cause__),
         }
     return {**outcome, "approvals": approvals, "sent": tap.sent, "received": tap.received}
 
