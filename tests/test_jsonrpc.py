@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.core.jsonrpc import MAX_DEPTH, Direction, MessageType, Pairing, classify, id_key, parse
+from proxy.core.jsonrpc import (
+    MAX_DEPTH,
+    Direction,
+    MessageType,
+    Pairing,
+    classify,
+    id_key,
+    parse,
+    shape,
+)
 
 
 @pytest.mark.parametrize(
@@ -189,3 +198,48 @@ def test_exactness_of_frames_long_enough_to_nest_deep(
     assert parsed.has_msg
     assert parsed.exact is (not spaced)
     assert parsed.exact is (orjson.dumps(parsed.msg) == data)
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+_JSON_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+_MEMBERS = st.sampled_from(["id", "method", "params", "result", "error", "jsonrpc"])
+
+
+@settings(max_examples=400)
+@given(
+    msg=st.dictionaries(_MEMBERS, _JSON_VALUES | st.dictionaries(st.text(max_size=2), _SCALARS))
+    | _JSON_VALUES
+)
+def test_shape_agrees_with_classify(msg: Any) -> None:
+    """The one-pass shape of a frame (type, method, id) is what classify() says, with the
+    method of a request or notification and the id of a request, response or error."""
+    kind = classify(msg)
+    method = msg["method"] if kind in (MessageType.REQUEST, MessageType.NOTIFICATION) else None
+    has_id = kind in (MessageType.REQUEST, MessageType.RESPONSE, MessageType.ERROR)
+    assert shape(msg) == (kind, method, msg["id"] if has_id else None)
+    assert type(shape(msg)[0]) is MessageType
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (b'{"id":1,"method":"m","params":{}}', (MessageType.REQUEST, "m", 1)),
+        (b'{"method":"m"}', (MessageType.NOTIFICATION, "m", None)),
+        (b'{"id":"a","result":null}', (MessageType.RESPONSE, None, "a")),
+        (b'{"id":null,"error":{"code":1}}', (MessageType.ERROR, None, None)),
+        (b'{"id":true,"result":1}', (MessageType.INVALID, None, None)),
+        (b'{"id":1,"method":"m","result":1}', (MessageType.INVALID, None, None)),
+        (b'{"id":1,"error":"no"}', (MessageType.INVALID, None, None)),
+        (b'{"id":[1],"method":"m"}', (MessageType.INVALID, None, None)),
+        (b'[{"method":"m"}]', (MessageType.BATCH, None, None)),
+        (b'"text"', (MessageType.INVALID, None, None)),
+    ],
+)
+def test_shape_examples(frame: bytes, expected: tuple[MessageType, str | None, Any]) -> None:
+    parsed = parse(frame)
+    assert (parsed.type, parsed.method, parsed.id) == expected
+    assert shape(orjson.loads(frame)) == expected

@@ -23,6 +23,10 @@ from .redact import Redactor
 
 _ABSENT = object()
 
+# An enum's .value is a Python-level property; these lookups cost a third of it per frame.
+_DIRECTION: dict[Direction, str] = {member: member.value for member in Direction}
+_TYPE: dict[MessageType, str] = {member: member.value for member in MessageType}
+
 log = logging.getLogger("rpctape.recorder")
 
 FrameValidator = Callable[[Direction, Any, str | None], list[tuple[str, str]]]
@@ -137,7 +141,9 @@ class Recorder:
         lines: list[bytes] = []
         for is_text, payload in frames:
             if is_text:
-                event, line = self._text(conn, direction, payload)
+                event, line = self.text_line(
+                    conn, direction, payload, *self.inspect(conn, direction, payload)
+                )
             else:
                 event = self._binary_event(conn, direction, payload)
                 line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
@@ -195,8 +201,8 @@ class Recorder:
             "t": round(self._clock() - self._start, 6),
             "conn": conn,
             "kind": "text",
-            "dir": direction.value,
-            "type": parsed.type.value,
+            "dir": _DIRECTION[direction],
+            "type": _TYPE[parsed.type],
         }
         if parsed.method is not None:
             event["method"] = parsed.method
