@@ -245,6 +245,9 @@ class WebSocketLeg(Leg, asyncio.Protocol):
         messages: list[Message] = []
         for event in self.ws.events_received():
             if isinstance(event, Frame):
+                if event.fin and event.opcode is Opcode.TEXT:  # nearly every frame: inline
+                    messages.append((True, bytes(event.data)))  # bytes(b) is b: no copy
+                    continue
                 message = self._assemble(event)
                 if message is not None:
                     messages.append(message)
@@ -275,7 +278,7 @@ class WebSocketLeg(Leg, asyncio.Protocol):
 
     def _check_utf8(self, messages: list[Message]) -> list[Message]:
         for index, (is_text, payload) in enumerate(messages):
-            if is_text:
+            if is_text and not payload.isascii():  # ASCII is UTF-8
                 try:
                     payload.decode()
                 except UnicodeDecodeError:
