@@ -152,6 +152,7 @@ class Run:
     seconds: float
     frames: int
     server_cpu: float
+    client_cpu: float
     rtts_us: list[float] = field(default_factory=list)
 
     @property
@@ -173,17 +174,17 @@ class Run:
 async def run_stream(url: str, n: int, pid: int, last: str) -> Run:
     """Send the request, then read ``n`` notifications; timed from the request to the last."""
     async with connect(url, max_size=None, compression=None, ping_interval=None) as ws:
-        cpu0 = cpu_seconds(pid)
+        cpu0, me0 = cpu_seconds(pid), cpu_seconds(os.getpid())
         start_t = time.perf_counter()
         await ws.send('{"id":"s","method":"turn/start","params":{}}')
         data: str | bytes = ""
         for _ in range(n):
             data = await ws.recv()
         took = time.perf_counter() - start_t
-        cpu = cpu_seconds(pid) - cpu0
+        cpu, me = cpu_seconds(pid) - cpu0, cpu_seconds(os.getpid()) - me0
         if data != last:
             raise RuntimeError(f"the last notification differs: {data!r:.80}")
-        return Run(took, n, cpu)
+        return Run(took, n, cpu, me)
 
 
 async def run_pairs(url: str, n: int, pid: int, check: Callable[[int, str, str], bool]) -> Run:
@@ -191,7 +192,7 @@ async def run_pairs(url: str, n: int, pid: int, check: Callable[[int, str, str],
     async with connect(url, max_size=None, compression=None, ping_interval=None) as ws:
         clock = time.perf_counter_ns
         rtts: list[float] = []
-        cpu0 = cpu_seconds(pid)
+        cpu0, me0 = cpu_seconds(pid), cpu_seconds(os.getpid())
         start_t = time.perf_counter()
         for i in range(n // 2):
             request = f'{{"id":"r{i}","method":"thread/read","params":{{"n":{i}}}}}'
@@ -202,8 +203,8 @@ async def run_pairs(url: str, n: int, pid: int, check: Callable[[int, str, str],
             if not isinstance(reply, str) or not check(i, request, reply):
                 raise RuntimeError(f"unexpected reply to request {i}: {reply!r:.120}")
         took = time.perf_counter() - start_t
-        cpu = cpu_seconds(pid) - cpu0
-        return Run(took, 2 * (n // 2), cpu, rtts)
+        cpu, me = cpu_seconds(pid) - cpu0, cpu_seconds(os.getpid()) - me0
+        return Run(took, 2 * (n // 2), cpu, me, rtts)
 
 
 def replied(i: int, request: str, reply: str) -> bool:
@@ -272,6 +273,12 @@ def table(res: Results, frames: int) -> list[tuple[str, str, str]]:
         row(
             f"stream, {path}: server CPU per frame (us)",
             res.values("stream", path, lambda r: r.cpu_per_frame_us),
+            ".2f",
+        )
+    for path in ("minimal", "replay"):
+        row(
+            f"stream, {path}: client CPU per frame (us)",
+            res.values("stream", path, lambda r: r.client_cpu / r.frames * 1e6),
             ".2f",
         )
     for path in ("echo", "remap", "replay"):

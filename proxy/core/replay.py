@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import orjson
 
@@ -105,6 +104,42 @@ class ReplayOptions:
 
 _ID_MARK = "\x00rpctape:id\x00"
 _ID_MARK_JSON = orjson.dumps(_ID_MARK)
+_ID_HEAD = b'{"id":'
+
+
+def _marked_id_slots(msg: dict[str, Any], data: bytes) -> tuple[bytes, bytes] | None:
+    """``data`` (orjson's writing of ``msg``) cut around its ``id``: ``msg`` written again
+    with a marker for the id, cut at the marker (searched in ``data`` if the marker is
+    ambiguous)."""
+    marked = orjson.dumps({**msg, "id": _ID_MARK})
+    before, found, after = marked.partition(_ID_MARK_JSON)
+    if found and not after.count(_ID_MARK_JSON):
+        return before, after
+    return id_slots(data)
+
+
+_T = TypeVar("_T")
+
+
+class _once(Generic[_T]):
+    """:func:`functools.cached_property` without the lock it takes on every first access
+    before Python 3.12 (about 0.6 us, and replay reads each recorded frame once)."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _once[_T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> _T: ...
+    def __get__(self, obj: object, owner: type) -> _T | _once[_T]:
+        if obj is None:
+            return self
+        value: _T = self.func(obj)
+        obj.__dict__[self.name] = value
+        return value
 
 
 @dataclass(frozen=True)
@@ -121,6 +156,9 @@ class Item:
     """For a response or error: the index of the request it answers (other direction)."""
     frame: Frame | None
     """Client frames only: prepared for matching."""
+    data: bytes
+    """The recorded frame's exact bytes, built when the cassette is loaded (the bytes sent as
+    often as it is replayed; building them while streaming cost a quarter of the time)."""
 
     @property
     def seq(self) -> int:
@@ -128,21 +166,20 @@ class Item:
         seq: int = self.event["seq"]
         return seq
 
-    @functools.cached_property
-    def data(self) -> bytes:
-        """The recorded frame's exact bytes (built once, sent as often as replayed)."""
-        return frame_of(self.event)
-
-    @functools.cached_property
+    @_once
     def id_slots(self) -> tuple[bytes, bytes] | None:
         """The frame cut around its ``id`` value, to put a live id in (found once)."""
         msg = self.event.get("msg")
         if "raw" not in self.event and isinstance(msg, dict) and "id" in msg:
-            # The frame is orjson's writing of msg: write it again with a marker for the id.
-            marked = orjson.dumps({**msg, "id": _ID_MARK})
-            before, found, after = marked.partition(_ID_MARK_JSON)
-            if found and not after.count(_ID_MARK_JSON):
-                return before, after
+            # The frame is orjson's writing of msg. Most replies begin with their id: then
+            # the cut is right after it; else write msg again with a marker for the id.
+            data = self.data
+            if next(iter(msg)) == "id":
+                with contextlib.suppress(TypeError):
+                    head = _ID_HEAD + orjson.dumps(msg["id"])
+                    if data.startswith(head):
+                        return _ID_HEAD, data[len(head) :]
+            return _marked_id_slots(msg, data)
         return id_slots(self.data)
 
     def describe(self) -> str:
@@ -222,7 +259,8 @@ class RecordedConnection:
                 elif mtype in _ANSWERS:
                     answers = open_requests[direction.reverse].pop(key, None)
             frame = Frame.recorded(event) if direction is Direction.C2S else None
-            items.append(Item(index, event, direction, mtype, gap, answers, frame))
+            data = frame_of(event) if frame is None else frame.data
+            items.append(Item(index, event, direction, mtype, gap, answers, frame, data))
             if direction is Direction.C2S:
                 client.append(index)
                 segments[index] = []
@@ -274,14 +312,16 @@ def recorded_connections(cassette: Cassette) -> list[RecordedConnection]:
 # --- what the planner decides -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One frame to send to the live client, after waiting ``delay`` seconds."""
+class Outgoing(NamedTuple):
+    """One frame to send to the live client, after waiting ``delay`` seconds.
+
+    A named tuple, not a frozen dataclass: one is made per replayed frame, and a tuple is
+    built four times faster."""
 
     data: bytes
     text: bool
     delay: float = 0.0
-    index: int | None = None
+    item: int | None = None
     """The recorded item it replays (``None`` for rpctape's own miss reply)."""
 
 
@@ -334,8 +374,7 @@ class Miss:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """What the I/O shell does after a live client frame (or on connect)."""
 
     send: tuple[Outgoing, ...] = ()
@@ -568,8 +607,8 @@ class ConnectionReplay:
 
     def delivered(self, out: Outgoing) -> None:
         """``out`` was sent to the client."""
-        if out.index is not None:
-            self._delivered.add(out.index)
+        if out.item is not None:
+            self._delivered.add(out.item)
 
     # -- matching --
 
@@ -588,7 +627,8 @@ class ConnectionReplay:
 
     def _answer_state(self, item: Item) -> _Answer:
         """A recorded client response is a candidate only once its server request was sent."""
-        if item.type in _ANSWERS and item.answers is not None and item.answers not in self._planned:
+        # Only a response or an error answers something (RecordedConnection.build).
+        if item.answers is not None and item.answers not in self._planned:
             return _Answer.UNSENT
         return _Answer.OK
 
@@ -629,18 +669,26 @@ class ConnectionReplay:
         return Step(tuple(send))
 
     def _plan(self, indices: Iterable[int]) -> list[Outgoing]:
-        """Outgoing frames for recorded server items; responses wait for their request."""
+        """Outgoing frames for recorded server items; responses wait for their request.
+
+        Once per replayed frame: kept to plain lookups (a whole streamed turn is planned at
+        once)."""
         out: list[Outgoing] = []
+        items, live_ids, planned = self.recorded.items, self._live_ids, self._planned
+        pace = None if self.options.pace.factor is None else self.options.pace
         for index in indices:
-            item = self.recorded.items[index]
-            live_id: LiveId | None = None
-            if item.type in _ANSWERS and item.answers is not None:
-                if item.answers not in self._live_ids:
+            item = items[index]
+            event = item.event
+            data = item.data
+            if item.answers is not None:  # a response or an error (RecordedConnection.build)
+                live_id = live_ids.get(item.answers)
+                if live_id is None:
                     self._deferred.append(index)
                     continue
-                live_id = self._live_ids[item.answers]
-            self._planned.add(index)
-            out.append(self._outgoing(item, live_id))
+                data = live_id.put_into(data, event.get("msg"), item.id_slots)
+            planned.add(index)
+            delay = 0.0 if pace is None else pace.delay(item.gap)
+            out.append(Outgoing(data, event["kind"] == "text", delay, index))
         return out
 
     def _outgoing(self, item: Item, live_id: LiveId | None) -> Outgoing:
