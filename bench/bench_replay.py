@@ -24,7 +24,8 @@ startup (load and plan the cassette, until ``listening on``) is measured too.
   it through rpctape (``--no-real`` skips it).
 
 ``RPCTAPE_LOOP`` in the environment reaches the replay processes; ``--minimal-loop uvloop``
-runs the minimal server on uvloop.
+runs the minimal server on uvloop. ``--baseline-cmd CMD`` also replays with another build of
+rpctape (e.g. the code before a change), alternating with this one: before and after in one run.
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ class Results:
     """Every run, by (workload, path); the replay's startup times by cassette."""
 
     runs: dict[tuple[str, str], list[Run]] = field(default_factory=dict)
-    startup: dict[str, list[float]] = field(default_factory=dict)
+    startup: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def add(self, workload: str, path: str, run: Run) -> None:
         self.runs.setdefault((workload, path), []).append(run)
@@ -259,48 +260,52 @@ def _stat(values: list[float], spec: str) -> tuple[str, str]:
 def table(res: Results, frames: int) -> list[tuple[str, str, str]]:
     """Rows: what, median, range."""
     rows: list[tuple[str, str, str]] = []
+    replays = [
+        p for p in ("replay", "baseline") if ("stream", p) in res.runs or ("pairs", p) in res.runs
+    ]
+    streams, pairs = ("minimal", *replays), ("echo", "remap", *replays)
 
     def row(label: str, values: list[float], spec: str) -> None:
         rows.append((label, *_stat(values, spec)))
 
-    for path in ("minimal", "replay"):
+    for path in streams:
         row(
             f"stream, {path}: frames/s ({frames:,} notifications)",
             res.values("stream", path, lambda r: r.rate),
             ",.0f",
         )
-    for path in ("minimal", "replay"):
+    for path in streams:
         row(
             f"stream, {path}: server CPU per frame (us)",
             res.values("stream", path, lambda r: r.cpu_per_frame_us),
             ".2f",
         )
-    for path in ("minimal", "replay"):
+    for path in streams:
         row(
             f"stream, {path}: client CPU per frame (us)",
             res.values("stream", path, lambda r: r.client_cpu / r.frames * 1e6),
             ".2f",
         )
-    for path in ("echo", "remap", "replay"):
+    for path in pairs:
         row(
             f"pairs, {path}: median round trip (us, {frames // 2:,} one at a time)",
             res.values("pairs", path, lambda r: r.rtt),
             ".1f",
         )
-    for path in ("echo", "remap", "replay"):
+    for path in pairs:
         row(
             f"pairs, {path}: frames/s",
             res.values("pairs", path, lambda r: r.rate),
             ",.0f",
         )
-    for path in ("echo", "remap", "replay"):
+    for path in pairs:
         row(
             f"pairs, {path}: server CPU per round trip (us)",
             res.values("pairs", path, lambda r: r.server_cpu / (r.frames / 2) * 1e6),
             ".1f",
         )
-    for name, times in res.startup.items():
-        row(f"replay startup, {name} cassette (s, until listening)", times, ".3f")
+    for (name, path), times in res.startup.items():
+        row(f"{path} startup, {name} cassette (s, until listening)", times, ".3f")
     return rows
 
 
@@ -401,6 +406,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--rpctape-cmd", metavar="CMD", help="run this instead of the installed rpctape")
     p.add_argument(
+        "--baseline-cmd",
+        metavar="CMD",
+        help="also replay with this rpctape (e.g. an older build), alternating: before and after",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         metavar="PREFIX",
@@ -442,7 +452,9 @@ async def measure(args: argparse.Namespace, tmp: Path, log: Callable[[str], None
                 profile = None
                 if args.profile is not None:
                     profile = Path(f"{args.profile}-{workload}.pstats")
-                command = replay_command(args, profile)
+                replays = [("replay", replay_command(args, profile))]
+                if args.baseline_cmd:
+                    replays.append(("baseline", shlex.split(args.baseline_cmd)))
                 direct: list[tuple[str, Callable[[], Awaitable[Run]]]]
                 if workload == "stream":
                     direct = [
@@ -457,21 +469,22 @@ async def measure(args: argparse.Namespace, tmp: Path, log: Callable[[str], None
                     run = await asyncio.wait_for(go(), RUN_TIMEOUT)
                     res.add(workload, path, run)
                     log(f"{workload} {path:7} #{rep + 1}: {_describe(run)}")
-                proc, url, took = await start_replay(command, cassette)
-                res.startup.setdefault(workload, []).append(took)
-                try:
-                    if workload == "stream":
-                        run = await asyncio.wait_for(
-                            run_stream(url, n, proc.pid, sent[-1]), RUN_TIMEOUT
-                        )
-                    else:
-                        run = await asyncio.wait_for(
-                            run_pairs(url, n, proc.pid, replied), RUN_TIMEOUT
-                        )
-                finally:
-                    await stop(proc)
-                res.add(workload, "replay", run)
-                log(f"{workload} replay  #{rep + 1}: {_describe(run)} (startup {took:.3f}s)")
+                for path, command in replays:
+                    proc, url, took = await start_replay(command, cassette)
+                    res.startup.setdefault((workload, path), []).append(took)
+                    try:
+                        if workload == "stream":
+                            run = await asyncio.wait_for(
+                                run_stream(url, n, proc.pid, sent[-1]), RUN_TIMEOUT
+                            )
+                        else:
+                            run = await asyncio.wait_for(
+                                run_pairs(url, n, proc.pid, replied), RUN_TIMEOUT
+                            )
+                    finally:
+                        await stop(proc)
+                    res.add(workload, path, run)
+                    log(f"{workload} {path:7} #{rep + 1}: {_describe(run)} (startup {took:.3f}s)")
     finally:
         await stop(minimal)
     return res
