@@ -654,3 +654,9 @@ def test_matches_fast_path_examples() -> None:
     assert not matches(live({"id": "x", "method": "a", "params": {"n": 2}}), rec, RULES)
     assert matches(live({"id": "x", "method": "a", "params": {"n": 1.0}}), rec, RULES)  # slowly
     assert not matches(live({"method": "a", "params": {"n": 1}}), rec, RULES)  # notification
+
+
+@given(text=st.text(max_size=30) | json_texts())
+def test_live_text_is_live_of_the_decoded_text(text: str) -> None:
+    """A text frame prepared from its UTF-8 bytes is the frame prepared from its text."""
+    assert Frame.live_text(text.encode()) == Frame.live(text)

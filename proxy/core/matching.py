@@ -181,6 +181,12 @@ class Frame:
         return cls(data, False, _BINARY)
 
     @classmethod
+    def live_text(cls, raw: bytes) -> Frame:
+        """A text frame received from the live client, as its UTF-8 bytes (checked by the
+        caller): :meth:`live` of ``raw.decode()``, without decoding and encoding again."""
+        return cls(raw, True, parse(raw))
+
+    @classmethod
     def recorded(cls, event: Event) -> Frame:
         """A recorded ``text`` or ``binary`` event."""
         data = frame_of(event)

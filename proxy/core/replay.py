@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, NamedTuple, TypeVar, overload
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -118,30 +118,6 @@ def _marked_id_slots(msg: dict[str, Any], data: bytes) -> tuple[bytes, bytes] | 
     return id_slots(data)
 
 
-_T = TypeVar("_T")
-
-
-class _once(Generic[_T]):
-    """:func:`functools.cached_property` without the lock it takes on every first access
-    before Python 3.12 (about 0.6 us, and replay reads each recorded frame once)."""
-
-    def __init__(self, func: Callable[[Any], _T]) -> None:
-        self.func = func
-        self.name = func.__name__
-        self.__doc__ = func.__doc__
-
-    @overload
-    def __get__(self, obj: None, owner: type) -> _once[_T]: ...
-    @overload
-    def __get__(self, obj: object, owner: type) -> _T: ...
-    def __get__(self, obj: object, owner: type) -> _T | _once[_T]:
-        if obj is None:
-            return self
-        value: _T = self.func(obj)
-        obj.__dict__[self.name] = value
-        return value
-
-
 @dataclass(frozen=True)
 class Item:
     """One recorded frame of a connection, with what the planner needs to know about it."""
@@ -166,9 +142,10 @@ class Item:
         seq: int = self.event["seq"]
         return seq
 
-    @_once
+    @property
     def id_slots(self) -> tuple[bytes, bytes] | None:
-        """The frame cut around its ``id`` value, to put a live id in (found once)."""
+        """The frame cut around its ``id`` value, to put a live id in (found each time: a
+        reply is planned once, and keeping the cut would cost more than finding it)."""
         msg = self.event.get("msg")
         if "raw" not in self.event and isinstance(msg, dict) and "id" in msg:
             # The frame is orjson's writing of msg. Most replies begin with their id: then
@@ -577,6 +554,10 @@ class ConnectionReplay:
         self._deferred: list[int] = []
         self._misses: list[Miss] = []
         self._closing = False
+        close = recorded.close
+        self._closes = close is not None and close.get("by") == "server"
+        """Whether the recorded server closed (else :meth:`_maybe_close` never closes)."""
+        self._strict = options.match is MatchOrder.STRICT
         self._cursor = 0
         self.repeats = 0
         """Live requests answered again by an already used recording (allow_playback_repeats)."""
@@ -590,8 +571,12 @@ class ConnectionReplay:
 
     def receive(self, data: str | bytes) -> Step:
         """A live client frame (``str`` text, ``bytes`` binary): match it, plan the reply."""
+        return self.receive_frame(Frame.live(data))
+
+    def receive_frame(self, frame: Frame) -> Step:
+        """:meth:`receive` for a frame already prepared (:meth:`Frame.live_text`: the bytes of
+        a text frame as they came, not decoded and encoded again)."""
         self.received += 1
-        frame = Frame.live(data)
         for index in self._candidates():
             item = self.recorded.items[index]
             assert item.frame is not None
@@ -620,7 +605,7 @@ class ConnectionReplay:
         return client[self._cursor] if self._cursor < len(client) else None
 
     def _candidates(self) -> list[int]:
-        if self.options.match is MatchOrder.STRICT:
+        if self._strict:
             nxt = self._next_client()
             return [] if nxt is None else [nxt]
         return [i for i in self.recorded.client if i not in self._matched]
@@ -703,7 +688,8 @@ class ConnectionReplay:
         """Once everything is replayed, close as the recorded server did (if it did)."""
         close = self.recorded.close
         if (
-            self._closing
+            not self._closes
+            or self._closing
             or close is None
             or close.get("by") != "server"
             or len(self._matched) < len(self.recorded.client)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from websockets.frames import CloseCode
 
 from ..core.jsonrpc import Message
+from ..core.matching import Frame
 from ..core.ordering import Ordering
 from ..core.replay import Close, ConnectionReplay, Outgoing, Step
 from .legs import ClosePlan, Leg, Party
@@ -83,13 +84,16 @@ class RecordedLeg(Leg):
         if not self.is_open:
             return False
         for is_text, payload in messages:
-            data: str | bytes = payload
             if is_text:
                 try:
-                    data = payload.decode()
+                    payload.decode()  # a websocket leg checked it; a stdio line may not be UTF-8
                 except UnicodeDecodeError:
-                    data = payload  # a stdio line that is not UTF-8: only a binary frame matches
-            step = self.replay.receive(data)
+                    frame = Frame.live(payload)  # then only a binary frame matches
+                else:
+                    frame = Frame.live_text(payload)
+            else:
+                frame = Frame.live(payload)
+            step = self.replay.receive_frame(frame)
             if step.matched is not None and self.gate is not None:
                 self.gate.ordering.done(self.replay.recorded.items[step.matched].seq)
             self._take(step)
