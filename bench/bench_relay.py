@@ -5,11 +5,16 @@ made by ``bench/setup.sh``)::
 
     bash bench/setup.sh && .venv/bin/python bench/bench_relay.py --markdown
 
-Three paths carry the same workloads, side by side in one run:
+Four paths carry the same workloads, side by side in one run:
 
 - ``direct``: client -> upstream;
 - ``rpctape``: client -> ``rpctape record`` -> upstream (cassette in a temporary directory);
-- ``mitmproxy``: client -> ``mitmdump --mode reverse:...`` -> upstream.
+- ``mitmproxy``: client -> ``mitmdump --mode reverse:...`` -> upstream;
+- ``floor``: client -> ``bench/forwarder.py`` -> upstream, a Python byte pipe that appends what it
+  forwards to a file and parses nothing: the cost of one more Python process on the path, which
+  no recording proxy in Python goes below (``--no-floor`` skips it);
+- ``--also NAME=CMD``: more recording proxies, each run as ``CMD record ...`` (another checkout's
+  rpctape, or this one on another event loop), to compare variants in the same run.
 
 The upstream (``bench/upstream.py``), each proxy and this client are separate processes, so no
 two of them share an event loop. Workloads, each repeated ``--repeat`` times, median reported:
@@ -57,8 +62,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKLOAD_TIMEOUT = 300.0
 """Seconds one workload run may take before the benchmark gives up on that path."""
 
-TARGET_VS_DIRECT = 0.5
-TARGET_VS_MITM = 10.0
+TARGET_VS_DIRECT = 0.7
+TARGET_VS_MITM = 15.0
+TARGET_ADDED_RTT_US = 60.0
+"""Issue 9's targets: throughput against direct and mitmproxy, added median round trip."""
 
 
 # ---------------------------------------------------------------- processes
@@ -552,9 +559,29 @@ def ratio_lines(results: dict[str, PathResult]) -> list[str]:
         ratio = ours / other
         verdict = "meets" if ratio >= target else "MISSES"
         out.append(f"rpctape / {label} throughput: {ratio:.2f} ({verdict} target >= {target:g})")
-    if rtt("rpctape") is not None and rtt("direct") is not None:
-        added = rtt("rpctape") - rtt("direct")  # type: ignore[operator]
-        out.append(f"rpctape adds {added:.0f} us to the median round trip")
+    direct_rtt = rtt("direct")
+    ours_rtt = rtt("rpctape")
+    if ours_rtt is not None and direct_rtt is not None:
+        added = ours_rtt - direct_rtt
+        verdict = "meets" if added <= TARGET_ADDED_RTT_US else "MISSES"
+        out.append(
+            f"rpctape adds {added:.0f} us to the median round trip "
+            f"({verdict} target <= {TARGET_ADDED_RTT_US:g} us)"
+        )
+    for name in results:
+        if name in ("direct", "rpctape", "mitmproxy"):
+            continue
+        what = (
+            "floor (bench/forwarder.py: a Python byte pipe that appends what it forwards, "
+            "no parsing)"
+            if name == "floor"
+            else name
+        )
+        other_rate, other_rtt = rate(name), rtt(name)
+        if other_rate is not None and direct is not None:
+            out.append(f"{name} / direct throughput: {other_rate / direct:.2f}")
+        if other_rtt is not None and direct_rtt is not None:
+            out.append(f"{what} adds {other_rtt - direct_rtt:.0f} us to the median round trip")
     return out
 
 
@@ -614,6 +641,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mitm-pings", type=int, default=2_000, help="round trips per mitmproxy run")
     p.add_argument("--repeat", type=int, default=3, help="runs per workload and path (median)")
     p.add_argument("--no-mitm", action="store_true", help="skip mitmproxy")
+    p.add_argument(
+        "--no-floor", action="store_true", help="skip the byte-pipe floor (bench/forwarder.py)"
+    )
+    p.add_argument(
+        "--also",
+        metavar="NAME=CMD",
+        action="append",
+        default=[],
+        help="one more recording proxy path: CMD is run with rpctape record's arguments\n"
+        "(e.g. another checkout's rpctape, or the same with another event loop); repeatable",
+    )
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument(
         "--rpctape-cmd",
@@ -702,6 +740,52 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
+        for spec in args.also:
+            name, _, cmd = spec.partition("=")
+            if not name or not cmd:
+                raise SystemExit(f"--also {spec!r}: expected NAME=CMD")
+            also_cassette = tmp / f"{name}.jsonl"
+            also = procs.start(
+                name,
+                [*shlex.split(cmd), "record", "--upstream", upstream_url, "--listen",
+                 "ws://127.0.0.1:0", "--cassette", str(also_cassette)],
+                cwd=str(ROOT),
+            )  # fmt: skip
+            also_url = read_line(also.proc, name, 30).removeprefix("listening on ")
+            log(f"{name} {also_url} (pid {also.pid})")
+            targets.append(
+                Target(
+                    PathResult(name, also.pid, args.messages, args.pings),
+                    also_url,
+                    upstream.pid,
+                    Durability(also_cassette),
+                )
+            )
+
+        if args.no_floor:
+            log("floor: skipped (--no-floor)")
+        else:
+            floor = procs.start(
+                "floor",
+                [
+                    sys.executable,
+                    str(BENCH / "forwarder.py"),
+                    "--upstream",
+                    upstream_url,
+                    "--file",
+                    str(tmp / "floor.bytes"),
+                ],
+            )
+            floor_url = read_line(floor.proc, "floor", 30).removeprefix("listening on ")
+            log(f"floor {floor_url} (pid {floor.pid})")
+            targets.append(
+                Target(
+                    PathResult("floor", floor.pid, args.messages, args.pings),
+                    floor_url,
+                    upstream.pid,
+                )
+            )
+
         mitm: Started | None = None
         if args.no_mitm:
             log("mitmproxy: skipped (--no-mitm)")
@@ -747,6 +831,13 @@ def main(argv: list[str] | None = None) -> int:
     lines += [""]
     lines += [f"- {x}" if args.markdown else x for x in ratio_lines({r.name: r for r in results})]
     lines += [f"- {x}" if args.markdown else x for x in cassette_lines(cassette_report)]
+    lost = [
+        f"{t.result.name}: {failure}"
+        for t in targets
+        if t.result.name != "rpctape" and t.durability is not None
+        for failure in t.durability.failures
+    ]
+    lines += [f"- durability failure: {x}" if args.markdown else x for x in lost]
     lines += [f"- {x}" if args.markdown else x for x in machine()]
     lines += [
         f"- {r.name}: {r.error}" if args.markdown else f"{r.name}: {r.error}"
@@ -756,7 +847,11 @@ def main(argv: list[str] | None = None) -> int:
     if not any(r.name == "mitmproxy" for r in results):
         lines.append("mitmproxy: not measured (see above); the other paths ran")
     print("\n".join(lines))
-    failed = any(r.error for r in results) or not (cassette_report and cassette_report.complete)
+    failed = (
+        any(r.error for r in results)
+        or not (cassette_report and cassette_report.complete)
+        or bool(lost)
+    )
     return 1 if failed else 0
 
 

@@ -36,6 +36,7 @@ from .core.timeline import describe, follow, select, styled, summary
 from .errors import CassetteError, CassetteWriteError, MissingExtra, RpctapeError, UsageError
 from .wire.relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
 from .wire.replay_server import ReplayServer
+from .wire.upstream import describe_connect_error
 
 if TYPE_CHECKING:
     from .codex.schema import Validator
@@ -970,7 +971,7 @@ def client(
         raise _fail(exc) from None
     except OSError as exc:
         raise _fail(
-            f"cannot reach {' '.join(argv)}: {exc.strerror or exc}",
+            f"cannot reach {' '.join(argv)}: {describe_connect_error(exc)}",
             "Is the app-server running and the URL right?",
         ) from None
     except RpctapeError as exc:

@@ -69,8 +69,8 @@ class ScriptedUpstream:
         try:
             async for frame in ws:
                 frames.append(frame)
-                if isinstance(frame, str) and frame.startswith('{"id"'):
-                    msg = orjson.loads(frame)
+                msg = _request_or_answer(frame)
+                if msg is not None:
                     if "method" not in msg:
                         self.answers.append((time.monotonic(), msg))
                         continue
@@ -107,3 +107,15 @@ class ScriptedUpstream:
             rcvd = ws.protocol.close_rcvd
             self.closes.append((rcvd.code, rcvd.reason) if rcvd else (None, ""))
             self.closed.set()
+
+
+def _request_or_answer(frame: str | bytes) -> dict[str, Any] | None:
+    """A text frame that is a JSON object with an ``id`` first, or ``None`` (echoed as it is):
+    anything else, including JSON orjson refuses (a lone surrogate escape), is just echoed."""
+    if not isinstance(frame, str) or not frame.startswith('{"id"'):
+        return None
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None
+    return msg if isinstance(msg, dict) else None

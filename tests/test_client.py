@@ -103,7 +103,7 @@ async def test_client_command_unreachable_url() -> None:
     code, out, err = await run_cli("ws://127.0.0.1:9", "--prompt", "x")
     assert (code, out) == (2, "")
     assert err == (
-        "rpctape: error: cannot reach ws://127.0.0.1:9: Connect call failed ('127.0.0.1', 9). "
+        "rpctape: error: cannot reach ws://127.0.0.1:9: Connection refused. "
         "Is the app-server running and the URL right?\n"
     )
 

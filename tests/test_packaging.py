@@ -94,7 +94,7 @@ def test_lowest_constraints_pin_every_lower_end() -> None:
     ]
     assert lines[9:] == [
         f"{name}=={locked[name]}"
-        for name in ("pytest", "pytest-asyncio", "pytest-timeout", "hypothesis")
+        for name in ("pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "uvloop")
     ]
 
 

@@ -13,6 +13,8 @@ from proxy.core.cassette import CassetteWriter, frame_of, load
 from proxy.core.jsonrpc import Direction
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor, marker
+from proxy.errors import CassetteWriteError
+from tests.faults import fail_writes_after
 
 C2S, S2C = Direction.C2S, Direction.S2C
 
@@ -233,6 +235,25 @@ def test_record_frames_writes_a_batch_in_one_line_set(tmp_path: Path) -> None:
     assert [frame_of(e) for e in events[:3]] == [f for _, f in frames[:3]]
     assert events[3]["msg"] == {"id": 0, "result": {"token": marker("s")}}
     assert rec.frames[S2C] == 4
+
+
+def test_a_batch_whose_write_failed_is_not_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counters (the summary's "N frame(s)") hold exactly the frames in the file: a batch
+    the disk refused is not counted, nor anything after it."""
+    path = tmp_path / "c.jsonl"
+    writer = CassetteWriter(path, {"rpctape": 1})
+    rec = make_recorder(writer)
+    conn = rec.new_connection()
+    fail_writes_after(monkeypatch, 1)
+    rec.record_frames(conn, S2C, [(True, b'{"method":"a"}'), (False, b"\x00")])
+    with pytest.raises(CassetteWriteError):
+        rec.record_frames(conn, S2C, [(True, b'{"method":"b"}'), (True, b'{"method":"c"}')])
+    with pytest.raises(CassetteWriteError):
+        rec.binary(conn, C2S, b"\x01")
+    assert (rec.frames[C2S], rec.frames[S2C]) == (0, 2)
+    assert len(load(path).frames(conn)) == 2
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,23 @@ async def test_frames_forwarded_verbatim_and_recorded(
     assert [e["raw"] for e in events(tape, "text") if "raw" in e] == [sent[1], sent[1]]
 
 
+async def test_lone_surrogate_request_is_echoed_and_recorded_raw(
+    relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
+) -> None:
+    """A request orjson refuses (a lone surrogate escape) goes through both ways and is kept
+    as raw text; the scripted upstream echoes it instead of failing on it."""
+    frame = '{"id":3,"method":"x","params":"\\ud800"}'
+    async with relay() as url, connect(url) as ws:
+        await ws.send(frame)
+        assert await ws.recv() == frame
+    assert upstream.received == [[frame]]
+    texts = events(load(cassette_path), "text")
+    assert [(e["dir"], e["type"], e["raw"], "msg" in e) for e in texts] == [
+        ("c2s", "request", frame, False),
+        ("s2c", "request", frame, False),
+    ]
+
+
 async def test_garbage_binary_batch_and_invalid_utf8(
     relay: RelayFactory, upstream: ScriptedUpstream, cassette_path: Path
 ) -> None:

@@ -66,6 +66,11 @@ def frame_of(event: Event) -> bytes:
     return orjson.dumps(event["msg"])
 
 
+def event_lines(events: Iterable[Event]) -> bytes:
+    """``events`` as cassette lines: compact JSON, one per line, each ending in ``\\n``."""
+    return b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
+
+
 class CassetteWriter:
     """Appends cassette lines to a file created with mode 0600.
 
@@ -134,9 +139,7 @@ class CassetteWriter:
 
     def append(self, events: Iterable[Event]) -> None:
         """Write ``events`` as lines, in one system call when possible."""
-        self.append_lines(
-            b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
-        )
+        self.append_lines(event_lines(events))
 
     def append_lines(self, data: bytes) -> None:
         """Write already serialised lines (each ending in ``\\n``) in one system call.

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .cassette import CassetteWriter, Event
+from .cassette import CassetteWriter, Event, event_lines
 from .jsonrpc import NOT_JSON, Direction, MessageType, Pairing, Parsed, lenient_loads, parse
 from .redact import Redactor
 
@@ -60,7 +60,10 @@ class Recorder:
         self._conns = max((e["conn"] for e in after), default=0)
         self._pairing: dict[int, Pairing] = {}
         self.frames: Counter[Direction] = Counter()
-        """Frames recorded per direction."""
+        """Frames recorded per direction: only those whose lines were written (a batch whose
+        write failed is not counted)."""
+        self._unwritten: Counter[Direction] = Counter()
+        """Frames whose events are built but whose lines are not written yet."""
         self.open_connections = 0
 
     @property
@@ -84,8 +87,7 @@ class Recorder:
         }
 
     def _write(self, events: Iterable[Event]) -> None:
-        if self.writer is not None:
-            self.writer.append(events)
+        self._write_lines(event_lines(events))
 
     def open(
         self,
@@ -145,8 +147,16 @@ class Recorder:
         return events
 
     def _write_lines(self, data: bytes) -> None:
-        if self.writer is not None:
-            self.writer.append_lines(data)
+        """Append lines; then the frames among them count as recorded (see :attr:`frames`)."""
+        try:
+            if self.writer is not None:
+                self.writer.append_lines(data)
+        except BaseException:
+            self._unwritten.clear()
+            raise
+        if self._unwritten:
+            self.frames.update(self._unwritten)
+            self._unwritten.clear()
 
     def _text(self, conn: int, direction: Direction, raw: bytes) -> tuple[Event, bytes]:
         """The event of one text frame and its cassette line; advances pairing and counters."""
@@ -177,37 +187,44 @@ class Recorder:
 
         ``extra`` adds fields (what rules did); a ``delivered`` message in it is redacted too.
         """
-        fields: dict[str, Any] = {"dir": direction.value, "type": parsed.type.value}
+        # The event is built in place, in its field order (seq, t, conn, kind, dir, type, ...):
+        # this runs for every frame the relay forwards.
+        self._seq += 1
+        event: Event = {
+            "seq": self._seq,
+            "t": round(self._clock() - self._start, 6),
+            "conn": conn,
+            "kind": "text",
+            "dir": direction.value,
+            "type": parsed.type.value,
+        }
         if parsed.method is not None:
-            fields["method"] = parsed.method
+            event["method"] = parsed.method
         if response_to is not None:
-            fields["response_to"] = response_to
+            event["response_to"] = response_to
         if extra:
-            fields.update(extra)
+            event.update(extra)
             if "delivered" in extra and self.redactor.enabled:
-                fields["delivered"] = self.redactor.redact_json(extra["delivered"])[0]
+                event["delivered"] = self.redactor.redact_json(extra["delivered"])[0]
         if self.validator is not None and parsed.has_msg:
-            self._validate(fields, direction, raw, parsed.msg, response_to)
-        self.frames[direction] += 1
+            self._validate(event, direction, raw, parsed.msg, response_to)
+        self._unwritten[direction] += 1
         if self.redactor.might_redact(raw):
             redacted = self._redact(raw, parsed)
             if redacted is not None:
-                msg, text, fields["redacted"] = redacted
+                msg, text, event["redacted"] = redacted
                 if text is not None:
-                    fields["raw"] = text
-                event = self._event(conn, "text", fields)
+                    event["raw"] = text
                 if msg is not _ABSENT:
                     event["msg"] = msg
                 return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
         if parsed.exact:
             # The frame is exactly orjson.dumps(msg), so it is compact JSON on one line:
             # splice it in instead of serialising it again.
-            event = self._event(conn, "text", fields)
             head = orjson.dumps(event)
             event["msg"] = parsed.msg
             return event, b"".join((head[:-1], b',"msg":', raw, b"}\n"))
-        fields["raw"] = raw.decode()
-        event = self._event(conn, "text", fields)
+        event["raw"] = raw.decode()
         if parsed.has_msg:
             event["msg"] = parsed.msg
         return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
@@ -291,7 +308,7 @@ class Recorder:
         return event
 
     def _binary_event(self, conn: int, direction: Direction, data: bytes) -> Event:
-        self.frames[direction] += 1
+        self._unwritten[direction] += 1
         b64 = base64.b64encode(data).decode("ascii")
         return self._event(conn, "binary", {"dir": direction.value, "b64": b64})
 

@@ -22,6 +22,7 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from websockets.exceptions import SecurityError
 from websockets.frames import Close, CloseCode, Frame, Opcode
@@ -206,8 +207,8 @@ class WebSocketLeg(Leg, asyncio.Protocol):
     # asyncio.Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not isinstance: uvloop's transports do not derive from asyncio's classes.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.ws.receive_data(data)
@@ -528,13 +529,10 @@ class ChildLeg(LineLeg, asyncio.SubprocessProtocol):
     # asyncio.SubprocessProtocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self.transport = transport
-        stdin = transport.get_pipe_transport(0)
-        stdout = transport.get_pipe_transport(1)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        assert isinstance(stdout, asyncio.ReadTransport)
-        self._stdin, self._stdout = stdin, stdout
+        # Casts, not isinstance: uvloop's transports do not derive from asyncio's classes.
+        self.transport = cast(asyncio.SubprocessTransport, transport)
+        self._stdin = cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0))
+        self._stdout = cast(asyncio.ReadTransport, self.transport.get_pipe_transport(1))
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:

@@ -12,6 +12,7 @@ import asyncio
 import enum
 import os
 import shlex
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,6 +132,9 @@ def describe_connect_error(exc: BaseException) -> str:
         return f"upstream answered HTTP {exc.response.status_code}"
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, OSError) and exc.errno and not isinstance(exc, socket.gaierror):
+        # The system's words ("Connection refused"), not asyncio's "Connect call failed (...)".
+        return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
 
 
