@@ -215,7 +215,7 @@ class RecordedConnection:
                 continue
             if kind not in ("text", "binary"):
                 continue
-            direction = Direction(event["dir"])
+            direction = _DIRECTIONS.get(event["dir"]) or Direction(event["dir"])
             seen = _as_the_server_saw_it(event, direction)
             if seen is None:
                 continue
@@ -224,9 +224,10 @@ class RecordedConnection:
             gap = 0.0 if last_t is None else max(0.0, t - last_t)
             last_t = t
             index = len(items)
-            mtype = (
-                MessageType(event.get("type", "invalid")) if kind == "text" else MessageType.INVALID
-            )
+            mtype = MessageType.INVALID
+            if kind == "text":
+                name = event.get("type", "invalid")
+                mtype = _TYPES.get(name) or MessageType(name)
             answers = None
             msg = event.get("msg")
             if isinstance(msg, dict) and mtype is not MessageType.INVALID and "id" in msg:
@@ -255,6 +256,12 @@ class RecordedConnection:
     def first_client_frame(self) -> Frame | None:
         """The first recorded client frame (what ``new_episodes`` compares), if any."""
         return self.items[self.client[0]].frame if self.client else None
+
+
+_DIRECTIONS = {d.value: d for d in Direction}
+_TYPES = {t.value: t for t in MessageType}
+"""Looked up per recorded frame when a cassette is loaded (an enum call costs ten times more);
+an unknown name still goes to the enum, which raises as before."""
 
 
 def _as_the_server_saw_it(event: Event, direction: Direction) -> Event | None:
