@@ -22,7 +22,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -162,9 +162,9 @@ class Rules:
         return cls(frozenset(DEFAULT_IGNORE if defaults else ()) | extra, parse_match_on(match_on))
 
 
-@dataclass(frozen=True)
-class Frame:
-    """A client frame prepared for matching: text (parsed) or binary."""
+class Frame(NamedTuple):
+    """A client frame prepared for matching: text (parsed) or binary. (A named tuple: one is
+    made per live client message and per recorded one.)"""
 
     data: bytes
     text: bool

@@ -492,12 +492,12 @@ class ReplayReport:
             raise ReplayMismatch(self.render())
 
 
-@dataclass(frozen=True)
-class LiveId:
+class LiveId(NamedTuple):
     """The id of a live client request: its value and its text exactly as the client sent it.
 
     A replayed reply carries the text verbatim (``2**70`` stays an integer, ``"a\\u00e9"``
-    keeps its escape), spliced in place of the recorded id so every other byte is kept.
+    keeps its escape), spliced in place of the recorded id so every other byte is kept. (A
+    named tuple: one is made per live request.)
     """
 
     value: Any
