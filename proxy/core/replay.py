@@ -152,8 +152,11 @@ class Item:
             # the cut is right after it; else write msg again with a marker for the id.
             data = self.data
             if next(iter(msg)) == "id":
-                with contextlib.suppress(TypeError):
+                try:
                     head = _ID_HEAD + orjson.dumps(msg["id"])
+                except TypeError:
+                    pass
+                else:
                     if data.startswith(head):
                         return _ID_HEAD, data[len(head) :]
             return _marked_id_slots(msg, data)
