@@ -15,8 +15,9 @@ Each workload is also run, with the same client loop, against ``bench/minimal_se
 own process, websockets' asyncio server): ``minimal`` sends the frames the replay sends,
 pre-encoded; ``echo`` sends each request back; ``remap`` answers each request with the
 recorded reply, its id replaced (the least work a replay has to do). The paths alternate
-within each repeat so drift hits them alike; medians and ranges (min-max) over ``--repeat``
-runs are reported. Each replay run is a fresh ``rpctape replay`` (stopped with SIGTERM): its
+within each repeat so drift hits them alike (the pairs paths take turns every ``--chunk``
+round trips over connections open side by side); medians and ranges (min-max) over
+``--repeat`` runs are reported. Each replay run is a fresh ``rpctape replay`` (stopped with SIGTERM): its
 startup (load and plan the cassette, until ``listening on``) is measured too.
 
 - real: the same client session (initialize, then ``--frames`` / 2 - 1 ``model/list`` round
@@ -42,9 +43,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import orjson
@@ -206,6 +206,49 @@ async def run_pairs(url: str, n: int, pid: int, check: Callable[[int, str, str],
         took = time.perf_counter() - start_t
         cpu, me = cpu_seconds(pid) - cpu0, cpu_seconds(os.getpid()) - me0
         return Run(took, 2 * (n // 2), cpu, me, rtts)
+
+
+@dataclass
+class PairsPath:
+    """One path of the interleaved pairs workload: where, which process, how to check."""
+
+    name: str
+    url: str
+    pid: int
+    check: Callable[[int, str, str], bool]
+
+
+async def run_pairs_interleaved(paths: list[PairsPath], n: int, chunk: int) -> dict[str, Run]:
+    """``n // 2`` requests on each path, one at a time, the paths taking turns every
+    ``chunk`` round trips over connections open side by side: a slow spell of the machine
+    hits every path alike. Each path's time and server CPU are summed over its turns."""
+    async with contextlib.AsyncExitStack() as stack:
+        conns = [
+            await stack.enter_async_context(
+                connect(p.url, max_size=None, compression=None, ping_interval=None)
+            )
+            for p in paths
+        ]
+        clock = time.perf_counter_ns
+        rtts: dict[str, list[float]] = {p.name: [] for p in paths}
+        took = dict.fromkeys(rtts, 0.0)
+        cpu = dict.fromkeys(rtts, 0.0)
+        me = dict.fromkeys(rtts, 0.0)
+        for first in range(0, n // 2, chunk):
+            for path, ws in zip(paths, conns, strict=True):
+                cpu0, me0, t_start = cpu_seconds(path.pid), cpu_seconds(os.getpid()), clock()
+                for i in range(first, min(first + chunk, n // 2)):
+                    request = f'{{"id":"r{i}","method":"thread/read","params":{{"n":{i}}}}}'
+                    t0 = clock()
+                    await ws.send(request)
+                    reply = await ws.recv()
+                    rtts[path.name].append((clock() - t0) / 1000)
+                    if not isinstance(reply, str) or not path.check(i, request, reply):
+                        raise RuntimeError(f"{path.name}: unexpected reply {i}: {reply!r:.120}")
+                took[path.name] += (clock() - t_start) / 1e9
+                cpu[path.name] += cpu_seconds(path.pid) - cpu0
+                me[path.name] += cpu_seconds(os.getpid()) - me0
+    return {name: Run(took[name], 2 * (n // 2), cpu[name], me[name], rtts[name]) for name in rtts}
 
 
 def replied(i: int, request: str, reply: str) -> bool:
@@ -397,6 +440,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--frames", type=int, default=20_000, help="notifications; pairs x2")
     p.add_argument("--repeat", type=int, default=5, help="runs per workload and path")
+    p.add_argument(
+        "--chunk", type=int, default=250, help="pairs: round trips per turn of each path"
+    )
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--no-real", action="store_true", help="skip the real app-server")
     p.add_argument("--only", choices=("stream", "pairs"), help="run one workload only")
@@ -455,39 +501,61 @@ async def measure(args: argparse.Namespace, tmp: Path, log: Callable[[str], None
                 replays = [("replay", replay_command(args, profile))]
                 if args.baseline_cmd:
                     replays.append(("baseline", shlex.split(args.baseline_cmd)))
-                direct: list[tuple[str, Callable[[], Awaitable[Run]]]]
-                if workload == "stream":
-                    direct = [
-                        ("minimal", partial(run_stream, f"{base}/stream", n, minimal.pid, sent[-1]))
-                    ]
-                else:
-                    direct = [
-                        ("echo", partial(run_pairs, f"{base}/echo", n, minimal.pid, echoed)),
-                        ("remap", partial(run_pairs, f"{base}/remap", n, minimal.pid, remapped)),
-                    ]
-                for path, go in direct:
-                    run = await asyncio.wait_for(go(), RUN_TIMEOUT)
-                    res.add(workload, path, run)
-                    log(f"{workload} {path:7} #{rep + 1}: {_describe(run)}")
+                if workload == "pairs":
+                    await pairs_repeat(res, replays, cassette, base, minimal.pid, args, rep, log)
+                    continue
+                run = await asyncio.wait_for(
+                    run_stream(f"{base}/stream", n, minimal.pid, sent[-1]), RUN_TIMEOUT
+                )
+                res.add(workload, "minimal", run)
+                log(f"stream minimal #{rep + 1}: {_describe(run)}")
                 for path, command in replays:
                     proc, url, took = await start_replay(command, cassette)
                     res.startup.setdefault((workload, path), []).append(took)
                     try:
-                        if workload == "stream":
-                            run = await asyncio.wait_for(
-                                run_stream(url, n, proc.pid, sent[-1]), RUN_TIMEOUT
-                            )
-                        else:
-                            run = await asyncio.wait_for(
-                                run_pairs(url, n, proc.pid, replied), RUN_TIMEOUT
-                            )
+                        run = await asyncio.wait_for(
+                            run_stream(url, n, proc.pid, sent[-1]), RUN_TIMEOUT
+                        )
                     finally:
                         await stop(proc)
                     res.add(workload, path, run)
-                    log(f"{workload} {path:7} #{rep + 1}: {_describe(run)} (startup {took:.3f}s)")
+                    log(f"stream {path:7} #{rep + 1}: {_describe(run)} (startup {took:.3f}s)")
     finally:
         await stop(minimal)
     return res
+
+
+async def pairs_repeat(
+    res: Results,
+    replays: list[tuple[str, list[str]]],
+    cassette: Path,
+    base: str,
+    minimal_pid: int,
+    args: argparse.Namespace,
+    rep: int,
+    log: Callable[[str], None],
+) -> None:
+    """One repeat of the pairs workload: fresh replays, every path interleaved."""
+    started: list[asyncio.subprocess.Process] = []
+    try:
+        paths = [
+            PairsPath("echo", f"{base}/echo", minimal_pid, echoed),
+            PairsPath("remap", f"{base}/remap", minimal_pid, remapped),
+        ]
+        for name, command in replays:
+            proc, url, took = await start_replay(command, cassette)
+            started.append(proc)
+            res.startup.setdefault(("pairs", name), []).append(took)
+            paths.append(PairsPath(name, url, proc.pid, replied))
+        runs = await asyncio.wait_for(
+            run_pairs_interleaved(paths, args.frames, args.chunk), RUN_TIMEOUT
+        )
+    finally:
+        for proc in started:
+            await stop(proc)
+    for name, run in runs.items():
+        res.add("pairs", name, run)
+        log(f"pairs {name:8} #{rep + 1}: {_describe(run)}")
 
 
 def _describe(run: Run) -> str:
