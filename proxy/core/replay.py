@@ -940,6 +940,9 @@ class ReplaySession:
         self.options = options
         self.name = name
         self.recorded = recorded_connections(cassette) if cassette is not None else []
+        # One recorded connection has no order across connections to keep: its player never
+        # asks (Ordering.independent), so its messages are not listed for it.
+        ordered = self.recorded if len(self.recorded) > 1 else []
         self.ordering = Ordering.build(
             (
                 (
@@ -955,7 +958,7 @@ class ReplaySession:
                         for item in r.items
                     ],
                 )
-                for r in self.recorded
+                for r in ordered
             ),
             options.order,
         )
