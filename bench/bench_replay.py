@@ -17,8 +17,8 @@ pre-encoded; ``echo`` sends each request back; ``remap`` answers each request wi
 recorded reply, its id replaced (the least work a replay has to do). The paths alternate
 within each repeat so drift hits them alike (the pairs paths take turns every ``--chunk``
 round trips over connections open side by side); medians and ranges (min-max) over
-``--repeat`` runs are reported. Each replay run is a fresh ``rpctape replay`` (stopped with SIGTERM): its
-startup (load and plan the cassette, until ``listening on``) is measured too.
+``--repeat`` runs are reported. Each replay run is a fresh ``rpctape replay`` (stopped with
+SIGTERM): its startup (load and plan the cassette, until ``listening on``) is measured too.
 
 - real: the same client session (initialize, then ``--frames`` / 2 - 1 ``model/list`` round
   trips) timed against the real app-server 0.169.0, and replayed from a cassette recorded from
