@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, timedelta, timezone
 from typing import Any
 
@@ -19,6 +20,9 @@ from proxy.core.matching import (
     Frame,
     Preset,
     Rules,
+    _canonical,
+    _equal_at_a_glance,
+    _matches_slowly,
     cwd_pairs,
     differences,
     explain,
@@ -27,6 +31,7 @@ from proxy.core.matching import (
 )
 from proxy.core.replay import ReplayOptions
 from proxy.errors import UsageError
+from tests.frames import json_texts
 
 
 def recorded(msg: Any = None, *, raw: str | None = None, **fields: Any) -> Frame:
@@ -509,3 +514,149 @@ def test_changing_a_compared_member_always_misses(
     verdict = explain(live(got), recorded(rec), Rules.build(match_on=aspects | {Aspect.BODY}))
     assert [f.matcher for f in verdict.failures] == ["body"]
     assert [d.pointer for d in verdict.differences] == ["/params" + pointer]
+
+
+# --- the fast paths agree with the matchers -------------------------------------------------
+
+_NUMBERS = st.one_of(
+    st.integers(-3, 3),
+    st.sampled_from([0.0, -0.0, 1.0, 2.5, 2**64, 2**70, True, False]),
+)
+_VALUES = st.recursive(
+    _PLAIN | _NUMBERS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "c", "n"]), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def _canonically_equal(a: dict[str, Any], b: dict[str, Any], skip: frozenset[str]) -> bool:
+    """What _equal_at_a_glance said before it compared member by member (the oracle)."""
+    try:
+        return _canonical(a, skip) == _canonical(b, skip)
+    except TypeError:
+        return False
+
+
+def _reordered(value: Any) -> Any:
+    """``value`` with the members of every object in reverse order."""
+    if isinstance(value, dict):
+        return {k: _reordered(v) for k, v in reversed(list(value.items()))}
+    if isinstance(value, list):
+        return [_reordered(v) for v in value]
+    return value
+
+
+@st.composite
+def _similar_messages(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two messages that are often equal, or differ in one member, its type, or key order."""
+    members = st.dictionaries(
+        st.sampled_from(["params", "result", "trace", "jsonrpc", "x"]), _VALUES, max_size=3
+    )
+    a: dict[str, Any] = {"id": draw(_PLAIN), "method": "m", **draw(members)}
+    b = dict(a)
+    how = draw(st.sampled_from(["same", "reordered", "changed", "added", "removed", "id"]))
+    if how == "reordered":
+        b = _reordered(a)
+    elif how == "changed" and len(a) > 2:
+        key = draw(st.sampled_from(sorted(a)))
+        b[key] = draw(_VALUES)
+    elif how == "added":
+        b[draw(st.sampled_from(["params", "result", "y"]))] = draw(_VALUES)
+    elif how == "removed":
+        b.pop(draw(st.sampled_from(sorted(a))))
+    elif how == "id":
+        b["id"] = draw(_VALUES)
+    return a, b
+
+
+@settings(max_examples=300)
+@given(pair=_similar_messages(), rules=st.sampled_from([RULES, EXACT, Rules.build(["/x"])]))
+def test_equal_at_a_glance_member_by_member_is_the_canonical_comparison(
+    pair: tuple[dict[str, Any], dict[str, Any]], rules: Rules
+) -> None:
+    """Comparing member by member says what comparing the two sorted writings said, for
+    equal, reordered, retyped (1 and 1.0, false and 0, -0.0) and unwritable (2**70) values."""
+    a, b = pair
+    skip = rules.top_level_skip
+    assert _equal_at_a_glance(a, b, rules) is _canonically_equal(a, b, skip)
+    assert _equal_at_a_glance(b, a, rules) is _canonically_equal(b, a, skip)
+
+
+def test_equal_at_a_glance_examples() -> None:
+    """Key order and skipped members do not count; a number's type and a boolean do."""
+    msg = {"id": 1, "method": "m", "params": {"a": 1, "b": [True]}}
+    assert _equal_at_a_glance(msg, {"params": {"b": [True], "a": 1}, "trace": {}, "id": "x"}, RULES)
+    assert not _equal_at_a_glance(msg, {"params": {"a": 1.0, "b": [True]}}, RULES)
+    assert not _equal_at_a_glance(msg, {"params": {"a": 1, "b": [1]}}, RULES)
+    assert not _equal_at_a_glance(msg, {"params": {"a": 1, "b": [True]}, "x": None}, RULES)
+    assert not _equal_at_a_glance({"params": 2**70}, {"params": 2**70}, RULES)  # unwritable
+
+
+def _recorded_frame(msg: Any, kind: str = "text") -> Frame:
+    """A recorded frame as the recorder stores it: msg if orjson writes it, else raw text."""
+    if kind == "binary":
+        return recorded(kind="binary", b64=base64.b64encode(json.dumps(msg).encode()).decode())
+    try:
+        orjson.dumps(msg)
+    except TypeError:
+        return recorded(raw=json.dumps(msg))
+    return recorded(msg)
+
+
+@st.composite
+def _frame_pairs(draw: st.DrawFn) -> tuple[Frame, Frame]:
+    """A live and a recorded frame: requests, notifications, responses, binary, non-JSON."""
+    a, b = draw(_similar_messages())
+    shape = draw(st.sampled_from(["request", "notification", "response", "other"]))
+    methods = st.sampled_from(["m", "n"])
+    for msg in (a, b):
+        if shape == "notification":
+            msg.pop("id", None)
+        if shape == "response":
+            msg.pop("method", None)
+            msg["result"] = msg.pop("params", None)
+        elif draw(st.booleans()):
+            msg["method"] = draw(methods)
+    text = draw(json_texts(st.just(a))) if draw(st.booleans()) else json.dumps(a)
+    if shape == "other":
+        text = draw(st.sampled_from(["not json", "[1,2]", text]))
+    live_frame = Frame.live(text if draw(st.booleans()) else text.encode())
+    return live_frame, _recorded_frame(b, draw(st.sampled_from(["text", "text", "binary"])))
+
+
+@settings(max_examples=300)
+@given(
+    pair=_frame_pairs(),
+    rules=st.sampled_from([RULES, EXACT, Rules.build(match_on="body"), Rules.build(["/x"])]),
+)
+def test_matches_fast_path_agrees_with_the_matchers(
+    pair: tuple[Frame, Frame], rules: Rules
+) -> None:
+    """matches (with its fast path for requests and notifications that go as recorded) says
+    what running every matcher says, and what explain says."""
+    got, rec = pair
+    assert matches(got, rec, rules) is _matches_slowly(got, rec, rules)
+    assert matches(got, rec, rules) is explain(got, rec, rules).matched
+
+
+def test_matches_fast_path_examples() -> None:
+    """The fast path answers yes only when the matchers would: method differences count unless
+    match_on leaves the method out."""
+    rec = recorded({"id": 1, "method": "a", "params": {"n": 1}})
+    assert matches(live({"id": "x", "method": "a", "params": {"n": 1}}), rec, RULES)
+    assert not matches(live({"id": "x", "method": "b", "params": {"n": 1}}), rec, RULES)
+    assert matches(
+        live({"id": "x", "method": "b", "params": {"n": 1}}), rec, Rules.build(match_on="body")
+    )
+    assert not matches(live({"id": "x", "method": "a", "params": {"n": 2}}), rec, RULES)
+    assert matches(live({"id": "x", "method": "a", "params": {"n": 1.0}}), rec, RULES)  # slowly
+    assert not matches(live({"method": "a", "params": {"n": 1}}), rec, RULES)  # notification
+
+
+@given(text=st.text(max_size=30) | json_texts())
+def test_live_text_is_live_of_the_decoded_text(text: str) -> None:
+    """A text frame prepared from its UTF-8 bytes is the frame prepared from its text."""
+    assert Frame.live_text(text.encode()) == Frame.live(text)

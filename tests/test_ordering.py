@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.core.ordering import Message, Order, Ordering, thread_concerns
@@ -237,3 +237,130 @@ def test_a_faithful_replay_is_never_held(messages: list[Message], order: Order) 
         ]
         assert seqs(fresh.waiting_for(message.seq)) == expected
         assert fresh.may_send(message.conn, message.seq) is (not expected)
+
+
+# --- what the ordering may skip -------------------------------------------------------------
+
+
+def _ids_recursively(value: Any, parent: str | None = None) -> list[tuple[str, str]]:
+    """The recursive walk thread_concerns used before its stack (the oracle)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for key, member in value.items():
+            if isinstance(member, str):
+                if key in {"threadId", "turnId", "itemId"}:
+                    found.append((key.removesuffix("Id"), member))
+                elif key == "id" and parent in {"thread", "turn", "item"}:
+                    found.append((parent, member))
+            else:
+                found += _ids_recursively(member, key)
+    elif isinstance(value, list):
+        for member in value:
+            found += _ids_recursively(member, parent)
+    return found
+
+
+def _concerns_recursively(messages: list[tuple[Any, str | None]]) -> list[frozenset[str]]:
+    """thread_concerns as it was written before (the oracle)."""
+    bodies = [
+        [m.get("params"), m.get("result"), m.get("error")] if isinstance(m, dict) else None
+        for m, _ in messages
+    ]
+    owner: dict[str, str] = {}
+    for body, (_, response_to) in zip(bodies, messages, strict=True):
+        found = _ids_recursively(body)
+        threads = {i for kind, i in found if kind == "thread"}
+        if response_to in {"thread/start", "thread/resume", "thread/fork"}:
+            result = body[1] if isinstance(body, list) else None
+            thread = result.get("thread") if isinstance(result, dict) else None
+            if isinstance(thread, dict) and isinstance(thread.get("id"), str):
+                threads.add(thread["id"])
+        for thread in threads:
+            owner.setdefault(thread, thread)
+        if len(threads) == 1:
+            (only,) = threads
+            for kind, i in found:
+                if kind != "thread":
+                    owner.setdefault(i, only)
+    return [frozenset(owner[i] for _, i in _ids_recursively(b) if i in owner) for b in bodies]
+
+
+_IDS = st.sampled_from(["T", "U", "V", "I"])
+_KEYS = st.sampled_from(["threadId", "turnId", "itemId", "id", "thread", "turn", "item", "x"])
+_BODIES = st.recursive(
+    _IDS | st.integers(0, 2) | st.none(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(
+            st.fixed_dictionaries(
+                {},
+                optional={"id": st.integers(0, 3), "params": _BODIES, "result": _BODIES},
+            ),
+            st.sampled_from([None, "thread/start", "thread/fork", "turn/start"]),
+        ),
+        max_size=12,
+    )
+)
+@example([({"params": {"thread": [{"id": "T"}], "turn": {"id": "U"}}}, None)])
+def test_thread_concerns_walk_agrees_with_the_recursive_one(
+    messages: list[tuple[Any, str | None]],
+) -> None:
+    """The stack walk finds the threads the recursive walk found, for any nesting of thread,
+    turn and item ids (a list inside a thread object keeps the object as its parent)."""
+    assert thread_concerns(messages) == _concerns_recursively(messages)
+    nested = [({"params": {"thread": [{"id": "T"}], "turn": {"id": "U"}}}, None)]
+    assert thread_concerns(nested) == [frozenset({"T"})]
+
+
+@settings(max_examples=100, deadline=None)
+@given(cassettes(), st.sampled_from(list(Order)))
+def test_an_independent_connection_never_waits_nor_is_waited_for(
+    messages: list[Message], order: Order
+) -> None:
+    """independent(conn) exactly when no message of another connection shares a stream with
+    it; then, before anything happened, none of its frames waits and no other frame waits for
+    one of its messages: its player may skip the ordering."""
+    ordering = Ordering(messages, order)
+    for conn in {m.conn for m in messages}:
+        shares = any(
+            m.conn == conn
+            and o.conn != conn
+            and (order is Order.GLOBAL or (order is Order.THREAD and bool(m.threads & o.threads)))
+            for m in messages
+            for o in messages
+        )
+        assert ordering.independent(conn) is not shares
+        if ordering.independent(conn):
+            for m in messages:
+                waited = seqs(ordering.waiting_for(m.seq))
+                if m.conn == conn:
+                    assert waited == []
+                else:
+                    assert not {o.seq for o in messages if o.conn == conn} & set(waited)
+
+
+def test_independent_examples() -> None:
+    """In the rejoin both connections share thread T; a third that only warns shares nothing;
+    under order global every connection with messages shares; one connection alone never
+    builds the concerns."""
+    assert not rejoin().independent(1) and not rejoin().independent(2)
+    lone = Ordering.build(
+        [
+            (1, [(1, False, {"method": "d", "params": {"threadId": "T"}}, None, "< d")]),
+            (2, [(2, False, {"method": "d", "params": {"threadId": "T"}}, None, "< d")]),
+            (3, [(3, False, {"method": "w", "params": {"summary": "x"}}, None, "< w")]),
+        ]
+    )
+    assert [lone.independent(c) for c in (1, 2, 3)] == [False, False, True]
+    assert not rejoin(Order.GLOBAL).independent(1)
+    assert rejoin(Order.NONE).independent(1)
+    alone = Ordering.build(
+        [(1, [(1, False, {"method": "d", "params": {"threadId": "T"}}, None, "< d")])]
+    )
+    assert alone.messages[1].threads == frozenset() and alone.independent(1)

@@ -7,8 +7,11 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from proxy.core.cassette import Cassette, new_header
+from proxy.core.cassette import Cassette, frame_of, new_header
+from proxy.core.jsonrpc import Direction, MessageType, id_slots
 from proxy.core.modes import MatchOrder, OnMiss, Pace
 from proxy.core.ordering import Order
 from proxy.core.recorder import Recorder
@@ -20,11 +23,13 @@ from proxy.core.replay import (
     Close,
     ConnectionReplay,
     Handshake,
+    Item,
     Miss,
     ReplayMismatch,
     ReplayOptions,
     ReplaySession,
     Step,
+    _marked_id_slots,
     recorded_connections,
 )
 from proxy.errors import UsageError
@@ -243,7 +248,7 @@ def test_a_different_answer_to_a_server_request_ends_the_conversation() -> None:
     assert step.send == () and step.miss is not None
     assert step.close == Close(
         ANSWER_MISS_CLOSE_CODE,
-        'rpctape: response to item/commandExecution/requestApproval: /result/decision: got '
+        "rpctape: response to item/commandExecution/requestApproval: /result/decision: got "
         '"decline", recorded "accept"',
     )
     assert step.miss.render() == (
@@ -594,3 +599,55 @@ def test_pair_matching_for_new_episodes_prefers_the_client_name() -> None:
     assert session.pair_matching(session.open(), HANDSHAKE, '{"id":1,"method":"x"}') is None
     replay = session.pair_matching(session.open(), HANDSHAKE, init_named("b"))
     assert replay is not None and replay.recorded.conn == 1
+
+
+# --- the cut around a recorded reply's id ----------------------------------------------------
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6) | st.just("\x00rpctape:id\x00"),  # the marker the slow path writes
+)
+_MEMBERS = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+
+
+def _server_item(msg: dict[str, Any]) -> Item:
+    event = {"seq": 2, "t": 0.0, "conn": 1, "kind": "text", "dir": "s2c", "msg": msg}
+    return Item(0, event, Direction.S2C, MessageType.RESPONSE, 0.0, None, None, frame_of(event))
+
+
+@settings(max_examples=300)
+@given(
+    rid=_SCALARS,
+    members=st.dictionaries(st.text(max_size=6).filter(lambda k: k != "id"), _MEMBERS, max_size=4),
+    position=st.integers(0, 4),
+)
+def test_id_slots_fast_path_agrees_with_the_marker_and_the_spans(
+    rid: Any, members: dict[str, Any], position: int
+) -> None:
+    """The cut right after a leading id (the fast path) is the cut the marker rewrite and the
+    member scanner find, wherever the id stands and whatever the other members hold; the two
+    parts around the id rebuild the recorded frame byte for byte."""
+    pairs = list(members.items())
+    pairs.insert(min(position, len(pairs)), ("id", rid))
+    msg = dict(pairs)
+    item = _server_item(msg)
+    slots = item.id_slots
+    assert slots is not None
+    assert slots == _marked_id_slots(msg, item.data) == id_slots(item.data)
+    assert slots[0] + orjson.dumps(rid) + slots[1] == item.data
+
+
+def test_id_slots_examples() -> None:
+    """A leading id is cut out after ``{"id":``; a later one where it stands."""
+    assert _server_item({"id": 7, "result": {}}).id_slots == (b'{"id":', b',"result":{}}')
+    assert _server_item({"result": {"id": 1}, "id": "a"}).id_slots == (
+        b'{"result":{"id":1},"id":',
+        b"}",
+    )

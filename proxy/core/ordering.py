@@ -17,7 +17,7 @@ called by :class:`~proxy.wire.playback.RecordedLeg`).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,21 +70,33 @@ class Message:
 # --- which thread a message concerns ---------------------------------------------------------
 
 
-def _ids(value: Any, parent: str | None = None) -> Iterator[tuple[str, str]]:
+_KIND_OF = {key: key.removesuffix("Id") for key in ID_KEYS}
+
+
+def _ids(value: Any, parent: str | None = None) -> list[tuple[str, str]]:
     """``(kind, id)`` for every thread, turn or item id in ``value``: ``threadId`` members
-    and the like, and the ``id`` of a ``thread``, ``turn`` or ``item`` object."""
-    if isinstance(value, dict):
-        for key, member in value.items():
-            if isinstance(member, str):
-                if key in ID_KEYS:
-                    yield key.removesuffix("Id"), member
-                elif key == "id" and parent in OWNER_KEYS:
-                    yield parent, member
-            else:
-                yield from _ids(member, key)
-    elif isinstance(value, list):
-        for member in value:
-            yield from _ids(member, parent)
+    and the like, and the ``id`` of a ``thread``, ``turn`` or ``item`` object.
+
+    Walks with a stack, not recursive generators: it reads every message of a cassette
+    when a replay starts (the order of the pairs is not part of the answer)."""
+    found: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str | None]] = [(value, parent)]
+    while stack:
+        value, parent = stack.pop()
+        if isinstance(value, dict):
+            for key, member in value.items():
+                if isinstance(member, str):
+                    if key in _KIND_OF:
+                        found.append((_KIND_OF[key], member))
+                    elif key == "id" and parent in OWNER_KEYS:
+                        found.append((parent, member))
+                elif isinstance(member, dict | list):
+                    stack.append((member, key))
+        elif isinstance(value, list):
+            for member in value:
+                if isinstance(member, dict | list):
+                    stack.append((member, parent))
+    return found
 
 
 def _body(msg: Any) -> Any:
@@ -104,8 +116,10 @@ def thread_concerns(messages: Iterable[tuple[Any, str | None]]) -> list[frozense
     """
     listed = [(_body(msg), response_to) for msg, response_to in messages]
     owner: dict[str, str] = {}
+    every: list[list[tuple[str, str]]] = []
     for body, response_to in listed:
-        found = list(_ids(body))
+        found = _ids(body)
+        every.append(found)
         threads = {i for kind, i in found if kind == "thread"}
         if response_to in THREAD_METHODS:
             result = body[1] if isinstance(body, list) else None
@@ -119,7 +133,13 @@ def thread_concerns(messages: Iterable[tuple[Any, str | None]]) -> list[frozense
             for kind, i in found:
                 if kind != "thread":
                     owner.setdefault(i, thread)
-    return [frozenset(owner[i] for _, i in _ids(body) if i in owner) for body, _ in listed]
+    return [
+        frozenset(owner[i] for _, i in found if i in owner) if found else _NOTHING
+        for found in every
+    ]
+
+
+_NOTHING: frozenset[str] = frozenset()
 
 
 # --- the order ---------------------------------------------------------------------------
@@ -177,9 +197,11 @@ class Ordering:
         """From ``(conn, [(seq, is_client, msg, response_to, description), ...])``."""
         flat = [(conn, *m) for conn, items in connections for m in items]
         flat.sort(key=lambda m: m[1])
+        # With one connection nothing waits for another: the concerns are not needed (and
+        # reading every message for them is most of a replay's start).
         concerns = (
             [frozenset[str]()] * len(flat)
-            if order is Order.NONE
+            if order is Order.NONE or len({m[0] for m in flat}) < 2
             else thread_concerns((msg, response_to) for _, _, _, msg, response_to, _ in flat)
         )
         messages = [
@@ -198,6 +220,16 @@ class Ordering:
         return frozenset()
 
     # -- questions --
+
+    def independent(self, conn: int) -> bool:
+        """Whether recorded connection ``conn`` shares no thread (under :attr:`Order.GLOBAL`:
+        no messages at all) with another connection: then none of its frames ever waits for
+        another connection, and no other connection's frame waits for it, so its player can
+        skip the ordering altogether."""
+        mine = self._streams.get(conn, {}).keys()
+        return not any(
+            mine & streams.keys() for other, streams in self._streams.items() if other != conn
+        )
 
     def waiting_for(self, seq: int) -> list[Message]:
         """The messages on other connections server frame ``seq`` still waits for, by seq."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from websockets.frames import CloseCode
 
 from ..core.jsonrpc import Message
+from ..core.matching import Frame
 from ..core.ordering import Ordering
 from ..core.replay import Close, ConnectionReplay, Outgoing, Step
 from .legs import ClosePlan, Leg, Party
@@ -83,13 +84,16 @@ class RecordedLeg(Leg):
         if not self.is_open:
             return False
         for is_text, payload in messages:
-            data: str | bytes = payload
             if is_text:
                 try:
-                    data = payload.decode()
+                    payload.decode()  # a websocket leg checked it; a stdio line may not be UTF-8
                 except UnicodeDecodeError:
-                    data = payload  # a stdio line that is not UTF-8: only a binary frame matches
-            step = self.replay.receive(data)
+                    frame = Frame.live(payload)  # then only a binary frame matches
+                else:
+                    frame = Frame.live_text(payload)
+            else:
+                frame = Frame.live(payload)
+            step = self.replay.receive_frame(frame)
             if step.matched is not None and self.gate is not None:
                 self.gate.ordering.done(self.replay.recorded.items[step.matched].seq)
             self._take(step)
@@ -148,13 +152,22 @@ class RecordedLeg(Leg):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        loop = asyncio.get_running_loop()
+        queue, gate, replay = self._queue, self.gate, self.replay
         batch: list[Message] = []
-        while self._queue and not self._paused and self._plan is None:
-            head = self._queue[0]
-            if isinstance(head, Outgoing) and not self._may_go(head):
+        # Once per replayed frame: kept to local lookups; the cross-connection order only
+        # when there is a gate (a recorded connection that shares no thread has none).
+        while queue and not self._paused and self._plan is None:
+            head = queue[0]
+            if isinstance(head, Close):
+                queue.popleft()
+                self._due = None
+                self.deliver(batch)
+                self._finish(head)
+                return
+            if gate is not None and not self._may_go(head):
                 break
-            if isinstance(head, Outgoing) and head.delay > 0:
+            if head.delay > 0:
+                loop = asyncio.get_running_loop()
                 now = loop.time()
                 if self._due is None:
                     self._due = now + head.delay
@@ -162,16 +175,12 @@ class RecordedLeg(Leg):
                     self.deliver(batch)
                     self._timer = loop.call_at(self._due, self._pump)
                     return
-            self._queue.popleft()
+            queue.popleft()
             self._due = None
-            if isinstance(head, Close):
-                self.deliver(batch)
-                self._finish(head)
-                return
             batch.append((head.text, head.data))
-            self.replay.delivered(head)
-            if self.gate is not None and head.index is not None:
-                self.gate.ordering.done(self._seq(head))
+            replay.delivered(head)
+            if gate is not None and head.item is not None:
+                gate.ordering.done(self._seq(head))
             if len(batch) >= 256:  # let the client's backpressure act between batches
                 self.deliver(batch)
                 batch = []
@@ -180,13 +189,13 @@ class RecordedLeg(Leg):
     # -- the order across connections --
 
     def _seq(self, out: Outgoing) -> int:
-        assert out.index is not None
-        return self.replay.recorded.items[out.index].seq
+        assert out.item is not None
+        return self.replay.recorded.items[out.item].seq
 
     def _may_go(self, head: Outgoing) -> bool:
         """Whether ``head`` may be sent now; if not, wait (bounded) to be woken."""
         gate = self.gate
-        if gate is None or head.index is None:
+        if gate is None or head.item is None:
             return True
         seq = self._seq(head)
         if gate.ordering.may_send(self.replay.recorded.conn, seq):

@@ -102,10 +102,11 @@ def recorded_bridge(
     session: ReplaySession | None = None,
 ) -> Bridge:
     """A bridge from a live client leg to the recorded connection ``replay`` plays; with
-    ``session``, its frames keep the recorded order across the session's connections."""
+    ``session``, its frames keep the recorded order across the session's connections (a
+    connection that shares no thread with another has no order to keep)."""
     log.info("live connection %d replays recorded connection %d", replay.live, replay.recorded.conn)
     gate = None
-    if session is not None:
+    if session is not None and not session.ordering.independent(replay.recorded.conn):
         live = replay.live
         gate = Gate(
             session.ordering,
