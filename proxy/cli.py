@@ -36,6 +36,8 @@ from .core.timeline import describe, follow, select, styled, summary
 from .errors import CassetteError, CassetteWriteError, MissingExtra, RpctapeError, UsageError
 from .wire.relay import DEFAULT_MAX_SIZE, ListenAddress, RecordingRelay, RelayOptions
 from .wire.replay_server import ReplayServer
+from .wire.runner import LoopUnavailable, freeze_loaded
+from .wire.runner import run as run_loop
 from .wire.upstream import describe_connect_error
 
 if TYPE_CHECKING:
@@ -419,7 +421,7 @@ def record(
     recorder = Recorder(writer, redactor, validator=validator.pairs if validator else None)
     started: list[bool] = []
     try:
-        line, failed = asyncio.run(_record(options, writer, recorder, started))
+        line, failed = run_loop(_record(options, writer, recorder, started))
     except OSError as exc:
         with contextlib.suppress(OSError):
             writer.close()
@@ -556,7 +558,7 @@ def backend(
                 await asyncio.gather(task, stopping, return_exceptions=True)
 
     try:
-        asyncio.run(run())
+        run_loop(run())
     except OSError as exc:
         raise _fail(_bind_error(exc, listen)) from None
 
@@ -572,7 +574,7 @@ def demo(
     try:
         from .codex.demo import run_demo
 
-        asyncio.run(run_demo(cassette, codex, _say, shutil.get_terminal_size((160, 24)).columns))
+        run_loop(run_demo(cassette, codex, _say, shutil.get_terminal_size((160, 24)).columns))
     except RpctapeError as exc:
         raise _fail(exc) from None
 
@@ -706,6 +708,7 @@ def replay(
             )
         server = ReplayServer(
             cassette,
+            after_load=freeze_loaded,
             record_mode=record_mode,
             upstream=upstream,
             pace=pace,
@@ -721,7 +724,7 @@ def replay(
             token=None if token_file is None else _read_token(token_file),
             handshake_timeout=handshake_timeout,
         )
-        report = asyncio.run(serve_stdio(server) if stdio else _replay(server))
+        report = run_loop(serve_stdio(server) if stdio else _replay(server))
     except OSError as exc:
         raise _fail(_bind_error(exc, listen or "")) from None
     except RpctapeError as exc:
@@ -775,7 +778,7 @@ def wrap(
         raise _fail(exc) from None
     started: list[bool] = []
     try:
-        status = asyncio.run(
+        status = run_loop(
             run_wrap(
                 command,
                 cassette,
@@ -818,7 +821,7 @@ def attest_check(
 
     try:
         find_codex(codex)  # one clear line instead of a failed row per case
-        outcomes = asyncio.run(run_all(out, codex, progress=progress))
+        outcomes = run_loop(run_all(out, codex, progress=progress))
     except RpctapeError as exc:
         raise _fail(exc) from None
     if json:
@@ -962,7 +965,7 @@ def client(
             async with session:
                 return await prompt_session(session, prompt or ["Say hello."])
 
-        replies = asyncio.run(drive())
+        replies = run_loop(drive())
     except TimeoutError:
         raise _fail(
             f"no reply from {session.url} within {timeout:g} s", "Raise --timeout"
@@ -1167,7 +1170,7 @@ def verify(
         return done
 
     try:
-        outcomes = asyncio.run(run())
+        outcomes = run_loop(run())
     except (RpctapeError, OSError) as exc:
         raise _fail(exc) from None
     results = outcomes
@@ -1209,6 +1212,9 @@ def _run(args: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except typer.Abort:
         return 130
+    except LoopUnavailable as exc:
+        _fail(str(exc))
+        return 2
     return status if isinstance(status, int) else 0
 
 

@@ -28,8 +28,11 @@ runner = CliRunner()
 
 
 @asynccontextmanager
-async def record_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """Start `rpctape record ARGS` and yield it with the URL from its `listening on` line."""
+async def record_process(
+    *args: str, loop: str = "auto"
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """Start `rpctape record ARGS` (on the event ``loop`` named, proxy/wire/runner.py) and
+    yield it with the URL from its `listening on` line."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -38,6 +41,7 @@ async def record_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.P
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "RPCTAPE_LOOP": loop},
     )
     try:
         assert proc.stdout is not None
@@ -50,14 +54,19 @@ async def record_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.P
             await proc.wait()
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_record_process_signal_summary(tmp_path: Path, sig: signal.Signals) -> None:
-    """`listening on` first, then on SIGTERM or SIGINT a one-line summary and exit 0."""
+async def test_record_process_signal_summary(
+    tmp_path: Path, sig: signal.Signals, loop: str
+) -> None:
+    """`listening on` first, then on SIGTERM or SIGINT a one-line summary and exit 0; the same
+    on uvloop and on asyncio's own loop (the fallback where uvloop is not installed)."""
     cassette = tmp_path / "c.jsonl"
     async with (
         ScriptedUpstream() as upstream,
         record_process(
-            "--upstream", upstream.url, "--listen", "ws://127.0.0.1:0", "--cassette", str(cassette)
+            "--upstream", upstream.url, "--listen", "ws://127.0.0.1:0", "--cassette", str(cassette),
+            loop=loop,
         ) as (proc, url),
     ):
         async with connect(url) as ws:
@@ -78,14 +87,18 @@ async def test_record_process_signal_summary(tmp_path: Path, sig: signal.Signals
     assert tape.events[-1]["by"] == "proxy" and tape.events[-1]["code"] == 1001
 
 
-async def test_sigkill_leaves_every_received_frame_in_the_cassette(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_sigkill_leaves_every_received_frame_in_the_cassette(
+    tmp_path: Path, loop: str
+) -> None:
     """Kill -9 mid-stream: the cassette loads and holds every frame the client received."""
     cassette = tmp_path / "c.jsonl"
     received: list[str | bytes] = []
     async with (
         ScriptedUpstream() as upstream,
         record_process(
-            "--upstream", upstream.url, "--listen", "ws://127.0.0.1:0", "--cassette", str(cassette)
+            "--upstream", upstream.url, "--listen", "ws://127.0.0.1:0", "--cassette", str(cassette),
+            loop=loop,
         ) as (proc, url),
         connect(url) as ws,
     ):

@@ -58,6 +58,8 @@ from ..wire.bridge import Bridge
 from ..wire.legs import ChildLeg, StdioLeg
 from ..wire.relay import DEFAULT_MAX_SIZE
 from ..wire.replay_server import ReplayServer, explain_miss_closes, recorded_bridge
+from ..wire.runner import freeze_loaded
+from ..wire.runner import run as run_loop
 from ..wire.wrap import FORWARDED_SIGNALS, exit_status
 
 PROG = "rpctape-codex"
@@ -278,7 +280,9 @@ def _explain(text: str) -> None:
 
 async def replay(settings: Settings, cassette: Path) -> Outcome:
     """Serve ``cassette``'s first recorded connection on stdio until the client leaves."""
-    server = ReplayServer(cassette, rules=settings.rules, **settings.replay)
+    server = ReplayServer(
+        cassette, rules=settings.rules, after_load=freeze_loaded, **settings.replay
+    )
     explained: list[str] = []
 
     def explain(text: str) -> None:
@@ -526,7 +530,7 @@ def run(argv: Sequence[str], env: Any = os.environ) -> int:
                 f"app-server --listen {invocation.listen}: {PROG} serves stdio only; use "
                 "`rpctape replay --listen` (or record) for a websocket client"
             )
-        outcome = asyncio.run(run_session(settings, invocation, env))
+        outcome = run_loop(run_session(settings, invocation, env))
     except (RpctapeError, OSError) as exc:
         code = _fail(str(exc))
         if settings is not None and settings.report is not None:

@@ -319,9 +319,13 @@ class ReplayServer:
         allow_origins: Iterable[str] = (),
         token: str | None = None,
         rules: Sequence[Rule] = (),
+        after_load: Callable[[], None] | None = None,
     ) -> None:
         self.path = Path(cassette)
         self.rules = tuple(rules)
+        self.after_load = after_load
+        """Called once the cassette is loaded and planned, before the first client (the
+        commands freeze what is loaded out of the garbage collector's walks)."""
         self.record_mode = parse_mode(RecordMode, record_mode, "record mode")
         self.options = ReplayOptions.build(
             pace=pace,
@@ -418,6 +422,8 @@ class ReplayServer:
                 log.warning("%s", warning)
         self._session = ReplaySession(self._cassette, self.options, str(self.path))
         self.plan = plan
+        if self.after_load is not None:
+            self.after_load()
         return plan
 
     def _relay_options(self) -> RelayOptions:
