@@ -389,14 +389,14 @@ APPROVAL_ARGUMENTS = {
 APPROVAL_REPLY = "Done: x is touched."
 
 
-async def test_an_approval_answered_differently_on_replay_ends_the_session_without_a_reason(
+async def test_an_approval_answered_differently_on_replay_fails_the_turn_with_the_reason(
     tmp_path: Path,
 ) -> None:
     """set_approval_handler accepts a command approval while recording over stdio; replayed
     (stdio, then the same cassette over a websocket) the same answer gets the same turn. A
-    declining handler ends the session at once, but this SDK shows no reason: over stdio it
-    discards rpctape-codex's stderr ("stdio transport closed"), over a websocket it drops the
-    close frame's code and reason ("failed reading from websocket transport")."""
+    declining handler ends the turn at once as failed, with rpctape's reason as the error the
+    SDK raises: this SDK shows nothing of a closed connection (it discards rpctape-codex's
+    stderr and a close frame's reason), so the replay fails the turn in flight first."""
     work = tmp_path / "work"
     work.mkdir()
     touch = ("--prompt", "Touch x.")
@@ -435,26 +435,29 @@ async def test_an_approval_answered_differently_on_replay_ends_the_session_witho
     replayed = await drive("stdio", *touch, "--approve", "accept", env=offline, cwd=work)
     assert replayed == recorded
     declined = await drive("stdio", *touch, "--approve", "decline", env=offline, cwd=work)
+    reason = (
+        "rpctape: response to item/commandExecution/requestApproval: /result/decision: got "
+        '"decline", recorded "accept" (rpctape replay: the recording ends here)'
+    )
+    failed_turn = declined["error"]["data"]
     assert declined["error"] == {
-        "type": "CodexTransportError",
-        "message": "receiver loop failed: stdio transport closed",
+        "type": "CodexProtocolError",
+        "message": reason,
         "code": None,
-        "data": None,
+        "data": failed_turn,
         "cause": None,
     }
+    assert (failed_turn["status"], failed_turn["error"], failed_turn["items"]) == (
+        "failed",
+        {"message": reason},
+        [],
+    )
     assert declined["sent"][-1]["result"] == {"decision": "decline"}
     assert sessions(tmp_path) == [("record", 0, True), ("replay", 0, True), ("replay", 3, False)]
 
     async with rpctape("replay", str(tmp_path / "sdk-stdio.jsonl")) as replay:
         over_ws = await drive("ws", replay.url, *touch, "--approve", "decline")
         _, output = await replay.stop()
-    assert over_ws["error"] == {
-        "type": "CodexTransportError",
-        "message": "receiver loop failed: failed reading from websocket transport",
-        "code": None,
-        "data": None,
-        "cause": None,
-    }
+    assert over_ws["error"] == declined["error"]
     assert over_ws["received"] == declined["received"]
-    # Only rpctape's own output says why.
-    assert '/result/decision: got "decline", recorded "accept"' in output
+    assert '/result/decision: got "decline", recorded "accept"' in output  # and the report

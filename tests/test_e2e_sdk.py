@@ -263,9 +263,11 @@ APPROVAL_ARGUMENTS = {
 }
 
 
-def approval_turn(config: CodexConfig, workdir: Path, decision: str) -> list[str]:
-    """One turn whose command asks for approval, answered ``decision``; the methods of the
-    server requests the handler saw."""
+def approval_turn(
+    config: CodexConfig, workdir: Path, decision: str
+) -> tuple[list[str], str, str | None]:
+    """One turn whose command asks for approval, answered ``decision``: the methods of the
+    server requests the handler saw, the turn's final status and its error message."""
     seen: list[str] = []
 
     def handler(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -278,18 +280,19 @@ def approval_turn(config: CodexConfig, workdir: Path, decision: str) -> list[str
         client.initialize()
         thread = client.thread_start({"approvalPolicy": "on-request", "cwd": str(workdir)})
         turn = client.turn_start(thread.thread.id, "Touch x.")
-        client.wait_for_turn_completed(turn.turn.id)
+        completed = client.wait_for_turn_completed(turn.turn.id).turn
     finally:
         client.close()
-    return seen
+    status = str(getattr(completed.status, "value", completed.status))
+    return seen, status, completed.error.message if completed.error else None
 
 
 async def test_a_declined_approval_that_was_accepted_fails_fast_with_the_reason(
     tmp_path: Path,
 ) -> None:
-    """Recorded accepting a command approval; replayed declining it: the SDK call raises
-    TransportClosedError at once (instead of waiting for a turn that never ends), its
-    stderr_tail holding rpctape's explanation; rpctape-codex exits 3."""
+    """Recorded accepting a command approval; replayed declining it: the turn ends at once as
+    failed, its error message rpctape's explanation (the recording's `turn/completed`, failed),
+    instead of a turn that never ends; then the session closes and rpctape-codex exits 3."""
     home, cassette = tmp_path / "home", tmp_path / "approval.jsonl"
     async with FakeBackend() as backend:
         write_codex_home(home, backend.url, approval_policy="on-request")
@@ -298,16 +301,17 @@ async def test_a_declined_approval_that_was_accepted_fails_fast_with_the_reason(
             Reply.text("Done: x is touched."),
         )
         config = through_standin(tmp_path, cassette, tmp_path / "rec", home, find_codex(), "1")
-        seen = await asyncio.to_thread(approval_turn, config, tmp_path / "rec", "accept")
-    assert seen == ["item/commandExecution/requestApproval"]
+        recorded = await asyncio.to_thread(approval_turn, config, tmp_path / "rec", "accept")
+    approval = ["item/commandExecution/requestApproval"]
+    assert recorded == (approval, "completed", None)
     config = through_standin(
         tmp_path, cassette, tmp_path / "replay", home, tmp_path / "no-codex", "1"
     )
-    assert approval_turn(config, tmp_path / "replay", "accept") == seen  # the happy path
-    with pytest.raises(TransportClosedError) as caught:
-        approval_turn(config, tmp_path / "replay", "decline")
-    message = str(caught.value)
-    assert message.startswith("Codex process closed stdout. stderr_tail=rpctape: no recorded "
-                              "match for response to id ")  # fmt: skip
-    assert '/result/decision: got "decline", recorded "accept"' in message
+    assert approval_turn(config, tmp_path / "replay", "accept") == recorded  # the happy path
+    assert approval_turn(config, tmp_path / "replay", "decline") == (
+        approval,
+        "failed",
+        "rpctape: response to item/commandExecution/requestApproval: /result/decision: got "
+        '"decline", recorded "accept" (rpctape replay: the recording ends here)',
+    )
     assert sessions(tmp_path) == [("record", 0, True), ("replay", 0, True), ("replay", 3, False)]

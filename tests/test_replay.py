@@ -260,6 +260,29 @@ def test_a_different_answer_to_a_server_request_ends_the_conversation() -> None:
     )
 
 
+def test_a_different_answer_fails_the_turn_in_flight_with_the_reason() -> None:
+    """With a recorded turn still to complete, the close comes after that turn's recorded
+    `turn/completed`, failed, carrying the reason: codex clients show a failed turn's message
+    (codex-app-server-sdk shows nothing of a closed connection). Nothing else changes."""
+    turn = '{"id":"u","items":[{"type":"agentMessage"}],"status":"completed","error":null}'
+    completed = f'{{"method":"turn/completed","params":{{"threadId":"t","turn":{turn}}}}}'
+    script = [*APPROVAL[:-1], (S, completed)]
+    replay = replay_of(script)
+    replay.receive('{"id":5,"method":"turn/start","params":{}}')
+    step = replay.receive('{"id":0,"result":{"decision":"decline"}}')
+    reason = (
+        "rpctape: response to item/commandExecution/requestApproval: /result/decision: got "
+        '"decline", recorded "accept"'
+    )
+    assert step.close == Close(ANSWER_MISS_CLOSE_CODE, reason)
+    assert sent(step) == [
+        '{"method":"turn/completed","params":{"threadId":"t","turn":{"id":"u","items":[],'
+        '"status":"failed","error":{"message":"' + reason.replace('"', '\\"')
+        + ' (rpctape replay: the recording ends here)"}}}}'
+    ]
+    assert [o.item for o in step.send] == [None]  # rpctape's own frame, not a recorded one
+
+
 def test_playback_repeats_answer_a_used_request_again() -> None:
     """allow_playback_repeats: a request matching only a used recording is answered again with
     the live id; without it, it is a miss."""

@@ -732,7 +732,8 @@ class ConnectionReplay:
                 reason = close_reason(f"rpctape: {what}: {best.note}")
             else:
                 reason = close_reason(f"rpctape: no recorded match for {frame.describe()}")
-            return Step(close=Close(ANSWER_MISS_CLOSE_CODE, reason), miss=miss)
+            failed = self._fail_turn(f"{reason} (rpctape replay: the recording ends here)")
+            return Step(send=failed, close=Close(ANSWER_MISS_CLOSE_CODE, reason), miss=miss)
         if frame.type is not MessageType.REQUEST:
             return Step(miss=miss)
         if self.options.on_miss is OnMiss.CLOSE:
@@ -741,6 +742,33 @@ class ConnectionReplay:
         data = error_reply(None, miss)
         reply = Outgoing(LiveId.of(frame).put_into(data, orjson.loads(data)), True)
         return Step(send=(reply,), miss=miss)
+
+    def _fail_turn(self, message: str) -> tuple[Outgoing, ...]:
+        """The turn in flight ended as failed, with ``message`` as its error: the recorded
+        ``turn/completed`` not sent yet, with ``status: "failed"`` and no items (the recorded
+        ones never happened in this conversation). Codex clients show a failed
+        turn's message to their user; a closed connection some report with no reason at all
+        (codex-app-server-sdk). Nothing when no recorded ``turn/completed`` is left to send."""
+        for item in self.recorded.items:
+            if (
+                item.index in self._planned
+                or item.direction is not Direction.S2C
+                or item.event.get("method") != "turn/completed"
+            ):
+                continue
+            msg = item.event.get("msg")
+            if not isinstance(msg, dict):
+                return ()
+            params = msg.get("params")
+            if not isinstance(params, dict) or not isinstance(params.get("turn"), dict):
+                return ()
+            turn = params["turn"]
+            failed = turn | {"status": "failed", "error": {"message": message}}
+            if "items" in turn:  # what the recording did after this point never happened
+                failed["items"] = []
+            data = orjson.dumps({**msg, "params": {**params, "turn": failed}})
+            return (Outgoing(data, True),)
+        return ()
 
     def _closest(self, frame: Frame) -> tuple[Candidate, ...]:
         strict = self.options.match is MatchOrder.STRICT

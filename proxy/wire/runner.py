@@ -61,7 +61,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 def freeze_loaded() -> None:
     """Move everything allocated so far (a loaded cassette, its plan) out of the garbage
     collector's sight: it lives until the process ends, and walking it on every collection
-    cost a replay 5-10% per frame (docs/benchmarks.md). For commands only, never a library
-    caller's process."""
-    gc.collect()
+    cost a replay 5-10% per frame (docs/benchmarks.md). No collection first: a full one over
+    a big cassette delays the start by a tenth of a second or more. For commands only, never
+    a library caller's process."""
     gc.freeze()
