@@ -1,6 +1,8 @@
 """Micro-benchmark of the per-frame work on the recording path: the redaction pre-check
 (``Redactor.might_redact``, with hyperscan where installed and with the standard library's
-passes) and ``jsonrpc.parse``, on a small notification and on 10 MiB frames of several shapes.
+passes), ``jsonrpc.parse``, and all of a frame's recording (``Recorder.record_frames``: parse,
+pairing, pre-check, the cassette line; no file), on a small notification and on 10 MiB frames
+of several shapes.
 
 Run from the repository root with the project's venv::
 
@@ -23,7 +25,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.core import redact
-from proxy.core.jsonrpc import parse
+from proxy.core.jsonrpc import Direction, parse
+from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor
 
 
@@ -77,7 +80,10 @@ def main() -> None:
     if redact.HYPERSCAN:
         engines["hyperscan"] = Redactor()
     print(f"{'frame':24} {'bytes':>9} " + " ".join(f"{n + ' check':>16}" for n in engines)
-          + f" {'parse':>10}")  # fmt: skip
+          + f" {'parse':>10} {'record':>10}")  # fmt: skip
+    recorder = Recorder(None)  # the default redactor: hyperscan where installed
+    conn = recorder.new_connection()
+    recorder.open(conn, path="/", headers=(), subprotocol=None, upstream="")
     for name, raw in frames(args.size).items():
         small = len(raw) < 1 << 16
         runs, inner, unit, scale = (7, 20000, "us", 1e6) if small else (5, 1, "ms", 1e3)
@@ -87,7 +93,10 @@ def main() -> None:
             check = functools.partial(redactor.might_redact, raw)
             cells.append(f"{best(check, runs, inner) * scale:13.2f} {unit}")
         took = best(functools.partial(parse, raw), runs, inner) * scale
-        print(f"{name:24} {len(raw):9} " + " ".join(cells) + f" {took:7.2f} {unit}")
+        record = functools.partial(recorder.record_frames, conn, Direction.S2C, [(True, raw)])
+        recorded = best(record, runs, inner) * scale
+        print(f"{name:24} {len(raw):9} " + " ".join(cells) + f" {took:7.2f} {unit}"
+              + f" {recorded:7.2f} {unit}")  # fmt: skip
 
 
 if __name__ == "__main__":
