@@ -311,42 +311,35 @@ def table(res: Results, frames: int) -> list[tuple[str, str, str]]:
     def row(label: str, values: list[float], spec: str) -> None:
         rows.append((label, *_stat(values, spec)))
 
-    for path in streams:
-        row(
-            f"stream, {path}: frames/s ({frames:,} notifications)",
-            res.values("stream", path, lambda r: r.rate),
-            ",.0f",
-        )
-    for path in streams:
-        row(
-            f"stream, {path}: server CPU per frame (us)",
-            res.values("stream", path, lambda r: r.cpu_per_frame_us),
+    metrics: list[tuple[str, tuple[str, ...], str, Callable[[Run], float], str]] = [
+        ("stream", streams, f"frames/s ({frames:,} notifications)", lambda r: r.rate, ",.0f"),
+        ("stream", streams, "server CPU per frame (us)", lambda r: r.cpu_per_frame_us, ".2f"),
+        (
+            "stream",
+            streams,
+            "client CPU per frame (us)",
+            lambda r: r.client_cpu / r.frames * 1e6,
             ".2f",
-        )
-    for path in streams:
-        row(
-            f"stream, {path}: client CPU per frame (us)",
-            res.values("stream", path, lambda r: r.client_cpu / r.frames * 1e6),
-            ".2f",
-        )
-    for path in pairs:
-        row(
-            f"pairs, {path}: median round trip (us, {frames // 2:,} one at a time)",
-            res.values("pairs", path, lambda r: r.rtt),
+        ),
+        (
+            "pairs",
+            pairs,
+            f"median round trip (us, {frames // 2:,} one at a time)",
+            lambda r: r.rtt,
             ".1f",
-        )
-    for path in pairs:
-        row(
-            f"pairs, {path}: frames/s",
-            res.values("pairs", path, lambda r: r.rate),
-            ",.0f",
-        )
-    for path in pairs:
-        row(
-            f"pairs, {path}: server CPU per round trip (us)",
-            res.values("pairs", path, lambda r: r.server_cpu / (r.frames / 2) * 1e6),
+        ),
+        ("pairs", pairs, "frames/s", lambda r: r.rate, ",.0f"),
+        (
+            "pairs",
+            pairs,
+            "server CPU per round trip (us)",
+            lambda r: r.server_cpu / (r.frames / 2) * 1e6,
             ".1f",
-        )
+        ),
+    ]
+    for workload, paths, what, value, spec in metrics:
+        for path in paths:
+            row(f"{workload}, {path}: {what}", res.values(workload, path, value), spec)
     for (name, path), times in res.startup.items():
         row(f"{path} startup, {name} cassette (s, until listening)", times, ".3f")
     return rows

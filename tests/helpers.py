@@ -16,6 +16,15 @@ from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor
 
 
+def is_utf8(data: bytes) -> bool:
+    """Whether ``data`` decodes as UTF-8 (a text frame may carry it)."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def decode_jwt_payload(token: str) -> Any:
     """The payload of a fake ChatGPT id token: three base64url parts, an ``alg: none`` header
     and the signature ``sig`` (what proxy.codex.backend.fake_id_token writes)."""

@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from proxy.core.cassette import frame_of, load
 from proxy.wire.relay import ListenAddress, recording_proxy
+from tests.helpers import is_utf8
 
 Frame = str | bytes
 
@@ -126,7 +127,7 @@ async def through_child(lines: list[bytes], cassette: Path) -> None:
         connect(url, max_size=None) as ws,
     ):
         for line in lines:
-            await ws.send(line.decode() if _utf8(line) else line)
+            await ws.send(line.decode() if is_utf8(line) else line)
         echoed = [await ws.recv() for _ in lines]
     assert [wire(e) for e in echoed] == lines
     check_cassette(cassette, lines)
@@ -146,13 +147,6 @@ async def through_wrap(lines: list[bytes], cassette: Path) -> None:
     assert err == b""  # no traceback, no warning
     check_cassette(cassette, lines)
 
-
-def _utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("transport", ["websocket", "unix"])

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from proxy.core.jsonrpc import Message
 from proxy.wire.legs import ChildLeg, ClosePlan, Leg, LineLeg, Party, plan_close
+from tests.helpers import is_utf8
 
 
 def test_plan_close_without_any_close_frame_from_client() -> None:
@@ -215,15 +216,8 @@ def test_lines_are_the_same_however_the_reads_cut_them(
     leg = asyncio.run(feed())
     expected = [*lines, last] if last else lines
     assert [payload for _, payload in leg.got] == expected
-    assert [is_text for is_text, _ in leg.got] == [_utf8(p) for p in expected]
+    assert [is_text for is_text, _ in leg.got] == [is_utf8(p) for p in expected]
 
-
-def _utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 async def test_overlong_line_across_reads_ends_the_leg() -> None:
