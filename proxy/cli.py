@@ -23,6 +23,7 @@ from rich.text import Text
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
 from . import __version__
+from .codex.dialect import CODEX
 from .core.attest import USAGE as ATTEST_USAGE
 from .core.attest import build_rules
 from .core.cassette import Cassette, CassetteWriter, load, new_header
@@ -30,7 +31,7 @@ from .core.jsonrpc import Direction
 from .core.modes import RecordMode, parse_mode
 from .core.recorder import Recorder
 from .core.redact import Redactor
-from .core.replay import ReplayReport
+from .core.replay_report import ReplayReport
 from .core.rules import load_rules
 from .core.timeline import describe, follow, select, styled, summary
 from .errors import CassetteError, CassetteWriteError, MissingExtra, RpctapeError, UsageError
@@ -709,6 +710,7 @@ def replay(
         server = ReplayServer(
             cassette,
             after_load=freeze_loaded,
+            dialect=CODEX,
             record_mode=record_mode,
             upstream=upstream,
             pace=pace,

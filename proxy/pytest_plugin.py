@@ -30,8 +30,9 @@ from typing import IO, Any
 import orjson
 import pytest
 
+from .codex.dialect import CODEX
 from .core.modes import RecordMode, parse_mode
-from .core.replay import ReplayReport
+from .core.replay_report import ReplayReport
 from .core.rules import Rule
 from .errors import RpctapeError, UsageError
 from .wire.replay_server import ReplayServer
@@ -408,6 +409,7 @@ def _start(item: pytest.Item) -> RpctapeSession:
             record_mode=settings.record_mode,
             upstream=upstream_url,
             rules=rules,
+            dialect=CODEX,
             **options,
         )
         background = BackgroundServer(server)

@@ -15,8 +15,9 @@ import orjson
 from hypothesis import strategies as st
 
 from proxy.core.cassette import Cassette, frame_of
+from proxy.core.planner import ConnectionReplay, ReplayOptions
+from proxy.core.recorded import recorded_connections
 from proxy.core.redact import DEFAULT_KEYS, ENV_KEYS, normalise_key
-from proxy.core.replay import ConnectionReplay, ReplayOptions, recorded_connections
 from proxy.core.timeline import render, select, summary
 
 NUMBER_FORMS = [

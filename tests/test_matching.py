@@ -29,7 +29,7 @@ from proxy.core.matching import (
     matches,
     parse_match_on,
 )
-from proxy.core.replay import ReplayOptions
+from proxy.core.planner import ReplayOptions
 from proxy.errors import UsageError
 from tests.frames import json_texts
 

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from proxy.core.cassette import Cassette, new_header
 from proxy.core.jsonrpc import Direction, raw_id, with_raw_id
+from proxy.core.planner import ConnectionReplay, ReplayOptions
+from proxy.core.recorded import recorded_connections
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor
-from proxy.core.replay import ConnectionReplay, ReplayOptions, recorded_connections
 from tests.frames import NUMBER_FORMS, WHITESPACE
 
 REPLY = '{"id":7,"result":{"data":[1,2.50,"\\u00e9"]}}'

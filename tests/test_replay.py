@@ -1,4 +1,5 @@
-"""Unit tests of proxy.core.replay: the planner, without sockets or an event loop."""
+"""Unit tests of the replay core (proxy.core.planner, replay_session), without sockets or an
+event loop."""
 
 from __future__ import annotations
 
@@ -10,35 +11,36 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.codex.dialect import CODEX
 from proxy.core.cassette import Cassette, frame_of, new_header
+from proxy.core.close import Close
+from proxy.core.ids import marked_id_slots
 from proxy.core.jsonrpc import Direction, MessageType, id_slots
 from proxy.core.modes import MatchOrder, OnMiss, Pace
 from proxy.core.ordering import Order
-from proxy.core.recorder import Recorder
-from proxy.core.redact import Redactor
-from proxy.core.replay import (
+from proxy.core.planner import (
     ANSWER_MISS_CLOSE_CODE,
     NO_MATCH_CLOSE_CODE,
     NO_MATCH_CODE,
-    Close,
     ConnectionReplay,
-    Handshake,
-    Item,
-    Miss,
-    ReplayMismatch,
     ReplayOptions,
-    ReplaySession,
     Step,
-    _marked_id_slots,
-    recorded_connections,
 )
+from proxy.core.recorded import Item, recorded_connections
+from proxy.core.recorder import Recorder
+from proxy.core.redact import Redactor
+from proxy.core.replay_report import Miss, ReplayMismatch
+from proxy.core.replay_session import Handshake, ReplaySession
 from proxy.errors import UsageError
 from tests.helpers import C, S, Script, make_tape
+
+CODEX_REPLAY = ReplayOptions(dialect=CODEX)
+"""Options as every rpctape door builds them: codex's dialect."""
 
 
 def replay_of(script: Script, **options: Any) -> ConnectionReplay:
     (recorded,) = recorded_connections(make_tape(script))
-    return ConnectionReplay(1, recorded, ReplayOptions.build(**options))
+    return ConnectionReplay(1, recorded, ReplayOptions.build(dialect=CODEX, **options))
 
 
 def sent(step: Step) -> list[str]:
@@ -365,7 +367,7 @@ def test_pacing_uses_recorded_gaps() -> None:
 def test_close_like_the_recorded_server() -> None:
     """A recording the server closed closes the live connection once everything is replayed."""
     (recorded,) = recorded_connections(make_tape(TWO, server_closes=True))
-    replay = ConnectionReplay(1, recorded, ReplayOptions())
+    replay = ConnectionReplay(1, recorded, CODEX_REPLAY)
     assert replay.receive('{"id":1,"method":"a","params":{}}').close is None
     assert replay.receive('{"id":2,"method":"b","params":{}}').close == Close(1000, "bye")
 
@@ -373,7 +375,7 @@ def test_close_like_the_recorded_server() -> None:
 def test_session_pairs_connections_in_recording_order() -> None:
     """Three recorded connections serve three live ones in turn; a fourth is a miss."""
     tape = make_tape(*([(C, f'{{"method":"n{i}"}}')] for i in range(3)))
-    session = ReplaySession(tape, ReplayOptions(), "three.jsonl")
+    session = ReplaySession(tape, CODEX_REPLAY, "three.jsonl")
     claims = [session.claim_next(session.open()) for _ in range(4)]
     assert [c.recorded.conn for c in claims if isinstance(c, ConnectionReplay)] == [1, 2, 3]
     miss = claims[3]
@@ -387,7 +389,7 @@ def test_session_pairs_connections_in_recording_order() -> None:
 def test_claim_matching_for_new_episodes() -> None:
     """new_episodes picks the first unused recorded connection whose first frame matches."""
     tape = make_tape([(C, '{"method":"a"}')], [(C, '{"method":"b"}')], [(C, '{"method":"b"}')])
-    session = ReplaySession(tape, ReplayOptions(), "t")
+    session = ReplaySession(tape, CODEX_REPLAY, "t")
     first = session.claim_matching(session.open(), '{"method":"b"}')
     second = session.claim_matching(session.open(), '{"method":"b"}')
     assert first is not None and second is not None
@@ -398,7 +400,7 @@ def test_claim_matching_for_new_episodes() -> None:
 def test_report_text_and_check() -> None:
     """The report names unused messages and misses; check() raises unless it is clean."""
     tape = make_tape(TWO, [(C, '{"method":"x"}')])
-    session = ReplaySession(tape, ReplayOptions(on_miss=OnMiss.ERROR), "t.jsonl")
+    session = ReplaySession(tape, ReplayOptions(on_miss=OnMiss.ERROR, dialect=CODEX), "t.jsonl")
     replay = session.claim_next(session.open())
     assert isinstance(replay, ConnectionReplay)
     for out in replay.receive('{"id":1,"method":"a","params":{}}').send:
@@ -476,7 +478,7 @@ def paired(session: ReplaySession, first: str | None, handshake: Handshake = HAN
 def test_pair_by_client_name_whatever_the_order_of_connecting() -> None:
     """B's client speaking first gets B's recording, though match_on codex ignores
     clientInfo; then A gets A's. Host and Sec-WebSocket-Key vary and are not compared."""
-    session = ReplaySession(handshake_tape(named("a"), named("b")), ReplayOptions(), "t.jsonl")
+    session = ReplaySession(handshake_tape(named("a"), named("b")), CODEX_REPLAY, "t.jsonl")
     assert paired(session, init_named("b", 7)) == 2
     assert paired(session, init_named("a", 8)) == 1
     assert [c.notes for c in session.report().connections] == [(), ()]
@@ -485,7 +487,7 @@ def test_pair_by_client_name_whatever_the_order_of_connecting() -> None:
 def test_pair_tie_is_noted_and_the_first_recording_chosen() -> None:
     """A client name no recording has: both fit equally; the lower number is chosen and the
     report says so."""
-    session = ReplaySession(handshake_tape(named("a"), named("b")), ReplayOptions(), "t.jsonl")
+    session = ReplaySession(handshake_tape(named("a"), named("b")), CODEX_REPLAY, "t.jsonl")
     assert paired(session, init_named("c")) == 1
     (first, _) = session.report().connections
     assert first.notes == (
@@ -501,7 +503,7 @@ def test_pair_prefers_a_matching_first_message_over_the_name() -> None:
         ("/", [], None, [(C, init_named("a")), (S, INIT_RESULT)]),
         ("/", [], None, [(C, '{"id":1,"method":"model/list","params":{}}')]),
     )
-    session = ReplaySession(tape, ReplayOptions(), "t.jsonl")
+    session = ReplaySession(tape, CODEX_REPLAY, "t.jsonl")
     assert paired(session, '{"id":3,"method":"model/list","params":{}}') == 2
 
 
@@ -513,7 +515,7 @@ def test_pair_by_path_then_headers() -> None:
         ("/", [("User-Agent", "y")], None, script),
         ("/", [("User-Agent", "x")], None, script),
     )
-    session = ReplaySession(tape, ReplayOptions(), "t.jsonl")
+    session = ReplaySession(tape, CODEX_REPLAY, "t.jsonl")
     live = Handshake("/", (("user-agent", "x"), ("Host", "h")))
     assert paired(session, init_named("a"), live) == 3
     assert paired(session, init_named("a"), live) == 2
@@ -532,7 +534,7 @@ def test_pair_when_nothing_matches_takes_the_closest_and_its_miss_explains() -> 
         ("/", [], None, [(C, '{"id":1,"method":"a","params":{"x":1}}')]),
         ("/", [], None, [(C, '{"id":1,"method":"a","params":{"x":2,"y":3}}')]),
     )
-    session = ReplaySession(tape, ReplayOptions(), "t.jsonl")
+    session = ReplaySession(tape, CODEX_REPLAY, "t.jsonl")
     live = session.open()
     replay = session.pair(live, Handshake(), '{"id":1,"method":"a","params":{"x":5}}')
     assert isinstance(replay, ConnectionReplay)
@@ -547,7 +549,7 @@ def test_pair_when_nothing_matches_takes_the_closest_and_its_miss_explains() -> 
 
 def test_pair_with_none_left_is_a_miss() -> None:
     """Every recording used: pairing is the miss of there being none left."""
-    session = ReplaySession(handshake_tape(named("a")), ReplayOptions(), "t.jsonl")
+    session = ReplaySession(handshake_tape(named("a")), CODEX_REPLAY, "t.jsonl")
     assert paired(session, init_named("a")) == 1
     assert session.none_left(session.open()) is not None
     miss = session.pair(session.open(), HANDSHAKE, init_named("a"))
@@ -565,7 +567,7 @@ def test_speaks_first_and_subprotocol_before_the_choice() -> None:
         ("/", [], "v2", [(S, '{"method":"hello"}')]),
         ("/", [], "v1", [(C, init_named("a"))]),
     )
-    session = ReplaySession(tape, ReplayOptions(), "t.jsonl")
+    session = ReplaySession(tape, CODEX_REPLAY, "t.jsonl")
     offers = Handshake("/", (), ("v1", "v3"))
     assert session.subprotocol(offers) == "v1"
     assert session.subprotocol(Handshake("/", (), ("v3",))) is None
@@ -577,7 +579,7 @@ def test_speaks_first_and_subprotocol_before_the_choice() -> None:
 
 def test_gone_before_speaking_is_noted_and_uses_nothing() -> None:
     """A client that closes before its first message leaves every recording unused."""
-    session = ReplaySession(handshake_tape(named("a")), ReplayOptions(), "t.jsonl")
+    session = ReplaySession(handshake_tape(named("a")), CODEX_REPLAY, "t.jsonl")
     session.gone_before_speaking(session.open())
     lines = session.report().render().splitlines()
     assert lines[1:4] == [
@@ -601,7 +603,7 @@ def test_order_and_hold_timeout_options() -> None:
     """order and hold_timeout are validated with the list of valid values or the range."""
     options = ReplayOptions.build(order="global", hold_timeout=2.5)
     assert (options.order, options.hold_timeout) == (Order.GLOBAL, 2.5)
-    assert ReplayOptions().order is Order.THREAD
+    assert CODEX_REPLAY.order is Order.THREAD
     with pytest.raises(UsageError) as info:
         ReplayOptions.build(order="threads")
     assert str(info.value) == "invalid order 'threads'; valid values: thread, global, none"
@@ -616,7 +618,7 @@ def test_order_and_hold_timeout_options() -> None:
 def test_pair_matching_for_new_episodes_prefers_the_client_name() -> None:
     """new_episodes: among recordings whose first message matches, the same client name
     wins; a first message none starts with is left for the live server (None)."""
-    session = ReplaySession(handshake_tape(named("a"), named("b")), ReplayOptions(), "t.jsonl")
+    session = ReplaySession(handshake_tape(named("a"), named("b")), CODEX_REPLAY, "t.jsonl")
     replay = session.pair_matching(session.open(), HANDSHAKE, init_named("b"))
     assert replay is not None and replay.recorded.conn == 2
     assert session.pair_matching(session.open(), HANDSHAKE, '{"id":1,"method":"x"}') is None
@@ -663,7 +665,7 @@ def test_id_slots_fast_path_agrees_with_the_marker_and_the_spans(
     item = _server_item(msg)
     slots = item.id_slots
     assert slots is not None
-    assert slots == _marked_id_slots(msg, item.data) == id_slots(item.data)
+    assert slots == marked_id_slots(msg, item.data) == id_slots(item.data)
     assert slots[0] + orjson.dumps(rid) + slots[1] == item.data
 
 

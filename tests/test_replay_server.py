@@ -24,7 +24,7 @@ from proxy.codex.backend import FakeBackend
 from proxy.codex.client import ClientOptions, scripted_session
 from proxy.core.cassette import Cassette, frame_of, load
 from proxy.core.jsonrpc import Direction
-from proxy.core.replay import ReplayMismatch
+from proxy.core.replay_report import ReplayMismatch
 from proxy.errors import CassetteNotFound, UsageError
 from proxy.wire.relay import recording_proxy
 from proxy.wire.replay_server import ReplayServer, replay_server

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from proxy.cli import _run
 from proxy.core.cassette import load
 from proxy.core.jsonrpc import Direction, Message
+from proxy.core.recorded import RecordedConnection
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor
-from proxy.core.replay import RecordedConnection
 from proxy.core.verify import ClientPlan, learn_uuids
 
 REPO = Path(__file__).resolve().parent.parent

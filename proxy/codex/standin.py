@@ -45,13 +45,10 @@ import orjson
 
 from ..core.cassette import CassetteWriter, load, new_header
 from ..core.modes import RecordMode, parse_mode
+from ..core.planner import ConnectionReplay, ReplayOptions
 from ..core.recorder import Recorder
 from ..core.redact import Redactor
-from ..core.replay import (
-    ConnectionReplay,
-    ReplayOptions,
-    ReplaySession,
-)
+from ..core.replay_session import ReplaySession
 from ..core.rules import Rule
 from ..errors import RpctapeError, UsageError
 from ..wire.bridge import Bridge
@@ -61,6 +58,7 @@ from ..wire.replay_server import ReplayServer, explain_miss_closes, recorded_bri
 from ..wire.runner import freeze_loaded
 from ..wire.runner import run as run_loop
 from ..wire.wrap import FORWARDED_SIGNALS, exit_status
+from .dialect import CODEX
 
 PROG = "rpctape-codex"
 EXIT_USAGE = 2
@@ -281,7 +279,7 @@ def _explain(text: str) -> None:
 async def replay(settings: Settings, cassette: Path) -> Outcome:
     """Serve ``cassette``'s first recorded connection on stdio until the client leaves."""
     server = ReplayServer(
-        cassette, rules=settings.rules, after_load=freeze_loaded, **settings.replay
+        cassette, rules=settings.rules, after_load=freeze_loaded, dialect=CODEX, **settings.replay
     )
     explained: list[str] = []
 
@@ -338,7 +336,7 @@ async def episodes(settings: Settings, cassette: Path, invocation: Invocation) -
     a recorded connection; otherwise record the session through the real codex and append it."""
     exists = cassette.is_file()
     tape = load(cassette) if exists else None
-    options = ReplayOptions.build(**settings.replay)
+    options = ReplayOptions.build(dialect=CODEX, **settings.replay)
     session = ReplaySession(tape, options, str(cassette))
     client = await StdioLeg.open(DEFAULT_MAX_SIZE)
     try:

@@ -40,9 +40,10 @@ class OnMiss(enum.StrEnum):
     """What a client request that matches no recording gets."""
 
     ERROR = "error"
-    """A JSON-RPC error reply (code :data:`proxy.core.replay.NO_MATCH_CODE`) explaining the miss."""
+    """A JSON-RPC error reply (code :data:`proxy.core.planner.NO_MATCH_CODE`) that explains
+    the miss."""
     CLOSE = "close"
-    """The connection is closed (code :data:`proxy.core.replay.NO_MATCH_CLOSE_CODE`)."""
+    """The connection is closed (code :data:`proxy.core.planner.NO_MATCH_CLOSE_CODE`)."""
 
 
 class MatchOrder(enum.StrEnum):

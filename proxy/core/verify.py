@@ -39,7 +39,7 @@ from typing import Any
 
 from .cassette import frame_of
 from .jsonrpc import Message, MessageType, id_key, parse, raw_id, with_raw_id
-from .replay import Item, RecordedConnection
+from .recorded import Item, RecordedConnection
 
 __all__ = ["ClientPlan", "Key", "Wait", "learn_uuids", "server_key"]
 

@@ -3,7 +3,7 @@
 :class:`RecordedLeg` is a :class:`~proxy.wire.legs.Leg` like a websocket or a child process, so
 replay is a bridge between a live client leg and this leg, with the same listener, rules and
 close handling as ``record``. What it sends and when is decided by the pure planner
-(:class:`~proxy.core.replay.ConnectionReplay`): each message the bridge hands it is matched, and
+(:class:`~proxy.core.planner.ConnectionReplay`): each message the bridge hands it is matched, and
 the planned server frames are delivered in order, after their pacing delays, in batches.
 With a :class:`Gate`, a frame is also held until the messages of other connections it
 waits for (:mod:`proxy.core.ordering`) have happened, for at most the gate's hold timeout.
@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 from websockets.frames import CloseCode
 
+from ..core.close import Close
 from ..core.jsonrpc import Message
 from ..core.matching import Frame
 from ..core.ordering import Ordering
-from ..core.replay import Close, ConnectionReplay, Outgoing, Step
+from ..core.planner import ConnectionReplay, Outgoing, Step
 from .legs import ClosePlan, Leg, Party
 
 log = logging.getLogger("rpctape.replay")

@@ -27,9 +27,9 @@ from websockets.http11 import Request
 from ..core.cassette import Cassette, CassetteWriter, Event, load, new_header
 from ..core.diff import DiffReport, diff_cassettes
 from ..core.jsonrpc import Message
+from ..core.recorded import RecordedConnection, recorded_connections
 from ..core.recorder import Recorder
 from ..core.redact import Redactor
-from ..core.replay import RecordedConnection, recorded_connections
 from ..core.rules import Rule
 from ..core.verify import ClientPlan
 from ..errors import UpstreamError

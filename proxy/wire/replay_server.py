@@ -27,24 +27,22 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request
 
 from ..core.cassette import Cassette, CassetteWriter, load, new_header
+from ..core.close import Close, clip_reason
+from ..core.dialect import NEUTRAL, Dialect
 from ..core.jsonrpc import Direction
 from ..core.matching import MatchOn, Preset
 from ..core.modes import RecordMode, parse_mode
 from ..core.ordering import DEFAULT_HOLD_TIMEOUT
-from ..core.recorder import Recorder
-from ..core.redact import Redactor
-from ..core.replay import (
+from ..core.planner import (
     ANSWER_MISS_CLOSE_CODE,
     NO_MATCH_CLOSE_CODE,
-    Close,
     ConnectionReplay,
-    Handshake,
-    Miss,
     ReplayOptions,
-    ReplayReport,
-    ReplaySession,
-    close_reason,
 )
+from ..core.recorder import Recorder
+from ..core.redact import Redactor
+from ..core.replay_report import Miss, ReplayReport
+from ..core.replay_session import Handshake, ReplaySession
 from ..core.rules import Rule
 from ..errors import CassetteNotFound, CassetteWriteError, UpstreamError, UsageError
 from .bridge import Bridge
@@ -191,7 +189,7 @@ class _PlaybackPending:
         claim = session.pair(self.live, self.handshake, first)
         if isinstance(claim, Miss):
             log.warning("%s", claim.render())
-            reason = close_reason(claim.render().split("\n", 1)[0])
+            reason = clip_reason(claim.render().split("\n", 1)[0])
             client.close(NO_MATCH_CLOSE_CODE, reason)
             return None
         return recorded_bridge(client, claim, self.side.rules, session)
@@ -230,7 +228,7 @@ class _EpisodePending:
             recorder.error(conn, str(exc), stage="connect", upstream=url)
             session.episode_failed(self.live, str(exc))
             log.warning("live connection %d: %s", self.live, exc)
-            client.close(CloseCode.INTERNAL_ERROR, close_reason(f"rpctape: {exc}"))
+            client.close(CloseCode.INTERNAL_ERROR, clip_reason(f"rpctape: {exc}"))
             return None
         log.info("live connection %d matches no recording: recording it as %d", self.live, conn)
         recorder.open(
@@ -320,6 +318,7 @@ class ReplayServer:
         token: str | None = None,
         rules: Sequence[Rule] = (),
         after_load: Callable[[], None] | None = None,
+        dialect: Dialect = NEUTRAL,
     ) -> None:
         self.path = Path(cassette)
         self.rules = tuple(rules)
@@ -336,6 +335,7 @@ class ReplayServer:
             allow_playback_repeats=allow_playback_repeats,
             order=order,
             hold_timeout=hold_timeout,
+            dialect=dialect,
         )
         self.strict = strict
         self.listen = ListenAddress.parse(listen) if isinstance(listen, str) else listen

@@ -1,0 +1,159 @@
+"""What a replay did: per connection, what was matched, sent, left unused, and every miss.
+
+Pure code. The planner (:mod:`proxy.core.planner`) and the session
+(:mod:`proxy.core.replay_session`) build these; the doors render them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import RpctapeError
+
+
+class ReplayMismatch(RpctapeError, AssertionError):
+    """A strict replay had misses or left recorded client messages unused."""
+
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A recorded client message named in a miss message, and why it did not match."""
+
+    seq: int
+    description: str
+    note: str
+
+    def render(self) -> str:
+        """``seq 7 request thread/start, next in order: /params/cwd: got ..., recorded ...``."""
+        return f"seq {self.seq} {self.description}: {self.note}"
+
+
+@dataclass(frozen=True)
+class Miss:
+    """A live client frame that matched nothing, or a connection with no recording left."""
+
+    live_connection: int
+    recorded_connection: int | None
+    message: int
+    """The live client message's number on its connection (from 1; 0 for the connection)."""
+    description: str
+    candidates: tuple[Candidate, ...] = ()
+    note: str = ""
+
+    def render(self) -> str:
+        """The explanation a person reads: in the error reply, the log and the report."""
+        where = f"live connection {self.live_connection}"
+        if self.recorded_connection is not None:
+            where += f", recorded connection {self.recorded_connection}"
+        if self.message:
+            where += f", client message {self.message}"
+        lines = [f"rpctape: no recorded match for {self.description} ({where})"]
+        if self.note:
+            lines.append(self.note)
+        if self.candidates:
+            lines.append("closest recorded client messages:")
+            lines.extend(f"- {c.render()}" for c in self.candidates)
+        return "\n".join(lines)
+
+
+
+@dataclass(frozen=True)
+class Unused:
+    """A recorded frame that was not replayed (client: never matched; server: never sent)."""
+
+    seq: int
+    description: str
+
+
+@dataclass(frozen=True)
+class ConnectionReport:
+    """What happened on one live connection (or to one recorded connection never used)."""
+
+    live: int | None
+    """The live connection number, from 1; ``None`` for a recorded connection never used."""
+    recorded: int | None
+    """The recorded connection replayed, or (``recorded_live``) the one appended."""
+    recorded_live: bool = False
+    """True when the connection was relayed to the upstream and recorded, not replayed."""
+    client: tuple[int, int] = (0, 0)
+    """Recorded client messages matched, of how many."""
+    server: tuple[int, int] = (0, 0)
+    """Recorded server messages sent, of how many."""
+    unused_client: tuple[Unused, ...] = ()
+    unused_server: tuple[Unused, ...] = ()
+    misses: tuple[Miss, ...] = ()
+    notes: tuple[str, ...] = ()
+    """How the recording was chosen, frames held too long for another connection."""
+
+    def render(self) -> list[str]:
+        """Lines of the report for this connection."""
+        if self.recorded_live:
+            return [
+                f"live connection {self.live}: relayed to the upstream and recorded as "
+                f"connection {self.recorded}"
+            ]
+        if self.live is None:
+            head = f"recorded connection {self.recorded}: never replayed"
+        elif self.recorded is None:
+            head = f"live connection {self.live}: no recorded connection"
+        else:
+            head = f"live connection {self.live} = recorded connection {self.recorded}"
+        lines = [
+            f"{head}: {self.client[0]} of {self.client[1]} client message(s) matched, "
+            f"{self.server[0]} of {self.server[1]} server message(s) sent"
+        ]
+        lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"  not replayed: seq {u.seq} {u.description}" for u in self.unused_client]
+        lines += [f"  not sent: seq {u.seq} {u.description}" for u in self.unused_server]
+        for miss in self.misses:
+            text = miss.render().replace("\n", "\n    ")
+            lines.append(f"  miss: {text}")
+        return lines
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What was not replayed and every miss, per connection; rendered for people."""
+
+    cassette: str
+    connections: tuple[ConnectionReport, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Lines printed after the summary (e.g. what was recorded instead of replayed)."""
+
+    @property
+    def misses(self) -> tuple[Miss, ...]:
+        """Every miss, in connection order."""
+        return tuple(m for c in self.connections for m in c.misses)
+
+    @property
+    def unused_client(self) -> tuple[Unused, ...]:
+        """Every recorded client message that was never matched."""
+        return tuple(u for c in self.connections for u in c.unused_client)
+
+    @property
+    def clean(self) -> bool:
+        """No miss and no unused recorded client message (what ``--strict`` requires)."""
+        return not self.misses and not self.unused_client
+
+    def render(self) -> str:
+        """The report as text, a summary line first."""
+        live = sum(1 for c in self.connections if c.live is not None)
+        recorded = sum(1 for c in self.connections if c.recorded_live)
+        unused_server = sum(len(c.unused_server) for c in self.connections)
+        head = (
+            f"rpctape replay report for {self.cassette}: {live} live connection(s)"
+            + (f" ({recorded} recorded live)" if recorded else "")
+            + f", {len(self.misses)} miss(es), {len(self.unused_client)} recorded client "
+            f"message(s) not replayed, {unused_server} recorded server message(s) not sent"
+        )
+        lines = [head, *self.notes]
+        for conn in self.connections:
+            lines.extend(conn.render())
+        return "\n".join(lines)
+
+    def check(self) -> None:
+        """Raise :class:`ReplayMismatch` with the rendered report unless :attr:`clean`."""
+        if not self.clean:
+            raise ReplayMismatch(self.render())
+
