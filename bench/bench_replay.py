@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_relay import cpu_seconds  # noqa: E402
 from bench.common import start  # noqa: E402
+from proxy import recording_proxy  # noqa: E402
 from proxy.codex.appserver import AppServer  # noqa: E402
 from proxy.codex.backend import FakeBackend  # noqa: E402
 from proxy.codex.client import SessionClient  # noqa: E402
@@ -63,7 +64,6 @@ from proxy.core.cassette import CassetteWriter, frame_of, load, new_header  # no
 from proxy.core.jsonrpc import Direction  # noqa: E402
 from proxy.core.recorder import Recorder  # noqa: E402
 from proxy.core.redact import Redactor  # noqa: E402
-from proxy.wire.relay import recording_proxy  # noqa: E402
 
 TARGET_STREAM = 100_000.0
 """Issue 9: replay streaming >= 100k frames/s."""

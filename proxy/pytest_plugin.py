@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -32,32 +33,13 @@ import pytest
 
 from .codex.dialect import CODEX
 from .core.modes import RecordMode, parse_mode
+from .core.options import SPECS, Door, Settings, to_words
 from .core.replay_report import ReplayReport
-from .core.rules import Rule
 from .errors import RpctapeError, UsageError
-from .wire.replay_server import ReplayServer
+from .wire.session import Session
 
 MARKER = "rpctape"
-MARKER_OPTIONS = frozenset(
-    {
-        "cassette",
-        "record_mode",
-        "strict",
-        "match",
-        "match_on",
-        "on_miss",
-        "order",
-        "hold_timeout",
-        "pace",
-        "ignore",
-        "upstream",
-        "redact_keys",
-        "redact_values",
-        "rules",
-        "attest",
-        "allow_playback_repeats",
-    }
-)
+MARKER_OPTIONS = frozenset({"cassette", *SPECS})
 """Keyword arguments ``@pytest.mark.rpctape(...)`` accepts."""
 
 START_TIMEOUT = 60.0
@@ -112,10 +94,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; refuse an invalid ``--rpctape-record-mode`` up front."""
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(cassette=None, record_mode=None, strict=None, match='strict', "
-        "match_on='codex', on_miss='error', pace='fast', ignore=(), upstream=None, rules=(), "
-        "attest=(), redact_keys=(), redact_values=(), allow_playback_repeats=False): serve a "
-        "cassette through the rpctape_url or rpctape_codex fixture (rpctape plugin)",
+        f"{MARKER}(cassette=None, record_mode=None, ...any option of rpctape's options model, "
+        "by its name: strict, match, match_on, on_miss, pace, ignore, upstream, rules, attest, "
+        "faults, redact_keys, redact_values, ...): serve a cassette through the rpctape_url or "
+        "rpctape_codex fixture (rpctape plugin; docs/replay.md)",
     )
     for value, what in (
         (config.getoption("rpctape_record_mode"), "--rpctape-record-mode"),
@@ -132,14 +114,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything one test's replay needs, resolved from marker, command line and ini."""
+class TestSettings:
+    """One test's cassette and options, resolved from marker, command line and ini."""
 
     cassette: Path
-    record_mode: RecordMode
-    strict: bool
-    upstream: str
-    options: dict[str, Any]
+    settings: Settings
+    given: dict[str, Any]
+    """What the marker and the ini gave, by option name (the stand-in gets them as words)."""
+
+    @property
+    def record_mode(self) -> RecordMode:
+        return self.settings.record_mode
+
+    @property
+    def strict(self) -> bool:
+        return self.settings.strict
 
 
 def cassette_path(folder: Path, name: str) -> Path:
@@ -161,8 +150,9 @@ def default_cassette_name(item: pytest.Item) -> str:
     return re.sub(r"[^\w.-]", "_", f"{module}.{item.name}") + ".jsonl"
 
 
-def resolve_settings(item: pytest.Item) -> Settings:
-    """Marker arguments, then ``--rpctape-record-mode`` and the ini options."""
+def resolve_settings(item: pytest.Item, door: Door = Door.FIXTURE) -> TestSettings:
+    """Marker arguments, then ``--rpctape-record-mode`` and the ini options, resolved by the
+    options model for ``door`` (an option that cannot apply there is refused with why)."""
     config = item.config
     marker = item.get_closest_marker(MARKER)
     kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
@@ -178,23 +168,35 @@ def resolve_settings(item: pytest.Item) -> Settings:
     if not folder.is_absolute():
         folder = Path(str(item.path)).parent / folder
     cassette = cassette_path(folder, kwargs.pop("cassette", None) or default_cassette_name(item))
-    marked_mode = kwargs.pop("record_mode", None)
-    mode_text = (
+    kwargs["record_mode"] = (
         config.getoption("rpctape_record_mode")
-        or marked_mode
+        or kwargs.get("record_mode")
         or config.getini("rpctape_record_mode")
     )
-    strict = kwargs.pop("strict", None)
-    if strict is None:
-        strict = bool(config.getini("rpctape_strict"))
-    upstream = kwargs.pop("upstream", None) or str(config.getini("rpctape_upstream"))
-    return Settings(
-        cassette,
-        parse_mode(RecordMode, mode_text, "record mode"),
-        bool(strict),
-        upstream.strip(),
-        kwargs,
-    )
+    if kwargs.get("strict") is None:
+        kwargs["strict"] = bool(config.getini("rpctape_strict"))
+    mode = parse_mode(RecordMode, kwargs["record_mode"], "record mode")
+    if door is Door.FIXTURE:
+        if not mode.records(cassette.is_file()):
+            kwargs.pop("upstream", None)  # replaying: no upstream is used
+        elif not kwargs.get("upstream"):
+            kwargs["upstream"] = str(config.getini("rpctape_upstream")).strip() or None
+    if "rules" in kwargs:
+        kwargs["rules"] = [str(p.resolve()) for p in _rule_files(item, kwargs["rules"])]
+    try:
+        settings = Settings.resolve(door, _without_command(kwargs))
+    except UsageError as exc:
+        raise UsageError(f"@pytest.mark.rpctape: {exc}") from None
+    return TestSettings(cassette, settings, kwargs)
+
+
+def _without_command(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An upstream that is a command (not a URL) is started by the fixture; the session
+    gets its URL."""
+    upstream = kwargs.get("upstream")
+    if isinstance(upstream, str) and upstream and not re.match(r"wss?://|unix://", upstream):
+        return {k: v for k, v in kwargs.items() if k != "upstream"}
+    return kwargs
 
 
 def _strings(value: Any, what: str) -> list[str]:
@@ -209,13 +211,6 @@ def _rule_files(item: pytest.Item, rules: Any) -> list[Path]:
     """Rule files named by the marker, relative to the test file's folder."""
     here = Path(str(item.path)).parent
     return [here / name for name in _strings(rules, "rules")]
-
-
-def rule_list(item: pytest.Item, rules: Any, attest: Any) -> list[Rule]:
-    """The marker's ``rules`` (TOML files relative to the test file) and ``attest`` switches."""
-    from .core.attest import build_rules
-
-    return build_rules(_rule_files(item, rules), _strings(attest, "attest"), False)
 
 
 # --- the upstream command --------------------------------------------------------------------
@@ -300,13 +295,13 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 class BackgroundServer:
-    """A :class:`ReplayServer` running in a thread with its own event loop.
+    """A :class:`~proxy.wire.session.Session` running in a thread with its own event loop.
 
     Sync tests have no loop, and an async test's loop is blocked while it waits on the
     server in a sync call; a separate thread serves both the same way.
     """
 
-    def __init__(self, server: ReplayServer) -> None:
+    def __init__(self, server: Session) -> None:
         self.server = server
         self.url = ""
         self._thread: threading.Thread | None = None
@@ -386,32 +381,25 @@ class RpctapeSession:
 
 
 def _start(item: pytest.Item) -> RpctapeSession:
-    settings = resolve_settings(item)
-    upstream_url: str | None = None
+    resolved = resolve_settings(item)
+    settings = resolved.settings
     command: UpstreamCommand | None = None
-    if settings.record_mode.records(settings.cassette.is_file()):
-        if not settings.upstream:
+    upstream = resolved.given.get("upstream")
+    if settings.record_mode.records(resolved.cassette.is_file()):
+        if not upstream:
             raise UsageError(
                 f"record mode {settings.record_mode.value!r} needs an upstream to record "
-                f"{settings.cassette}: set the rpctape_upstream ini option or "
+                f"{resolved.cassette}: set the rpctape_upstream ini option or "
                 "@pytest.mark.rpctape(upstream=...)"
             )
-        if re.match(r"wss?://", settings.upstream):
-            upstream_url = settings.upstream
-        else:
-            command = UpstreamCommand(settings.upstream, item.config.rootpath)
-            upstream_url = command.start()
+        if settings.upstream is None:  # a command that prints its URL
+            command = UpstreamCommand(str(upstream), item.config.rootpath)
+            settings = dataclasses.replace(settings, upstream=command.start())
     try:
-        options = dict(settings.options)
-        rules = rule_list(item, options.pop("rules", ()), options.pop("attest", ()))
-        server = ReplayServer(
-            settings.cassette,
-            record_mode=settings.record_mode,
-            upstream=upstream_url,
-            rules=rules,
-            dialect=CODEX,
-            **options,
-        )
+        server = Session(
+            resolved.cassette, settings=settings, door=Door.FIXTURE, dialect=CODEX,
+            validator=_validator(settings),
+        )  # fmt: skip
         background = BackgroundServer(server)
         url = background.start()
     except BaseException:
@@ -419,8 +407,16 @@ def _start(item: pytest.Item) -> RpctapeSession:
             command.stop()
         raise
     return RpctapeSession(
-        url, settings.cassette, settings.record_mode, settings.strict, background, command
+        url, resolved.cassette, settings.record_mode, settings.strict, background, command
     )
+
+
+def _validator(settings: Settings) -> Any:
+    if not settings.validate:
+        return None
+    from .codex.schema import validator_for
+
+    return validator_for(settings)
 
 
 @pytest.fixture
@@ -462,30 +458,10 @@ def rpctape_url(rpctape: RpctapeSession) -> str:
 
 # --- the codex stand-in (stdio clients) ----------------------------------------------------
 
-_ARG_OPTIONS = {
-    "match": "--match",
-    "match_on": "--match-on",
-    "on_miss": "--on-miss",
-    "pace": "--pace",
-}
-_LIST_OPTIONS = {"ignore": "--ignore", "redact_keys": "--redact-key",
-                 "redact_values": "--redact-value", "attest": "--attest"}  # fmt: skip
-
-
-def standin_args(item: pytest.Item, options: dict[str, Any]) -> list[str]:
-    """The marker's options as ``RPCTAPE_ARGS`` words (rule files made absolute)."""
-    words: list[str] = []
-    for key, flag in _ARG_OPTIONS.items():
-        if options.get(key) is not None:
-            words += [flag, str(options[key])]
-    for key, flag in _LIST_OPTIONS.items():
-        for value in _strings(options.get(key), key):
-            words += [flag, value]
-    for path in _rule_files(item, options.get("rules")):
-        words += ["--rules", str(path.resolve())]
-    if options.get("allow_playback_repeats"):
-        words.append("--allow-playback-repeats")
-    return words
+def standin_args(resolved: TestSettings) -> list[str]:
+    """The marker's options as ``RPCTAPE_ARGS`` words (the record mode goes in
+    ``RPCTAPE_RECORD_MODE``; rule files are absolute already)."""
+    return to_words({k: v for k, v in resolved.given.items() if k != "record_mode"})
 
 
 def standin_executable(folder: Path) -> Path:
@@ -579,9 +555,9 @@ def rpctape_codex(
     item = request.node
     assert isinstance(item, pytest.Item)
     try:
-        settings = resolve_settings(item)
-        args = standin_args(item, settings.options)
-        rule_list(item, settings.options.get("rules"), settings.options.get("attest"))
+        settings = resolve_settings(item, Door.CODEX_FIXTURE)
+        args = standin_args(settings)
+        settings.settings.rule_list()  # a bad rules file fails the test here, with its reason
     except (RpctapeError, FileNotFoundError) as exc:
         problem = f"rpctape: {exc}"
     else:

@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from proxy import recording_proxy  # noqa: E402
 from proxy.codex.appserver import AppServer, choose_codex, find_codex  # noqa: E402
 from proxy.codex.backend import FakeBackend, Reply  # noqa: E402
 from proxy.codex.client import ClientOptions, SessionClient  # noqa: E402
 from proxy.codex.schema import codex_version  # noqa: E402
-from proxy.wire.relay import recording_proxy  # noqa: E402
 from tests.rejoin import record_rejoin  # noqa: E402
 
 APPROVAL_ARGUMENTS = {

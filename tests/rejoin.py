@@ -22,10 +22,10 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from proxy import recording_proxy
 from proxy.codex.appserver import AppServer
 from proxy.codex.backend import FakeBackend, Reply
 from proxy.core.cassette import Cassette
-from proxy.wire.relay import recording_proxy
 
 DELTAS = 10
 """Text deltas the turn streams."""

@@ -13,12 +13,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from proxy import recording_proxy, replay_server
 from proxy.core.attest import AttestKind, AttestMode, attestation_rules, build_rules
 from proxy.core.cassette import Cassette, load
 from proxy.core.redact import marker
 from proxy.errors import UsageError
-from proxy.wire.relay import recording_proxy
-from proxy.wire.replay_server import replay_server
 from tests.scripted_upstream import ScriptedUpstream
 
 INIT = '{"id":1,"method":"initialize","params":{"clientInfo":{"name":"t","version":"0"}}}'

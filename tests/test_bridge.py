@@ -15,11 +15,12 @@ import orjson
 import pytest
 
 from proxy.core.cassette import CassetteWriter, frame_of
+from proxy.core.close import clip_reason
 from proxy.core.jsonrpc import Message
 from proxy.core.recorder import Recorder
 from proxy.core.rules import Rule
 from proxy.errors import CassetteWriteError
-from proxy.wire.bridge import Bridge, clip_reason, write_failure_reason
+from proxy.wire.bridge import Bridge, write_failure_reason
 from proxy.wire.legs import ClosePlan, Leg, Party
 from tests.faults import enospc
 

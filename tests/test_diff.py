@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from proxy import recording_proxy
 from proxy.cli import app
 from proxy.codex.appserver import AppServer, find_codex
 from proxy.codex.backend import FakeBackend, Reply
@@ -29,7 +30,6 @@ from proxy.core.diff import (
     diff_values,
 )
 from proxy.core.jsonrpc import Direction
-from proxy.wire.relay import recording_proxy
 
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
 runner = CliRunner()

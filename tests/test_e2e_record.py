@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy import recording_proxy
 from proxy.codex.appserver import AppServer
 from proxy.codex.backend import FakeBackend, Reply
 from proxy.codex.client import ClientOptions, SessionClient, scripted_session
@@ -18,7 +19,6 @@ from proxy.codex.schema import Report, Validator, check_cassette
 from proxy.core.cassette import frame_of, load
 from proxy.core.diff import EntryKind, diff_cassettes
 from proxy.core.jsonrpc import Direction
-from proxy.wire.relay import recording_proxy
 
 SHIPPED = Path(__file__).resolve().parent.parent / "cassettes"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy import ReplayServer
 from proxy.core.cassette import load
-from proxy.wire.replay_server import ReplayServer
 from tests.rejoin import (
     DELTAS_BEFORE_B,
     Log,

@@ -10,11 +10,11 @@ import pytest
 from record_cassettes import SCENARIOS, Scenario  # scripts/ is on pytest's pythonpath
 from websockets.asyncio.client import connect
 
+from proxy import recording_proxy
 from proxy.codex.appserver import AppServer
 from proxy.codex.backend import FakeBackend
 from proxy.codex.client import ClientOptions, SessionClient
 from proxy.core.cassette import frame_of, load
-from proxy.wire.relay import recording_proxy
 
 pytestmark = pytest.mark.e2e
 

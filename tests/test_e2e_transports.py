@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from proxy import recording_proxy
 from proxy.codex.appserver import (
     FAKE_API_KEY,
     FAKE_API_KEY_ENV,
@@ -24,7 +25,6 @@ from proxy.codex.backend import FakeBackend
 from proxy.codex.client import SessionClient, scripted_session
 from proxy.core.cassette import Cassette, frame_of, load
 from proxy.core.jsonrpc import Direction
-from proxy.wire.relay import recording_proxy
 
 pytestmark = pytest.mark.e2e
 

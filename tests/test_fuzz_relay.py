@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect, unix_connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from proxy import recording_proxy
+from proxy.core.address import ListenAddress
 from proxy.core.cassette import frame_of, load
-from proxy.wire.relay import ListenAddress, recording_proxy
 from tests.helpers import is_utf8
 
 Frame = str | bytes

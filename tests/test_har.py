@@ -203,7 +203,7 @@ async def test_imported_capture_replays_cleanly(tmp_path: Path) -> None:
     messages get the recorded answers, and nothing is missed or left over."""
     from websockets.asyncio.client import connect
 
-    from proxy.wire.replay_server import ReplayServer
+    from proxy import ReplayServer
 
     source = load(CASSETTES[-1])  # two-turns.jsonl
     back = round_trip(source, tmp_path)

@@ -18,11 +18,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from proxy import ReplayServer, recording_proxy
 from proxy.core.cassette import CassetteWriter, new_header
 from proxy.core.jsonrpc import Direction
 from proxy.core.recorder import Recorder
-from proxy.wire.relay import recording_proxy
-from proxy.wire.replay_server import ReplayServer
 from tests.scripted_upstream import ScriptedUpstream
 
 Serve = Callable[..., AbstractAsyncContextManager[str]]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.core.modes import MatchOrder, OnMiss, Pace, RecordMode, parse_mode
+from proxy.core.modes import MatchOrder, OnMiss, Pace, Plan, RecordMode, parse_mode, plan_for
 from proxy.errors import UsageError
-from proxy.wire.replay_server import Plan, plan_for
 
 
 def test_record_modes_are_vcr_names() -> None:

@@ -41,7 +41,7 @@ def test_wheel_ships_py_typed_and_the_console_script(wheel: Path) -> None:
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         scripts = archive.read(entry_points).decode()
     assert "proxy/py.typed" in names
-    assert {"proxy/__init__.py", "proxy/cli.py", "proxy/core/matching.py"} <= names
+    assert {"proxy/__init__.py", "proxy/cli/__init__.py", "proxy/core/matching.py"} <= names
     assert "rpctape = proxy.cli:main" in scripts
 
 
@@ -129,7 +129,7 @@ def test_core_imports_without_the_backend_extra() -> None:
     done = _run_without_backend(
         """
         import proxy, proxy.cli, proxy.pytest_plugin
-        import proxy.wire.relay, proxy.wire.replay_server, proxy.wire.wrap
+        import proxy.wire.session, proxy.wire.sides, proxy.codex.library
         loaded = sorted(m for m in sys.modules if m.partition(".")[0] in {"aiohttp", "tomli_w"})
         print("loaded:", loaded)
         """

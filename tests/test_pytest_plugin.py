@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ import pytest
 from proxy.codex.appserver import FAKE_API_KEY, FAKE_API_KEY_ENV, write_codex_home
 from proxy.codex.backend import FakeBackend, Reply
 from proxy.core.cassette import frame_of, load
+from proxy.core.options import Door, parse_words
 from proxy.errors import UsageError
-from proxy.pytest_plugin import cassette_path, rule_list, standin_args
+from proxy.pytest_plugin import cassette_path, resolve_settings, standin_args
 from tests.helpers import C, S, write_tape
 from tests.scripted_upstream import ScriptedUpstream
 
@@ -254,24 +256,46 @@ result = { token = "T" }
 
 def test_marker_options_become_rpctape_args_and_rules(tmp_path: Path) -> None:
     """The marker's matching, redaction, rules (relative to the test file) and attest options
-    as the stand-in's RPCTAPE_ARGS, and as rules for the websocket fixture."""
+    as the stand-in's RPCTAPE_ARGS (the options model's words), and as rules for the
+    websocket fixture; a bad value is refused with the option's name."""
     (tmp_path / "r.toml").write_text(RULES)
-    item = cast(pytest.Item, SimpleNamespace(path=tmp_path / "test_x.py"))
-    options = {
-        "match_on": "exact", "ignore": ["/params/a", "/params/b"], "redact_keys": "k",
-        "rules": "r.toml", "attest": ["inject:v1.T"], "allow_playback_repeats": True,
+    marker = pytest.mark.rpctape(
+        match_on="exact", ignore=["/params/a", "/params/b"], redact_keys="k", rules="r.toml",
+        attest=["inject:v1.T"], allow_playback_repeats=True, pace="recorded",
+    )  # fmt: skip
+    item = fake_item(tmp_path, marker.mark)
+    resolved = resolve_settings(item, Door.CODEX_FIXTURE)
+    rules_file = str((tmp_path / "r.toml").resolve())
+    assert standin_args(resolved) == [
+        "--match-on", "exact", "--ignore", "/params/a", "--ignore", "/params/b",
+        "--redact-key", "k", "--rules", rules_file, "--attest", "inject:v1.T",
+        "--allow-playback-repeats", "--pace", "recorded",
+    ]  # fmt: skip
+    assert parse_words(shlex.join(standin_args(resolved)), Door.STANDIN, source="x") == {
+        "match_on": "exact", "ignore": ["/params/a", "/params/b"], "redact_keys": ["k"],
+        "rules": [rules_file], "attest": ["inject:v1.T"], "allow_playback_repeats": True,
         "pace": "recorded",
     }  # fmt: skip
-    assert standin_args(item, options) == [
-        "--match-on", "exact", "--pace", "recorded", "--ignore", "/params/a",
-        "--ignore", "/params/b", "--redact-key", "k", "--attest", "inject:v1.T",
-        "--rules", str((tmp_path / "r.toml").resolve()), "--allow-playback-repeats",
-    ]  # fmt: skip
-    rules = rule_list(item, options["rules"], options["attest"])
+    rules = resolved.settings.rule_list()
     assert [r.name for r in rules] == [
         "fake token",
         "attest: advertise requestAttestation",
         "attest: inject <redacted:9d8f6a4e>",
     ]
-    with pytest.raises(UsageError, match=r"rpctape\(attest=...\) takes a string or a list"):
-        rule_list(item, (), [1])
+    bad = fake_item(tmp_path, pytest.mark.rpctape(attest=[1]).mark)
+    with pytest.raises(UsageError, match=r"attest= expected text, not 1"):
+        resolve_settings(bad, Door.CODEX_FIXTURE)
+
+
+def fake_item(folder: Path, mark: pytest.Mark) -> pytest.Item:
+    """Enough of a pytest item for resolve_settings: a path, a marker, an empty config."""
+    ini = {"rpctape_cassette_dir": "cassettes", "rpctape_record_mode": "none",
+           "rpctape_strict": False, "rpctape_upstream": ""}  # fmt: skip
+    config = SimpleNamespace(getini=ini.__getitem__, getoption=lambda name: None)
+    return cast(
+        pytest.Item,
+        SimpleNamespace(
+            path=folder / "test_x.py", name="test_x", config=config,
+            get_closest_marker=lambda name: mark,
+        ),
+    )  # fmt: skip

@@ -19,10 +19,11 @@ from websockets.asyncio.client import connect, unix_connect
 from websockets.asyncio.server import ServerConnection, unix_serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from proxy import recording_proxy
+from proxy.core.address import ListenAddress
 from proxy.core.cassette import Cassette, frame_of, load
 from proxy.core.rules import load_rules
 from proxy.errors import UsageError
-from proxy.wire.relay import ListenAddress, recording_proxy
 from proxy.wire.upstream import Transport, Upstream
 from tests.faults import fail_writes_after
 from tests.scripted_upstream import ScriptedUpstream

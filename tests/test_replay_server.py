@@ -19,6 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from proxy import ReplayServer, recording_proxy, replay_server
 from proxy.codex.appserver import AppServer
 from proxy.codex.backend import FakeBackend
 from proxy.codex.client import ClientOptions, scripted_session
@@ -26,8 +27,6 @@ from proxy.core.cassette import Cassette, frame_of, load
 from proxy.core.jsonrpc import Direction
 from proxy.core.replay_report import ReplayMismatch
 from proxy.errors import CassetteNotFound, UsageError
-from proxy.wire.relay import recording_proxy
-from proxy.wire.replay_server import ReplayServer, replay_server
 from tests.faults import fail_writes_after
 from tests.helpers import (
     CASSETTES,

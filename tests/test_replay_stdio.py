@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from proxy import ReplayServer
 from proxy.core.cassette import load
-from proxy.wire.replay_server import ReplayServer
 from tests.helpers import CASSETTES, REPO, C, S, Script, live_exchange, write_tape
 
 LIMIT = 64 * 1024 * 1024

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from proxy.wire.replay_server import ReplayServer
+from proxy import ReplayServer
 from proxy.wire.runner import LOOP_ENV, LoopUnavailable, freeze_loaded, loop_factory, run
 from tests.helpers import REPO
 

@@ -25,7 +25,6 @@ from proxy.codex.backend import FakeBackend
 from proxy.codex.schema import (
     Validator,
     Violation,
-    WatchRule,
     cache_root,
     codex_version,
     pointer_of,
@@ -33,11 +32,11 @@ from proxy.codex.schema import (
     schema_dir,
 )
 from proxy.core.cassette import CassetteWriter, load, new_header
-from proxy.core.jsonrpc import Direction, MessageType, parse
+from proxy.core.jsonrpc import Direction, MessageType
 from proxy.core.pointer import resolve
 from proxy.core.recorder import Recorder
-from proxy.core.rules import Engine
 from proxy.errors import UsageError
+from proxy.wire.session import Tally
 
 CASSETTES = sorted((Path(__file__).resolve().parent.parent / "cassettes").glob("*.jsonl"))
 C2S, S2C = Direction.C2S, Direction.S2C
@@ -441,19 +440,21 @@ def test_a_failing_validator_is_logged_and_the_frame_recorded(
     assert "schema validator failed on a c2s frame" in caplog.text
 
 
-def test_watch_rule_counts_live_client_violations_and_never_acts(
+def test_tally_counts_live_client_violations_and_never_acts(
     validator: Validator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """replay --validate's rule: client frames are checked and counted, server frames are
-    not, and every message goes on untouched."""
-    watch = WatchRule.build(validator)
-    engine = Engine([watch])
+    """replay --validate's observer: client frames are checked and counted, server frames
+    are not, and every frame is recorded (here: built) as it came."""
+    tally = Tally(validator.pairs, validator.label, only=C2S)
+    recorder = Recorder(None, validator=tally)
+    recorder.open(1, path="/", headers=(), subprotocol=None, upstream="ws://x")
     for direction, frame in [(C2S, GOOD_INIT), (C2S, BAD_TURN), (S2C, BAD_TURN)]:
-        decision = engine.decide(direction, frame, parse(frame), None)
-        assert decision.untouched and decision.forward == frame and decision.applied == []
-    assert watch.found == {"messages": 2, "violations": 1}
+        (event,) = recorder.record_frames(1, direction, [(True, frame)])
+        assert event["msg"] == orjson.loads(frame)
+    assert (tally.messages, tally.violations) == (2, 1)
+    assert tally.summary() == f"1 schema violation(s) in 2 live message(s) ({validator.label})"
     assert (
-        f"schema violation ({validator.label}) in a live c2s request turn/start /params/input: "
+        f"schema violation ({validator.label}) in a live c2s frame at /params/input: "
         "'First question.' is not of type 'array'"
     ) in caplog.text
 

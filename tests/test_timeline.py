@@ -8,12 +8,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from proxy.cli.views import follow
 from proxy.core.cassette import Cassette
 from proxy.core.timeline import (
     Row,
     describe,
     effects,
-    follow,
     format_row,
     select,
     shorten,

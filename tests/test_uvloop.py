@@ -16,9 +16,8 @@ from typing import TypeVar
 import uvloop
 from websockets.asyncio.client import connect
 
+from proxy import recording_proxy, replay_server
 from proxy.core.cassette import frame_of, load
-from proxy.wire.relay import recording_proxy
-from proxy.wire.replay_server import replay_server
 from tests.scripted_upstream import ScriptedUpstream
 
 T = TypeVar("T")

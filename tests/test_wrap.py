@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from proxy.core.cassette import frame_of, load
-from proxy.wire.wrap import exit_status
+from proxy.wire.session import exit_status
 from tests.faults import failing_rpctape
 
 ECHO = r"""

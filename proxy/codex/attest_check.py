@@ -21,10 +21,10 @@ import orjson
 
 from ..core.attest import METHOD, AttestMode, attestation_rules
 from ..core.cassette import load
-from ..wire.relay import recording_proxy
 from .appserver import AppServer, AuthMode
 from .backend import CHATGPT_RESPONSES_PATH, WEBSOCKET_MESSAGE, FakeBackend
 from .client import ClientOptions, SessionClient
+from .library import recording_proxy
 
 HEADER = "x-oai-attestation"
 CLIENT_TOKEN = "v1.client-token"

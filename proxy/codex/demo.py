@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..core.cassette import load
 from ..core.timeline import render, summary
-from ..wire.relay import recording_proxy
 from .appserver import AppServer
 from .backend import FakeBackend
 from .client import scripted_session
+from .library import recording_proxy
 
 DEMO_PROMPT = "Say hello to rpctape."
 

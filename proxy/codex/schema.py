@@ -43,9 +43,10 @@ from referencing.jsonschema import DRAFT7
 
 from ..core import pointer as _pointer
 from ..core.cassette import Cassette, Event
-from ..core.jsonrpc import Direction, MessageType, Parsed, classify, parse
-from ..core.rules import Action, Rule
+from ..core.jsonrpc import Direction, MessageType, classify, parse
+from ..core.options import Settings
 from ..errors import AppServerError, UsageError
+from ..wire.session import Tally
 
 _log = logging.getLogger("rpctape.schema")
 
@@ -55,7 +56,6 @@ __all__ = [
     "Report",
     "Validator",
     "Violation",
-    "WatchRule",
     "cache_root",
     "check_cassette",
     "codex_version",
@@ -503,39 +503,22 @@ def check_cassette(tape: Cassette, validator: Validator, report: Report, name: s
             report.findings.append(Finding(name, event["seq"], event["conn"], violation))
 
 
-# --- live traffic in replay ---------------------------------------------------------------
+# --- live traffic (--validate, every door) -----------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
-class WatchRule(Rule):
-    """A rule that never acts: it checks each live message it sees (``watch`` direction)
-    against the schema, counts and logs the violations. ``replay --validate`` adds it to the
-    rules, so the bridge's rule engine shows it every live client frame; nothing is recorded
-    in replay, so the count and the log are the report. Build it with :meth:`build`."""
+def validator_for(settings: Settings, only: Direction | None = None) -> Tally | None:
+    """The live check of ``--validate`` (``None`` without it), for every door: codex's schema
+    from ``--schema DIR``, or from ``--codex`` (a path or an installed version; default the
+    pinned one). ``only``: check frames of that direction only (a replay checks the live
+    client's; the server's are recorded)."""
+    if not settings.validate:
+        return None
+    if settings.schema is not None:
+        validator = Validator(settings.schema)
+    else:
+        from .appserver import choose_codex
 
-    validator: Validator | None = None
-    watch: Direction = Direction.C2S
-    found: Counter[str] = field(default_factory=Counter)
-    """``messages`` checked and ``violations`` found, over every connection."""
-
-    @classmethod
-    def build(cls, validator: Validator, watch: Direction = Direction.C2S) -> WatchRule:
-        return cls(name="validate", action=Action.DELAY, validator=validator, watch=watch)
-
-    def matches(self, direction: Direction, parsed: Parsed, response_to: str | None) -> bool:
-        if direction is not self.watch or not parsed.has_msg or self.validator is None:
-            return False
-        try:
-            violations = self.validator.check(direction, parsed.msg, response_to)
-        except Exception:  # a broken check is logged; the message goes on
-            _log.exception("schema check failed on a live %s frame", direction)
-            return False
-        self.found["messages"] += 1
-        for v in violations:
-            self.found["violations"] += 1
-            _log.warning(
-                "schema violation (%s) in a live %s %s %s%s: %s",
-                self.validator.label, direction.value, v.type.value, v.method or "?",
-                f" {v.pointer}" if v.pointer else "", v.message,
-            )  # fmt: skip
-        return False
+        binary = choose_codex(settings.codex)
+        version = codex_version(binary)
+        validator = Validator(schema_dir(binary, version=version), label=f"codex {version}")
+    return Tally(validator.pairs, validator.label, only)

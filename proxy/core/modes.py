@@ -29,11 +29,28 @@ class RecordMode(enum.StrEnum):
 
     def records(self, cassette_exists: bool) -> bool:
         """Whether this mode may need the upstream for a cassette that does or does not exist."""
-        if self is RecordMode.NONE:
-            return False
-        if self is RecordMode.ONCE:
-            return not cassette_exists
-        return True
+        return plan_for(self, cassette_exists) is not Plan.REPLAY
+
+
+class Plan(enum.Enum):
+    """What a session does, decided from the record mode and whether the cassette exists."""
+
+    REPLAY = "replay"
+    """Serve recorded connections only (``none``; ``once`` with a cassette)."""
+    RECORD = "record"
+    """Relay everything to the upstream and record a new cassette (``all``; ``once``)."""
+    EPISODES = "episodes"
+    """Replay what matches, relay and append the rest (``new_episodes``)."""
+
+
+def plan_for(mode: RecordMode, cassette_exists: bool) -> Plan:
+    """The record-mode table, once for every door: the plan for ``mode`` given whether the
+    cassette file exists."""
+    if mode is RecordMode.NEW_EPISODES:
+        return Plan.EPISODES
+    if mode is RecordMode.ALL or (mode is RecordMode.ONCE and not cassette_exists):
+        return Plan.RECORD
+    return Plan.REPLAY
 
 
 class OnMiss(enum.StrEnum):

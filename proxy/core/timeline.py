@@ -6,17 +6,14 @@ Pure formatting: events in, rows out. Rendering to a terminal is the CLI's job.
 from __future__ import annotations
 
 import base64
-import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 from rich.text import Text
 
-from ..errors import CassetteNotFound
-from .cassette import Cassette, Event, frame_of, parse_lines
+from .cassette import Cassette, Event, frame_of
 
 HEADER_LINE = b'{"rpctape":1}\n'
 """A minimal header, to check an appended line with the cassette reader's own rules."""
@@ -169,28 +166,3 @@ def styled(row: Row, event: Event | None = None) -> Text:
     text.append(f" {row.payload}")
     return text
 
-
-def follow(path: Path, poll: float = 0.2) -> Iterator[Event]:
-    """The header, then every event of a cassette, then each event appended later, forever.
-
-    Reads what is there, then polls the file every ``poll`` seconds for new complete lines
-    (a line still being written waits for its newline). Stop it with Ctrl-C.
-    """
-    try:
-        stream = path.open("rb")
-    except FileNotFoundError:
-        raise CassetteNotFound(f"no cassette at {path}") from None
-    with stream:
-        pending, number = b"", 0
-        while True:
-            chunk = stream.read()
-            if not chunk:
-                time.sleep(poll)
-                continue
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                number += 1
-                if number == 1:
-                    yield parse_lines(line + b"\n", source=str(path)).header
-                elif line.strip():
-                    yield parse_lines(HEADER_LINE + line + b"\n", source=str(path)).events[0]

@@ -20,17 +20,14 @@ from typing import Any
 
 from websockets.frames import CloseCode
 
+from ..core.close import clip_reason
 from ..core.jsonrpc import Direction, Message, parse
-from ..core.recorder import Recorder
+from ..core.recorder import FrameValidator, Recorder
 from ..core.rules import Decision, Engine, Rule
 from ..errors import CassetteWriteError
 from .legs import ChildLeg, Leg
 
 log = logging.getLogger("rpctape.bridge")
-
-MAX_CLOSE_REASON = 123
-"""RFC 6455 section 5.5: a close frame's payload is at most 125 bytes, 2 of them the code."""
-
 
 def write_failure_reason(error: CassetteWriteError) -> str:
     """The close reason sent to both legs when the cassette cannot be written (<= 123 bytes).
@@ -44,14 +41,6 @@ def write_failure_reason(error: CassetteWriteError) -> str:
     return clip_reason(f"rpctape: cannot write cassette {name}: {why} (errno {error.errno})")
 
 
-def clip_reason(text: str, limit: int = MAX_CLOSE_REASON) -> str:
-    """``text`` cut to ``limit`` bytes of UTF-8 (on a character boundary, ending in ``...``)."""
-    raw = text.encode()
-    if len(raw) <= limit:
-        return text
-    return raw[: limit - 3].decode("utf-8", errors="ignore") + "..."
-
-
 class Bridge:
     """One client connection and its upstream connection, once both are open."""
 
@@ -62,6 +51,8 @@ class Bridge:
         server: Leg,
         recorder: Recorder | None,
         rules: Sequence[Rule] = (),
+        *,
+        validator: FrameValidator | None = None,
     ) -> None:
         self.conn = conn
         self.client = client
@@ -69,8 +60,11 @@ class Bridge:
         self.recording = recorder is not None
         """Whether messages go to a cassette (record) or only through (replay)."""
         if recorder is None:  # still numbers and pairs messages for the rules and the log
-            recorder = Recorder(None)
+            recorder = Recorder(None, validator=validator)
             recorder.open(conn, path="", headers=(), subprotocol=None, upstream="")
+        self.observed = self.recording or recorder.validator is not None
+        """Whether each frame goes through the recorder: it is written, or checked against
+        a schema (an observer: the frame is forwarded as it came either way)."""
         self.recorder = recorder
         self.engine = Engine(rules) if rules else None
         self.closed = False
@@ -79,6 +73,9 @@ class Bridge:
         self.on_write_failed: Callable[[Bridge, CassetteWriteError], None] | None = None
         """Called once, after :meth:`fail` closed both legs (the listener closes the other
         connections recording to the same cassette and refuses new ones)."""
+        self.explain_failure: Callable[[str], None] | None = None
+        """Called with the error's one-line explanation before :meth:`fail` closes the legs
+        (a stdio door writes it on stderr before its stdout ends)."""
         self._held: dict[Leg, list[tuple[float, Message]]] = {client: [], server: []}
         self._timers: dict[Leg, asyncio.TimerHandle] = {}
         client.peer, server.peer = server, client
@@ -112,7 +109,7 @@ class Bridge:
                 log.debug("conn %d %s %s", self.conn, direction.arrow, _shorten(payload))
         assert leg.peer is not None
         if self.engine is None and not self._held[leg.peer]:
-            if not self.recording:
+            if not self.observed:
                 leg.peer.send(messages)
                 return
             try:
@@ -281,6 +278,8 @@ class Bridge:
             return
         self.failure = error
         reason = write_failure_reason(error)
+        if self.explain_failure is not None:
+            self.explain_failure(f"rpctape: error: {error}")
         log.info("conn %d: %s; closing both legs with 1011", self.conn, error)
         self._drop_held("the cassette cannot be written")
         self.closed = True

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import ipaddress
 import logging
 import os
 import stat
@@ -32,14 +31,13 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from ..core.address import ListenAddress
+from ..core.options import DEFAULT_MAX_SIZE
 from ..errors import CassetteWriteError, RpctapeError, UsageError
 from .bridge import Bridge, write_failure_reason
 from .legs import WebSocketLeg
 
 log = logging.getLogger("rpctape.listener")
-
-DEFAULT_MAX_SIZE = 16 * 1024 * 1024
-"""The app-server's own message limit (16 MiB)."""
 
 HEALTH_PATHS = frozenset({"/readyz", "/healthz"})
 """Plain GETs answered 200 with an empty body, as the app-server does."""
@@ -49,47 +47,6 @@ SINGLE_HEADERS = ("Host", "Origin", "Authorization", "Upgrade", "Sec-WebSocket-K
 """Request headers that must appear at most once: two of them make the upgrade a 400."""
 
 SHUTDOWN_REASON = "rpctape shutting down"
-
-
-@dataclass(frozen=True)
-class ListenAddress:
-    """A parsed ``--listen`` URL: ``ws://HOST:PORT`` or ``unix:///PATH`` (websocket over a
-    unix socket, as the app-server's own ``--listen unix://PATH``)."""
-
-    host: str
-    port: int
-    path: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> ListenAddress:
-        """Parse ``ws://HOST:PORT`` (port 0 picks a free one) or ``unix:///PATH``."""
-        parts = urlsplit(url)
-        if parts.scheme == "unix" and parts.path and not parts.netloc:
-            return cls("localhost", 0, parts.path)
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-            bad_port = True
-        else:
-            bad_port = False
-        if parts.scheme != "ws" or not parts.hostname or port is None:
-            why = " (the port must be 0 to 65535)" if bad_port else ""
-            raise UsageError(
-                f"--listen must look like ws://127.0.0.1:4223 or unix:///path/to.sock, "
-                f"not {url!r}{why}"
-            )
-        return cls(parts.hostname, port)
-
-    @property
-    def is_loopback(self) -> bool:
-        """Whether only this machine can connect (always true for a unix socket)."""
-        if self.path is not None or self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
 
 
 @dataclass(frozen=True)
