@@ -9,7 +9,7 @@
                                      `./dev lock` with pyenv's Python 3.12 and
                                      codex-app-server-sdk, for .venv-sdk)
     python scripts/lock.py lowest    print the constraints of the lowest-versions run: every
-                                     runtime dependency (and the backend and fast extras) at
+                                     runtime dependency (and the fast extra's) at
                                      the lower end of its range, the test runners as locked
 
 The lock is what `./dev setup` installs (`pip install -c requirements/dev.lock -e '.[dev]'`).
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "dev.lock"
 SDK_LOCK = ROOT / "requirements" / "sdk.lock"
-LOWEST_EXTRAS = ("backend", "fast")
+LOWEST_EXTRAS = ("fast",)
 """Extras whose lower ends the lowest-versions run pins, besides the runtime dependencies."""
 TEST_EXTRA = "test"
 """The extra whose own tools (pytest and plugins) the lowest-versions run takes from the lock."""

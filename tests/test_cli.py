@@ -421,8 +421,7 @@ LISTEN_99999 = "--listen ws://127.0.0.1:99999: the port must be a number from 0 
         ),
         (
             (*RECORD, "--max-size", "-5"),
-            "Invalid value for '--max-size': -5 is less than 1, the smallest allowed. "
-            "Run `rpctape record -h` for help",
+            "invalid value for --max-size: -5 is less than 1, the smallest allowed",
         ),
         (
             ("show", "cassettes/two-turns.jsonl", "--width", "-3"),

@@ -127,9 +127,10 @@ async def test_allowed_origin_is_accepted(serve: Serve) -> None:
         assert await ws.recv() == PING
 
 
-async def test_token(serve: Serve) -> None:
+async def test_token(serve: Serve, tmp_path: Path) -> None:
     """With a token: no header or a wrong one gets 401; the right one passes."""
-    async with serve(token="s3cret") as url:
+    (tmp_path / "token").write_text("s3cret\n")
+    async with serve(token_file=tmp_path / "token") as url:
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             with pytest.raises(InvalidStatus) as info:
                 async with connect(url, additional_headers=headers):

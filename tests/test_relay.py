@@ -278,9 +278,12 @@ async def test_origin_refused_unless_allowed(
     assert "Origin" not in upstream.headers[0]
 
 
-async def test_token_auth(relay: RelayFactory, upstream: ScriptedUpstream) -> None:
+async def test_token_auth(
+    relay: RelayFactory, upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
     """With a token, clients need the bearer header (401 otherwise); it is not passed on."""
-    async with relay(token="s3cret") as url:
+    (tmp_path / "token").write_text("s3cret\n")
+    async with relay(token_file=tmp_path / "token") as url:
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             with pytest.raises(InvalidStatus) as info:
                 async with connect(url, additional_headers=headers):

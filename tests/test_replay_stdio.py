@@ -104,8 +104,8 @@ def summary(cassette: Path, misses: int = 0, client: int = 0, server: int = 0) -
 
 
 STDIO_NOTE = (
-    "transport: stdio (newline-delimited JSON on stdin/stdout; only the first recorded "
-    "connection is replayed)"
+    "transport: stdio (newline-delimited JSON on stdin/stdout; one connection, paired with "
+    "the recording that fits it best)"
 )
 
 
@@ -285,14 +285,11 @@ async def test_files_instead_of_pipes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (
-            ["--record-mode", "once"],
-            "--stdio only replays: record mode 'once' is not supported over stdio (record the "
-            "session with rpctape record or wrap, then replay it)",
-        ),
+        (["--record-mode", "all"], "record mode 'all' needs an upstream to record "),
         (
             ["--listen", "ws://127.0.0.1:0"],
-            "--stdio and --listen exclude each other: stdio does not listen",
+            "--listen does not apply to rpctape replay --stdio: it serves one client on stdin "
+            "and stdout; nothing listens",
         ),
         (["--record-mode", "twice"], "invalid record mode 'twice'; valid values: none, once, "),
     ],

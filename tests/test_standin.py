@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from proxy.codex.standin import Invocation, parse_invocation
 from proxy.core.cassette import frame_of, load
+from proxy.core.options import SPECS
 from proxy.pytest_plugin import standin_executable
 
 FAKE = Path(__file__).resolve().parent / "fake_codex.py"
@@ -181,10 +183,8 @@ def test_other_invocations_run_the_real_codex(tmp_path: Path, fake_codex: Path) 
          "invalid match_on 'exactt'; valid values: a preset (codex, exact) or a "
          "comma-separated list of method, body, clientInfo, cwd, timestamps"),
         (["app-server"], {"RPCTAPE_ARGS": "--colour"},
-         "$RPCTAPE_ARGS: unrecognized arguments: --colour; valid options: --rules FILE, "
-         "--attest MODE, --advertise-attestation, --match-on WHAT, --match ORDER, --ignore "
-         "POINTER, --on-miss error|close, --pace SPEED, --allow-playback-repeats, --strict, "
-         "--redact-key KEY, --redact-value REGEX, --no-redact"),
+         "$RPCTAPE_ARGS: unrecognized arguments: --colour; valid options: "
+         + ", ".join(spec.flag for spec in SPECS.values())),
         (["app-server"], {"RPCTAPE_RECORD_MODE": "none"},
          "record mode 'none' replays: set $RPCTAPE_CASSETTE to the cassette"),
         (["app-server", "--listen", "ws://127.0.0.1:0"], {},
@@ -195,10 +195,12 @@ def test_other_invocations_run_the_real_codex(tmp_path: Path, fake_codex: Path) 
 def test_bad_settings_fail_with_one_line(
     tmp_path: Path, args: list[str], env: dict[str, str], error: str
 ) -> None:
-    """A typo or a missing setting: one line on stderr, exit 2, nothing on stdout."""
+    """A typo or a missing setting: one line on stderr, exit 2, and the same line as the
+    JSON-RPC error answering the client's first request (clients that hide stderr show it)."""
     result = standin(tmp_path, args, lines(INIT), **env)
+    answer = {"id": 1, "error": {"code": -32098, "message": f"rpctape-codex: error: {error}"}}
     assert (result.returncode, result.stdout, result.stderr) == (
-        2, "", f"rpctape-codex: error: {error}\n"
+        2, orjson.dumps(answer).decode() + "\n", f"rpctape-codex: error: {error}\n"
     )  # fmt: skip
 
 

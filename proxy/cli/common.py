@@ -102,7 +102,10 @@ def port_checked(option: str, url: str) -> str:
     try:
         urlsplit(url).port  # noqa: B018 (raises ValueError out of range)
     except ValueError:
-        raise UsageError(f"{option} {url}: the port must be a number from 0 to 65535") from None
+        raise UsageError(
+            f"{option} {url}: the port must be a number from 0 to 65535"
+            + (" (0 picks a free one)" if option == "--listen" else "")
+        ) from None
     return url
 
 

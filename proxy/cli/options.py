@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
@@ -37,23 +38,23 @@ def _param_name(name: str, spec: Spec) -> str:
 
 
 def _parameter(
-    name: str, spec: Spec, shown: bool, defaults: Mapping[str, Any]
+    name: str, spec: Spec, visible: bool, defaults: Mapping[str, Any]
 ) -> inspect.Parameter:
-    help_text = spec.help
+    shown: bool | str = False
     if name in defaults:
-        help_text += f" [default: {defaults[name]}]"
-    elif spec.kind is Kind.VALUE and spec.parse is not None:
+        shown = str(defaults[name])
+    elif spec.kind is Kind.VALUE:
         from ..core.options import Settings
 
         model_default = Settings.__dataclass_fields__[name].default
         if model_default is not None:
-            help_text += f" [default: {_shown_default(model_default)}]"
+            shown = _shown_default(model_default)
     info = typer.Option(
         spec.flag,
-        help=help_text,
-        hidden=not shown,
+        help=spec.help,
+        hidden=not visible,
         rich_help_panel=PANELS.get(spec.group, "Options"),
-        show_default=False,
+        show_default=shown,
         metavar=None if spec.kind in (Kind.FLAG, Kind.FLAG_OFF) else spec.metavar,
     )
     annotation: Any
@@ -86,7 +87,12 @@ def session_options(*doors: Door, defaults: Mapping[str, Any] | None = None) -> 
     shown_defaults = dict(defaults or {})
 
     def decorate(func: F) -> F:
-        own = [p for p in inspect.signature(func).parameters.values() if p.name != "given"]
+        hints = typing.get_type_hints(func, include_extras=True)  # annotations are strings
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(func).parameters.values()
+            if p.name != "given"
+        ]
         model = [
             _parameter(name, spec, any(spec.needs <= d.can for d in doors), shown_defaults)
             for name, spec in SPECS.items()

@@ -18,6 +18,7 @@ import typer
 from ..codex.dialect import CODEX
 from ..core.jsonrpc import Direction
 from ..core.options import Door, Settings
+from ..core.replay_report import ReplayMismatch
 from ..errors import CassetteError, CassetteWriteError, RpctapeError, UsageError
 from ..wire.runner import freeze_loaded
 from ..wire.runner import run as run_loop
@@ -203,9 +204,10 @@ def replay(
             validator=_validator(settings, Direction.C2S), after_load=freeze_loaded,
         )  # fmt: skip
         if stdio:
-            run_loop(session.serve_stdio(explain=warn, own_signals=True))
+            with contextlib.suppress(ReplayMismatch):  # --strict: the exit status says it
+                run_loop(session.serve_stdio(explain=warn, own_signals=True))
         else:
-            _run_session(session, str(settings.listen))
+            _run_session(session, str(settings.listen), status=False)
     except CassetteWriteError as exc:
         raise fail(exc, code=EXIT_WRITE_FAILED) from None
     except OSError as exc:

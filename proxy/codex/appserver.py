@@ -46,13 +46,9 @@ import orjson
 from websockets.asyncio.client import unix_connect
 from websockets.exceptions import InvalidHandshake
 
-from proxy.errors import MissingExtra
 
-try:
-    import aiohttp
-    import tomli_w
-except ImportError as exc:  # the 'backend' extra is not installed
-    raise MissingExtra("the app-server launcher", "backend", exc.name) from exc
+import aiohttp
+import tomli_w
 
 from proxy.codex.backend import (
     ACCOUNT_ID,

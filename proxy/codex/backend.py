@@ -56,13 +56,10 @@ from typing import IO, Any, Self
 
 import orjson
 
-from ..errors import MissingExtra, UsageError
+from ..errors import UsageError
 
-try:
-    from aiohttp import WSCloseCode, WSMsgType, web
-    from aiohttp_sse import sse_response
-except ImportError as exc:  # the 'backend' extra is not installed
-    raise MissingExtra("the fake backend", "backend", exc.name) from exc
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp_sse import sse_response
 
 __all__ = [
     "ACCOUNTS_CHECK_PATH",

@@ -82,8 +82,7 @@ async def recording_proxy(
     ``upstream`` is the app-server's URL, or ``None`` with ``command=(...)`` to start that
     command per client over stdio. An existing cassette is refused unless
     ``overwrite=True``. The recording is kept when the block ends, whatever ended it (what
-    was forwarded was recorded); a write failure is raised as
-    :class:`~proxy.errors.CassetteWriteError` when the block ends.
+    was forwarded was recorded; after a write failure, every frame forwarded before it).
     """
     session = ReplayServer(
         cassette,
@@ -100,8 +99,6 @@ async def recording_proxy(
         yield session.url
     finally:
         await session.close(commit=True)
-    if session.failure is not None:
-        raise session.failure
 
 
 __all__ = ["ReplayServer", "recording_proxy", "replay_server"]

@@ -46,8 +46,9 @@ from typing import Any, NoReturn
 import orjson
 
 from ..core.jsonrpc import Direction
-from ..core.modes import Plan, plan_for
+from ..core.modes import Plan, RecordMode, parse_mode, plan_for
 from ..core.options import Door, Settings, parse_words
+from ..core.replay_report import ReplayMismatch
 from ..errors import RpctapeError, UsageError
 from ..wire.runner import freeze_loaded
 from ..wire.runner import run as run_loop
@@ -163,16 +164,14 @@ def setup_from(env: Mapping[str, str]) -> Setup:
     given = parse_words(env.get(ENV_ARGS, ""), Door.STANDIN, source=f"${ENV_ARGS}")
     mode = env.get(ENV_MODE) or None
     if mode is not None:
+        parse_mode(RecordMode, mode, f"record mode (${ENV_MODE})")
         if given.get("record_mode") not in (None, mode):
             raise UsageError(
                 f"${ENV_MODE}={mode} and --record-mode {given['record_mode']} in ${ENV_ARGS} "
                 "disagree; give one of them"
             )
         given["record_mode"] = mode
-    try:
-        settings = Settings.resolve(Door.STANDIN, given, defaults={"record_mode": "once"})
-    except UsageError as exc:
-        raise UsageError(f"${ENV_ARGS}: {exc}") from None
+    settings = Settings.resolve(Door.STANDIN, given, defaults={"record_mode": "once"})
     cassette = Path(env[ENV_CASSETTE]).expanduser() if env.get(ENV_CASSETTE) else None
     report = Path(env[ENV_REPORT]) if env.get(ENV_REPORT) else None
     return Setup(settings, cassette, env.get(ENV_REAL) or None, report)
@@ -196,6 +195,15 @@ def real_codex(named: str | None) -> str:
     if os.path.realpath(real) == os.path.realpath(sys.argv[0] or PROG):
         raise _loop_error(real)
     return real
+
+
+def _found_codex() -> str | None:
+    try:
+        from .appserver import find_codex
+
+        return str(find_codex())
+    except (RpctapeError, ImportError):
+        return None
 
 
 def _loop_error(real: str) -> UsageError:
@@ -265,9 +273,12 @@ async def run_session(setup: Setup, invocation: Invocation, env: Mapping[str, st
                 f"no cassette at {cassette}; record mode {mode.value!r} only replays: record it "
                 f"first (${ENV_MODE}=once)"
             )
-    else:
-        if cassette is None and plan is Plan.EPISODES:
+    elif plan is Plan.EPISODES:
+        if cassette is None:
             raise UsageError(f"record mode 'new_episodes' needs ${ENV_CASSETTE}")
+        # Needed only if the client's first message matches no recording: checked then.
+        command = [setup.real or _found_codex() or "codex", *invocation.argv]
+    else:
         command = [real_codex(setup.real), *invocation.argv]
     target = cassette or default_cassette(env)
     validator = None
@@ -285,8 +296,9 @@ async def run_session(setup: Setup, invocation: Invocation, env: Mapping[str, st
         explained.append(text)
         _explain(text)
 
-    report = await session.serve_stdio(explain=explain, explain_grace=EXPLAIN_GRACE,
-                                       own_signals=True)  # fmt: skip
+    with contextlib.suppress(ReplayMismatch):  # --strict: the exit status says it
+        await session.serve_stdio(explain=explain, explain_grace=EXPLAIN_GRACE, own_signals=True)
+    report = session.report
     outcome = Outcome(plan.value, str(target), clean=report.clean, report=report.render())
     if session.failure is not None:
         if not explained:

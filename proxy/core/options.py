@@ -75,7 +75,7 @@ class Door(enum.Enum):
 
     def why_not(self, need: Need) -> str:
         """Why an option that needs ``need`` does not apply here."""
-        return _WHY_NOT[need].format(door=self.value)
+        return f"{self.value}: {_WHY_NOT[need]}"
 
 
 _CAN: dict[Door, frozenset[Need]] = {
@@ -90,14 +90,14 @@ _CAN: dict[Door, frozenset[Need]] = {
 }
 
 _WHY_NOT = {
-    Need.LISTEN: "{door} serves one client on stdin and stdout; nothing listens",
-    Need.REPLAY: "{door} only records; replay with `rpctape replay` (it records too, with "
+    Need.LISTEN: "it serves one client on stdin and stdout; nothing listens",
+    Need.REPLAY: "it only records; replay with `rpctape replay` (it records too, with "
     "--record-mode)",
-    Need.MANY: "{door} serves one connection per process, so there is no order across "
+    Need.MANY: "it serves one connection per process, so there is no order across "
     "connections to keep",
-    Need.UPSTREAM: "{door} records through the codex it runs (rpctape-codex: $RPCTAPE_REAL_CODEX "
+    Need.UPSTREAM: "it records through the codex it runs (rpctape-codex: $RPCTAPE_REAL_CODEX "
     "or the ini option rpctape_codex; wrap: the command after --)",
-    Need.NEW_FILE: "{door} follows its record mode to decide when a cassette is replaced "
+    Need.NEW_FILE: "it follows its record mode to decide when a cassette is replaced "
     "(record mode all replaces it)",
 }
 
@@ -152,7 +152,9 @@ def _number(what: str, *, low: float, integer: bool = False) -> Callable[[Any], 
             kind = "a whole number" if integer else "a number"
             raise UsageError(f"invalid {what} {value!r}; give {kind}") from None
         if not math.isfinite(number) or number < low:
-            raise UsageError(f"invalid {what} {value!r}; it must be at least {low:g}")
+            raise UsageError(
+                f"invalid value for {what}: {value} is less than {low:g}, the smallest allowed"
+            )
         return number
 
     return parse
@@ -160,9 +162,13 @@ def _number(what: str, *, low: float, integer: bool = False) -> Callable[[Any], 
 
 def _positive(what: str) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
-        number: float = _number(what, low=0.0)(value)
-        if number <= 0:
-            raise UsageError(f"invalid {what} {value!r}; give a number of seconds above 0")
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and number > 0):
+            shown = repr(number) if math.isfinite(number) else repr(value)
+            raise UsageError(f"invalid {what} {shown}; give a number of seconds above 0")
         return number
 
     return parse
@@ -173,7 +179,7 @@ def _regex(value: Any) -> str:
     try:
         re.compile(text)
     except re.error as exc:
-        raise UsageError(f"--redact-value {text!r} is not a regular expression: {exc}") from None
+        raise UsageError(f"--redact-value {text!r}: not a regular expression ({exc})") from None
     return text
 
 
@@ -217,7 +223,18 @@ def _rule(value: Any) -> Any:
 
 
 def _listen(value: Any) -> ListenAddress:
-    return value if isinstance(value, ListenAddress) else ListenAddress.parse(_text(value))
+    if isinstance(value, ListenAddress):
+        return value
+    text = _text(value)
+    from urllib.parse import urlsplit
+
+    try:
+        urlsplit(text).port  # noqa: B018 (raises ValueError out of range)
+    except ValueError:
+        raise UsageError(
+            f"--listen {text}: the port must be a number from 0 to 65535 (0 picks a free one)"
+        ) from None
+    return ListenAddress.parse(text)
 
 
 def _upstream(value: Any) -> str:
@@ -227,7 +244,7 @@ def _upstream(value: Any) -> str:
 
         urlsplit(text).port  # noqa: B018 (raises ValueError out of range)
     except ValueError:
-        raise UsageError(f"--upstream {text}: the port must be a number from 1 to 65535") from None
+        raise UsageError(f"--upstream {text}: the port must be a number from 0 to 65535") from None
     return text
 
 
@@ -426,7 +443,7 @@ class Settings:
         if not self.redact and (self.redact_keys or self.redact_values):
             raise UsageError(
                 f"{name('redact')} excludes {name('redact_keys')} and {name('redact_values')}: "
-                "it records every secret as it is; drop one of them"
+                f"{name('redact')} records every secret as it is; drop one of them"
             )
         if not self.validate and (self.codex is not None or self.schema is not None):
             raise UsageError(
@@ -450,8 +467,8 @@ class Settings:
         if not self.listen.is_loopback and not (self.allow_remote and self.token_file):
             raise UsageError(
                 f"{name('listen')} {self.listen} is not a loopback address; pass "
-                f"{name('allow_remote')} together with {name('token_file')} to accept remote "
-                "clients"
+                f"{name('allow_remote')} together with {name('token_file')}"
+                f"{' FILE' if door.takes_words else ''} to accept remote clients"
             )
 
     # -- what the layers below take --
@@ -543,7 +560,7 @@ def _convert(door: Door, name: str, spec: Spec, value: Any) -> Any:
     except UsageError as exc:
         text = str(exc)
         label = _named(door, name)
-        if label.rstrip("=") in text or spec.flag in text:
+        if text.startswith("invalid ") or label.rstrip("=") in text or spec.flag in text:
             raise
         raise UsageError(f"{label} {text}") from None
 

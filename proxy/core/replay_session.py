@@ -83,7 +83,9 @@ def fit(
     (``dialect`` names the client, :meth:`~proxy.core.dialect.Dialect.client_name`)."""
     open_event = recorded.open or {}
     why: list[str] = []
-    path = 0 if open_event.get("path", "/") == handshake.path else 1
+    recorded_path = open_event.get("path", "/")
+    # A stdio connection has no path: any recording fits it by path, and it fits any.
+    path = 0 if not handshake.path or not recorded_path or recorded_path == handshake.path else 1
     if path:
         why.append(f"path: got {handshake.path!r}, recorded {open_event.get('path')!r}")
     raw = open_event.get("headers") or {}

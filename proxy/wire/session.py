@@ -247,7 +247,7 @@ class Session:
             self.url = await self._listener.start()
         except BaseException:
             self._listener = None
-            self.file.keep_partial = False  # it never served: no header-only cassette left
+            self.file.served = False  # it never served: no header-only cassette left
             await self.close(commit=False)
             raise
         assert self.plan is not None
@@ -371,7 +371,7 @@ class Session:
             except Refused as exc:
                 self.refused = exc.body.strip()
                 log.warning("%s", self.refused)
-                self.file.keep_partial = False  # nothing was served: nothing to keep
+                self.file.served = False  # nothing was served: nothing to keep
                 clean = False
                 bridge = None
             else:
@@ -480,13 +480,14 @@ class Session:
         notes: list[str] = []
         if self.transport == "stdio":
             notes.append(
-                "transport: stdio (newline-delimited JSON on stdin/stdout; one connection)"
+                "transport: stdio (newline-delimited JSON on stdin/stdout; one connection, "
+                "paired with the recording that fits it best)"
             )
             notes += [f"stdio: {note}" for note in self._stdio_notes]
         elif self.transport == "unix":
             notes.append(f"transport: websocket over the unix socket {self.settings.listen.path}")
         rec = self.recorder
-        if rec is not None and self.target is not None:
+        if rec is not None and self.target is not None and self.plan is Plan.RECORD:
             notes.append(
                 f"recorded {rec.connections} connection(s), {rec.frames[Direction.C2S]} "
                 f"frame(s) client>server, {rec.frames[Direction.S2C]} frame(s) server>client "

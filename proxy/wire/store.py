@@ -55,6 +55,9 @@ class CassetteFile:
         """The temporary file a recording goes to when the cassette already exists."""
         self.kept: Path | None = None
         """Where an abandoned recording was left (``keep_partial``), if anywhere."""
+        self.served = True
+        """Whether the session served anything: an abandoned recording of a session that
+        never served is removed quietly (a failed start leaves no header-only cassette)."""
         self._in_place = False
         self._done = False
 
@@ -136,20 +139,22 @@ class CassetteFile:
         self._done = True
         with contextlib.suppress(CassetteWriteError):
             self._close()
+        keep = self.keep_partial and self.served
+        say = log.warning if self.served else log.info
         if self.temp is not None:
-            if self.keep_partial:
+            if keep:
                 self.kept = self.temp
                 log.warning("recording not kept; %s is unchanged; the recording is in %s",
                             self.path, self.temp)  # fmt: skip
             else:
                 self.temp.unlink(missing_ok=True)
-                log.warning("recording not kept; %s is unchanged", self.path)
+                say("recording not kept; %s is unchanged", self.path)
         elif self._in_place:
-            if self.keep_partial:
+            if keep:
                 self.kept = self.path
             else:
                 self.path.unlink(missing_ok=True)
-                log.warning("recording not kept; no cassette at %s", self.path)
+                say("recording not kept; no cassette at %s", self.path)
 
     def _close(self) -> None:
         if self.writer is not None:
