@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-CASSETTE_FORMAT_VERSION = 1
-"""Version of the cassette format this rpctape writes (see docs/cassette-format.md)."""
+from .version import CASSETTE_FORMAT_VERSION, __version__
 
 __all__ = [
     "CASSETTE_FORMAT_VERSION",

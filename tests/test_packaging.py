@@ -9,6 +9,7 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
+import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,25 +46,26 @@ def test_wheel_ships_py_typed_and_the_console_script(wheel: Path) -> None:
     assert "rpctape = proxy.cli:main" in scripts
 
 
-def test_runtime_requirements_are_ranges_and_the_backend_is_an_extra(wheel: Path) -> None:
-    """No `==` pins; websockets 16 (codex-app-server-sdk's range) is allowed; aiohttp, aiohttp-sse
-    and tomli-w come only with the `backend` extra."""
+def test_runtime_requirements_are_ranges_and_extras_only_make_it_faster(wheel: Path) -> None:
+    """No `==` pins; websockets 16 (codex-app-server-sdk's range) is allowed; everything a
+    command needs (aiohttp for the fake backend and the launcher included) is a plain
+    requirement; the only extras a user picks are `fast` (hyperscan, uvloop) and the
+    project's own test and dev sets."""
     requires = [value for key, value in _metadata(wheel) if key == "Requires-Dist"]
     runtime = sorted(r for r in requires if ";" not in r)
-    backend = sorted(r for r in requires if r.endswith("extra == 'backend'"))
     assert runtime == [
+        "aiohttp-sse<4,>=3.0",
+        "aiohttp<4,>=3.11",
         "jsonpointer<4,>=2.4",
         "jsonschema<5,>=4.18",
         "orjson<4,>=3.10",
         "rich<16,>=13.8",
+        "tomli-w<2,>=1.0",
         "typer<1,>=0.26",
         "websockets<18,>=16.0",
     ]
-    assert backend == [
-        "aiohttp-sse<4,>=3.0; extra == 'backend'",
-        "aiohttp<4,>=3.11; extra == 'backend'",
-        "tomli-w<2,>=1.0; extra == 'backend'",
-    ]
+    extras = {value for key, value in _metadata(wheel) if key == "Provides-Extra"}
+    assert extras == {"fast", "test", "dev"}
     assert not [r for r in requires if "==" in r.split(";")[0]]
     assert ("Requires-Python", ">=3.11") in _metadata(wheel)
 
@@ -100,8 +102,60 @@ def test_lowest_constraints_pin_every_lower_end() -> None:
     ]
 
 
-# A blocker on sys.meta_path: the backend extra's modules cannot be imported, as in an
-# environment where `pip install rpctape` installed only the core.
+@pytest.fixture(scope="module")
+def plain_install(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment holding `pip install rpctape` and nothing else (no extras),
+    its dependencies at the locked versions; its bin folder."""
+    venv = tmp_path_factory.mktemp("plain") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+         "--disable-pip-version-check", "-c", str(ROOT / "requirements" / "dev.lock"),
+         str(wheel)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    return venv / "bin"
+
+
+def _plain(bin_dir: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bin_dir / "rpctape"), *args], capture_output=True, text=True, timeout=300,
+        check=False, cwd=cwd,
+    )  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_a_plain_install_runs_every_command(plain_install: Path, tmp_path: Path) -> None:
+    """`pip install rpctape` with no extra: the fast path's packages are absent, and every
+    command runs: validate of each shipped cassette, attest-check, demo, verify."""
+    python = plain_install / "python"
+    absent = subprocess.run(
+        [str(python), "-c", "import importlib.util as u; "
+         "print([m for m in ('hyperscan', 'uvloop') if u.find_spec(m)])"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert absent.stdout == "[]\n"
+    codex = str(ROOT / ".tools" / "codex-0.169.0" / "node_modules" / ".bin" / "codex")
+    shipped = sorted(str(p) for p in (ROOT / "cassettes").glob("*.jsonl"))
+    validated = _plain(plain_install, "validate", "--codex", codex, *shipped)
+    assert validated.returncode == 0, validated.stderr
+    assert validated.stdout.splitlines()[-1].startswith(f"{len(shipped)} cassette(s), ")
+    checked = _plain(plain_install, "attest-check", "--codex", codex, "--json",
+                     "--out", str(tmp_path / "attest"))  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert all(case["ok"] for case in orjson.loads(checked.stdout))
+    demo = _plain(plain_install, "demo", "--codex", codex, "--cassette", str(tmp_path / "d.jsonl"))
+    assert demo.returncode == 0, demo.stderr
+    assert (tmp_path / "d.jsonl").is_file()
+    verified = _plain(
+        plain_install, "verify", str(ROOT / "cassettes" / "initialize-model-list-config.jsonl"),
+        "--out", str(tmp_path / "v.jsonl"), "--", codex, "app-server",
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+# A blocker on sys.meta_path: the modules a replay over stdio does not need cannot be
+# imported, so importing one fails the check below.
 _WITHOUT_BACKEND_EXTRA = textwrap.dedent(
     """
     import sys
@@ -124,8 +178,9 @@ def _run_without_backend(code: str, *argv: str) -> subprocess.CompletedProcess[s
     )  # fmt: skip
 
 
-def test_core_imports_without_the_backend_extra() -> None:
-    """Recording, replay, the CLI and the pytest plugin import without aiohttp or tomli-w."""
+def test_recording_and_replay_import_without_the_backend() -> None:
+    """Recording, replay, the CLI and the pytest plugin import without aiohttp or tomli-w
+    (the fake backend and the launcher are imported only by the commands that use them)."""
     done = _run_without_backend(
         """
         import proxy, proxy.cli, proxy.pytest_plugin
@@ -135,48 +190,3 @@ def test_core_imports_without_the_backend_extra() -> None:
         """
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "loaded: []\n", "")
-
-
-@pytest.mark.parametrize(
-    ("command", "feature", "missing"),
-    [
-        ("backend", "the fake backend", "aiohttp"),
-        ("demo", "the app-server launcher", "aiohttp"),
-        ("attest-check", "the app-server launcher", "aiohttp"),
-    ],
-)
-def test_backend_commands_name_the_missing_extra(command: str, feature: str, missing: str) -> None:
-    """`rpctape backend` (demo, attest-check) without the extra: one line saying what to install,
-    exit 2, no traceback."""
-    done = _run_without_backend(
-        """
-        import runpy
-        sys.argv[0] = "rpctape"
-        runpy.run_module("proxy", run_name="__main__")
-        """,
-        command,
-    )
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (
-        f"rpctape: error: {feature} needs the 'backend' extra: pip install 'rpctape[backend]' "
-        f"(module {missing!r} is missing)\n"
-    )
-
-
-def test_missing_extra_is_an_import_error() -> None:
-    """Importing proxy.codex.backend without the extra raises MissingExtra, which is an ImportError
-    naming the missing module, so `except ImportError` callers keep working."""
-    done = _run_without_backend(
-        """
-        from proxy.errors import MissingExtra
-        try:
-            import proxy.codex.backend
-        except ImportError as exc:
-            print(type(exc).__name__, isinstance(exc, MissingExtra), exc.name, exc.extra)
-        """
-    )
-    assert (done.returncode, done.stdout, done.stderr) == (
-        0,
-        "MissingExtra True aiohttp backend\n",
-        "",
-    )

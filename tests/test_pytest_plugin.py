@@ -19,7 +19,7 @@ from proxy.codex.backend import FakeBackend, Reply
 from proxy.core.cassette import frame_of, load
 from proxy.core.options import Door, parse_words
 from proxy.errors import UsageError
-from proxy.pytest_plugin import cassette_path, resolve_settings, standin_args
+from proxy.pytest_plugin import MARKER_OPTIONS, cassette_path, resolve_settings, standin_args
 from tests.helpers import C, S, write_tape
 from tests.scripted_upstream import ScriptedUpstream
 
@@ -79,8 +79,7 @@ async def test_replay_sync_async_strict_and_refusals(tmp_path: Path) -> None:
     assert "During handling of the above exception" not in out
     assert (
         "rpctape: unknown @pytest.mark.rpctape option(s) cassete; valid: "
-        "allow_playback_repeats, attest, cassette, hold_timeout, ignore, match, match_on, "
-        "on_miss, order, pace, record_mode, redact_keys, redact_values, rules, strict, upstream"
+        + ", ".join(sorted(MARKER_OPTIONS))
     ) in out
     assert (
         "rpctape: no recorded match for request initialize "

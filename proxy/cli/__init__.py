@@ -16,7 +16,7 @@ from typing import Annotated, NoReturn
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
-from .. import __version__
+from ..version import __version__
 from ..wire.runner import LoopUnavailable
 from . import sessions, tools, views
 from .common import app, fail, say

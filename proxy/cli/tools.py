@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import orjson
 import typer
 
-from .. import __version__
+from ..version import __version__
 from ..core.cassette import load
 from ..core.rules import load_rules
 from ..errors import MissingExtra, RpctapeError, UsageError

@@ -18,7 +18,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .. import __version__
+from ..version import __version__
 from ..core.jsonrpc import Direction, MessageType, parse
 from ..errors import RpctapeError, UsageError
 

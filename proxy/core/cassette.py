@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from .. import CASSETTE_FORMAT_VERSION, __version__
+from ..version import CASSETTE_FORMAT_VERSION, __version__
 from ..errors import CassetteError, CassetteNotFound, CassetteVersionError, CassetteWriteError
 from .jsonrpc import parse
 

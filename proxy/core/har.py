@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import __version__
+from ..version import __version__
 from ..errors import RpctapeError
 from .cassette import Cassette, CassetteWriter, Event, frame_of, new_header
 from .jsonrpc import Direction
