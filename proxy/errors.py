@@ -51,19 +51,3 @@ class CassetteWriteError(RpctapeError, OSError):
         self.errno = cause.errno
         self.path = path
         self.cause = cause
-
-
-class MissingExtra(RpctapeError, ImportError):
-    """An optional part of rpctape was used without its extra installed.
-
-    The core (record, replay, wrap, the pytest plugin) needs none of them; the fake model
-    backend and the app-server launcher need the ``backend`` extra.
-    """
-
-    def __init__(self, feature: str, extra: str, missing: str | None) -> None:
-        super().__init__(
-            f"{feature} needs the {extra!r} extra: pip install 'rpctape[{extra}]'"
-            + (f" (module {missing!r} is missing)" if missing else ""),
-            name=missing,
-        )
-        self.extra = extra

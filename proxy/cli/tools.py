@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 import orjson
 import typer
 
-from ..version import __version__
 from ..core.cassette import load
 from ..core.rules import load_rules
-from ..errors import MissingExtra, RpctapeError, UsageError
+from ..errors import RpctapeError, UsageError
+from ..version import __version__
 from ..wire.runner import run as run_loop
 from ..wire.upstream import describe_connect_error
 from .common import (
@@ -53,10 +53,7 @@ def backend(
     ] = 0.0,
 ) -> None:
     """Run the fake model backend (OpenAI Responses API over SSE) for offline turns."""
-    try:
-        from ..codex.backend import DEFAULT_REPLY, serve_backend
-    except MissingExtra as exc:
-        raise fail(exc) from None
+    from ..codex.backend import DEFAULT_REPLY, serve_backend
 
     try:
         parts = urlsplit(port_checked("--listen", listen))
@@ -123,11 +120,8 @@ def attest_check(
     ),
 ) -> None:
     """Check x-oai-attestation end to end against the real app-server, case by case."""
-    try:
-        from ..codex.appserver import find_codex
-        from ..codex.attest_check import run_all, to_json
-    except MissingExtra as exc:
-        raise fail(exc) from None
+    from ..codex.appserver import find_codex
+    from ..codex.attest_check import run_all, to_json
 
     def progress(line: str) -> None:
         warn(f"rpctape attest-check {line}")

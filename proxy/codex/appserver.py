@@ -42,13 +42,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import aiohttp
 import orjson
+import tomli_w
 from websockets.asyncio.client import unix_connect
 from websockets.exceptions import InvalidHandshake
-
-
-import aiohttp
-import tomli_w
 
 from proxy.codex.backend import (
     ACCOUNT_ID,

@@ -55,11 +55,10 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 import orjson
-
-from ..errors import UsageError
-
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp_sse import sse_response
+
+from ..errors import UsageError
 
 __all__ = [
     "ACCOUNTS_CHECK_PATH",

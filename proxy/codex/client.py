@@ -18,9 +18,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ..version import __version__
 from ..core.jsonrpc import Direction, MessageType, parse
 from ..errors import RpctapeError, UsageError
+from ..version import __version__
 
 log = logging.getLogger("rpctape.client")
 

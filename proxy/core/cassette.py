@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from ..version import CASSETTE_FORMAT_VERSION, __version__
 from ..errors import CassetteError, CassetteNotFound, CassetteVersionError, CassetteWriteError
+from ..version import CASSETTE_FORMAT_VERSION, __version__
 from .jsonrpc import parse
 
 Event = dict[str, Any]

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..version import __version__
 from ..errors import RpctapeError
+from ..version import __version__
 from .cassette import Cassette, CassetteWriter, Event, frame_of, new_header
 from .jsonrpc import Direction
 from .recorder import Recorder
