@@ -220,11 +220,18 @@ class Rule:
         return self.action.value
 
     def apply(
-        self, engine: Engine, direction: Direction, parsed: Parsed, patched: Any, decision: Decision
+        self,
+        engine: Engine,
+        direction: Direction,
+        raw: bytes,
+        parsed: Parsed,
+        patched: Any,
+        decision: Decision,
     ) -> Any:
-        """Carry out this rule on a message it matched: change ``decision``; return the
-        patched message so far (``patched``, or a new one). Raise :class:`RuleFailure` when it
-        cannot apply. Rules built in code (:mod:`proxy.core.faults`) override this."""
+        """Carry out this rule on a message (``raw``, as received) it matched: change
+        ``decision``; return the patched message so far (``patched``, or a new one). Raise
+        :class:`RuleFailure` when it cannot apply. Rules built in code
+        (:mod:`proxy.core.faults`) override this."""
         return engine._act(self, direction, parsed, patched, decision)
 
     def matches(self, direction: Direction, parsed: Parsed, response_to: str | None) -> bool:
@@ -372,7 +379,7 @@ class Engine:
             if rule.times is not None and self._fired.get(rule, 0) >= rule.times:
                 continue
             try:
-                patched = rule.apply(self, direction, parsed, patched, decision)
+                patched = rule.apply(self, direction, raw, parsed, patched, decision)
             except (RuleFailure, PointerError) as exc:
                 what = parsed.method or parsed.type.value
                 log.warning("rule %r failed on %s: %s (left unchanged)", rule.name, what, exc)
