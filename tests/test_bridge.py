@@ -139,6 +139,24 @@ async def test_close_rule_closes_both_legs() -> None:
     assert client.closed_with == (4000, "bye") and server.closed_with == (4000, "bye")
 
 
+async def test_nothing_after_a_close_in_the_same_read_is_forwarded() -> None:
+    """Frames that arrived with the one a close rule hit are recorded as not forwarded: the
+    close takes that frame's place in the order, and nothing follows it."""
+    rules = [{"name": "hang up", "dir": "s2c", "method": "bye", "action": "close",
+              "code": 4000, "reason": "bye"}]  # fmt: skip
+    _, client, server, journal = joined(rules)
+    server.receive('{"method":"a"}', '{"method":"bye"}', '{"method":"c"}', b"\x02")
+    assert client.sent == [(True, b'{"method":"a"}')]
+    assert client.closed_with == (4000, "bye") and server.closed_with == (4000, "bye")
+    assert [(e["kind"], e.get("forwarded")) for e in written(journal)] == [
+        ("text", None),
+        ("text", False),
+        ("text", False),
+        ("binary", False),
+        ("close", {"code": 4000, "reason": "bye"}),
+    ]
+
+
 @pytest.mark.parametrize("rules", [[], [{"name": "p", "action": "patch", "set": {"/x": 1}}]])
 async def test_write_failure_forwards_nothing_and_closes_both_legs(
     rules: list[dict[str, Any]],
