@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import io
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -471,6 +472,7 @@ async def test_disconnect_closes_just_before_the_frame(
     client.receive('{"id":1,"method":"initialize"}')
     server.receive('{"method":"before"}', '{"id":1,"result":{}}', '{"method":"after"}', b"\x01")
     reason = f"rpctape fault {spec}"
+    assert fault_set.closed == (code, reason)
     assert client.sent == [(True, b'{"method":"before"}')]
     assert client.closed_with == (code, reason)
     assert server.closed_with == (code, reason)
@@ -554,7 +556,7 @@ async def test_nth_counts_per_connection_and_firings_per_session() -> None:
     assert sent == [[b'{"method":"d","params":1}', b'{"method":"d","params":3}']] * 2
     drop, never = fault_set.faults
     assert (fault_set.fired(drop), fault_set.fired(never)) == (2, 0)
-    assert fault_set.unfired() == [never]
+    assert fault_set.unfired() == [never] and fault_set.closed is None
     assert fault_set.report_lines() == ["rpctape: fault never:drop never fired"]
     assert fault_set.summary() == [
         {"fault": "d#2:drop", "fired": 2},
@@ -653,6 +655,45 @@ async def test_replay_delay_on_the_second_delta_over_a_websocket() -> None:
     assert b'"turn/completed"' in seen[-1][1]
     assert fault_set.fired(fault_set.faults[0]) == 1
     assert digest(TURN) == before
+
+
+STDIO_DOOR = """
+import asyncio, sys
+from proxy.core.faults import FaultSet
+from proxy.wire.replay_server import ReplayServer
+
+async def main() -> int:
+    faults = FaultSet.parse(sys.argv[2:])
+    await ReplayServer(sys.argv[1], rules=faults.rules).serve_stdio()
+    sys.stderr.write(f"closed={faults.closed}\\n")
+    return 1 if faults.closed else 0
+
+sys.exit(asyncio.run(main()))
+"""
+"""The smallest stdio door: replay on stdio with faults, exit 1 after a disconnect."""
+
+
+async def test_disconnect_over_stdio_ends_stdout_before_the_answer() -> None:
+    """initialize:disconnect on a stdio replay: stdout ends without the answer while the
+    client still holds stdin open, and the door learns the close from the FaultSet."""
+    initialize = next(e for e in load(TURN).frames() if e.get("method") == "initialize")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STDIO_DOOR, str(TURN), "initialize:disconnect",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        proc.stdin.write(orjson.dumps(initialize["msg"]) + b"\n")
+        await proc.stdin.drain()
+        assert await asyncio.wait_for(proc.stdout.read(), 10) == b""
+        assert await asyncio.wait_for(proc.wait(), 10) == 1
+        stderr = await proc.stderr.read()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert stderr.decode().endswith("closed=(1011, 'rpctape fault initialize:disconnect')\n")
 
 
 # --- the dry run ------------------------------------------------------------------------

@@ -476,6 +476,9 @@ class FaultSet:
 
     def __init__(self, faults: Iterable[Fault] = ()) -> None:
         self.faults = tuple(faults)
+        self.closed: tuple[int, str] | None = None
+        """The code and reason of the first ``disconnect`` that fired (a stdio door exits
+        non-zero when it is set)."""
         self._fired: dict[Fault, int] = {}
         for fault in self.faults:
             if fault in self._fired:
@@ -498,6 +501,9 @@ class FaultSet:
     def note_fired(self, fault: Fault) -> None:
         """Count one firing of ``fault`` (its rule calls this)."""
         self._fired[fault] += 1
+        if fault.what is FaultKind.DISCONNECT and self.closed is None:
+            assert fault.code is not None
+            self.closed = (fault.code, fault.close_reason)
 
     def fired(self, fault: Fault) -> int:
         """How often ``fault`` fired so far (``KeyError`` if it is not in the set)."""
