@@ -814,3 +814,35 @@ def test_a_rules_file_can_answer_with_the_retryable_overload_shape(tmp_path: Pat
         b'"data":{"codex_error_info":"server_overloaded"}}}',
     )]  # fmt: skip
     assert second.untouched  # the retry reaches the server (or the recording)
+
+
+async def test_the_retryable_shape_on_a_replay_then_the_retry_gets_the_recording(
+    tmp_path: Path,
+) -> None:
+    """Over a websocket replay: the first thread/start gets the retryable overload error
+    from the rules file; the same request again gets the recorded answer."""
+    rules_file = tmp_path / "overloaded.toml"
+    rules_file.write_text(
+        '[[rules]]\nname = "busy"\ndir = "c2s"\nmethod = "thread/start"\nnth = 1\n'
+        'action = "reply"\nerror = { code = -32001, message = "Server overloaded; retry '
+        'later.", data = { codex_error_info = "server_overloaded" } }\n'
+    )
+    exchange = live_exchange(load(TURN), 1)
+    at = next(i for i, (_, m) in enumerate(exchange) if m and b'"thread/start"' in m)
+    message = exchange[at][1]
+    assert message is not None
+    live_id = orjson.dumps(orjson.loads(message)["id"])
+    async with replay_server(TURN, rules=load_rules([rules_file])) as url, connect(url) as ws:
+        for expected, sent in exchange[:at]:
+            assert [await receive(ws) for _ in expected] == expected
+            assert sent is not None
+            await ws.send(sent.decode())
+        assert [await receive(ws) for _ in exchange[at][0]] == exchange[at][0]
+        await ws.send(message.decode())
+        assert await receive(ws) == (
+            b'{"id":' + live_id + b',"error":{"code":-32001,"message":"Server overloaded; '
+            b'retry later.","data":{"codex_error_info":"server_overloaded"}}}'
+        )
+        await ws.send(message.decode())
+        recorded = exchange[at + 1][0]
+        assert [await receive(ws) for _ in recorded] == recorded
