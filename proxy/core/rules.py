@@ -352,12 +352,6 @@ class Engine:
     ) -> Decision:
         """Run every rule on one message; a rule that fails is logged and skipped."""
         decision = Decision(forward=raw)
-        if self._stalled:
-            stalled = self._stalled.get(direction)
-            if stalled is not None:
-                decision.forward = None
-                decision.applied.append((stalled, "stall"))
-                return decision
         key = parsed.id_key
         if parsed.type is MessageType.REQUEST and key is not None:
             self._peer_ids[direction].add(key)
@@ -366,6 +360,12 @@ class Engine:
             if key in injected:
                 injected.discard(key)
                 decision.forward, decision.hidden = None, True
+                return decision
+        if self._stalled:
+            stalled = self._stalled.get(direction)
+            if stalled is not None:
+                decision.forward = None
+                decision.applied.append((stalled, "stall"))
                 return decision
         if not self.rules or not parsed.has_msg:
             return decision
