@@ -7,116 +7,17 @@ cassette writes and sends (record first, forward after) exactly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from proxy.core.cassette import CassetteWriter, frame_of
+from proxy.core.cassette import frame_of
 from proxy.core.close import clip_reason
-from proxy.core.jsonrpc import Message
-from proxy.core.recorder import Recorder
-from proxy.core.rules import Rule
 from proxy.errors import CassetteWriteError
 from proxy.wire.bridge import Bridge, write_failure_reason
-from proxy.wire.legs import ClosePlan, Leg, Party
+from tests.fake_legs import FakeLeg, Journal, joined, written
 from tests.faults import enospc
-
-Journal = list[tuple[Any, ...]]
-
-
-class FakeLeg(Leg):
-    """A leg that journals what it is sent and how it is closed."""
-
-    def __init__(self, name: str, journal: Journal) -> None:
-        super().__init__(name)
-        self.journal = journal
-        self.sent: list[Message] = []
-        self.closed_with: tuple[int, str] | None = None
-        self.hung_up: tuple[int, str] | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.closed_with is None and self.hung_up is None
-
-    def send(self, messages: Sequence[Message]) -> bool:
-        if not self.is_open:
-            return False
-        self.journal.append(("send", self.name, [payload for _, payload in messages]))
-        self.sent.extend(messages)
-        return True
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.is_open:
-            return
-        self.closed_with = (code, reason)
-        self.journal.append(("close", self.name, code, reason))
-        self.report_closed()
-        self._set_lost()
-
-    def close_plan(self) -> ClosePlan:
-        if self.hung_up is not None:
-            code, reason = self.hung_up
-            return ClosePlan(Party(self.name), code, reason, code, reason)
-        assert self.closed_with is not None
-        code, reason = self.closed_with
-        return ClosePlan(Party.PROXY, code, reason, code, reason)
-
-    def receive(self, *payloads: bytes | str) -> None:
-        """The peer sent these messages (str: text, bytes: binary), in one read."""
-        self.deliver(
-            [(True, p.encode()) if isinstance(p, str) else (False, p) for p in payloads]
-        )
-
-    def hang_up(self, code: int, reason: str) -> None:
-        """The peer closed with ``code`` and ``reason``."""
-        self.hung_up = (code, reason)
-        self.report_closed()
-        self._set_lost()
-
-
-class MemoryWriter(CassetteWriter):
-    """A cassette writer that journals each write; fails (ENOSPC) after ``fail_after``."""
-
-    def __init__(self, journal: Journal, fail_after: int | None = None) -> None:
-        self.path = Path("memory.jsonl")
-        self._failed = None
-        self._fd = None
-        self.journal = journal
-        self.fail_after = fail_after
-        self.writes = 0
-
-    def append_lines(self, data: bytes) -> None:
-        if self._failed is None and self.fail_after is not None and self.writes >= self.fail_after:
-            self._failed = CassetteWriteError(self.path, enospc())
-        if self._failed is not None:
-            raise self._failed
-        self.writes += 1
-        self.journal.append(("write", [orjson.loads(line) for line in data.splitlines()]))
-
-    def close(self) -> None:
-        pass
-
-
-def joined(
-    rules: Sequence[dict[str, Any]] = (), fail_after: int | None = None
-) -> tuple[Bridge, FakeLeg, FakeLeg, Journal]:
-    journal: Journal = []
-    client, server = FakeLeg("client", journal), FakeLeg("server", journal)
-    writer = MemoryWriter(journal)
-    recorder = Recorder(writer)
-    recorder.open(1, path="/", headers=(), subprotocol=None, upstream="fake")
-    journal.clear()  # the open event
-    writer.fail_after, writer.writes = fail_after, 0
-    bridge = Bridge(1, client, server, recorder, [Rule.from_dict(r) for r in rules])
-    bridge.start()
-    return bridge, client, server, journal
-
-
-def written(journal: Journal) -> list[dict[str, Any]]:
-    return [event for entry in journal if entry[0] == "write" for event in entry[1]]
 
 
 async def test_records_then_forwards_each_read() -> None:
@@ -237,6 +138,24 @@ async def test_close_rule_closes_both_legs() -> None:
     _, client, server, _ = joined(rules)
     client.receive('{"method":"bye"}')
     assert client.closed_with == (4000, "bye") and server.closed_with == (4000, "bye")
+
+
+async def test_nothing_after_a_close_in_the_same_read_is_forwarded() -> None:
+    """Frames that arrived with the one a close rule hit are recorded as not forwarded: the
+    close takes that frame's place in the order, and nothing follows it."""
+    rules = [{"name": "hang up", "dir": "s2c", "method": "bye", "action": "close",
+              "code": 4000, "reason": "bye"}]  # fmt: skip
+    _, client, server, journal = joined(rules)
+    server.receive('{"method":"a"}', '{"method":"bye"}', '{"method":"c"}', b"\x02")
+    assert client.sent == [(True, b'{"method":"a"}')]
+    assert client.closed_with == (4000, "bye") and server.closed_with == (4000, "bye")
+    assert [(e["kind"], e.get("forwarded")) for e in written(journal)] == [
+        ("text", None),
+        ("text", False),
+        ("text", False),
+        ("binary", False),
+        ("close", {"code": 4000, "reason": "bye"}),
+    ]
 
 
 @pytest.mark.parametrize("rules", [[], [{"name": "p", "action": "patch", "set": {"/x": 1}}]])

@@ -312,3 +312,43 @@ def test_a_rule_that_raises_is_logged_and_the_message_goes_on(
     )
     assert "rule 'broken' raised on a (left unchanged)" in caplog.text
     assert "ZeroDivisionError: boom" in caplog.text
+
+
+def test_a_stalled_direction_takes_nothing_more() -> None:
+    """After Engine.stall(S2C): every server message is held back with the stalling rule
+    named, and rpctape's own messages to the client are taken out; the client's messages
+    still go on."""
+    conn = Conn(
+        Rule("answer", Action.REPLY, dir=C2S, method="local", result=1),
+        Rule("hello", Action.INJECT, dir=C2S, method="n", to=Towards.CLIENT,
+             message={"method": "hi"}),
+    )  # fmt: skip
+    conn.engine.stall(S2C, "the stall")
+    assert conn.engine.stalled(S2C) == "the stall" and conn.engine.stalled(C2S) is None
+    server = conn.send(S2C, {"method": "x"})
+    assert (server.forward, server.applied) == (None, [("the stall", "stall")])
+    assert conn.send(S2C, b"not json").forward is None
+    local = conn.send(C2S, {"id": 1, "method": "local"})
+    assert (local.forward, local.to_sender) == (None, [])
+    note = conn.send(C2S, {"method": "n"})
+    assert note.forward == b'{"method":"n"}' and note.after == []
+
+
+def test_a_rule_built_in_code_acts_through_apply() -> None:
+    """A Rule subclass overriding apply and label: the engine calls it and names its label;
+    frames sent in a message's place make the decision touched."""
+
+    class Swap(Rule):
+        @property
+        def label(self) -> str:
+            return "swap"
+
+        def apply(self, engine: Engine, direction: Direction, raw: bytes, parsed: Any,
+                  patched: Any, decision: Decision) -> Any:  # fmt: skip
+            decision.instead.append((self.name, raw.upper()))
+            decision.forward = None
+            return patched
+
+    decision = Conn(Swap("s", Action.DROP, method="m")).send(S2C, b'{"method":"m"}')
+    assert decision.instead == [("s", b'{"METHOD":"M"}')]
+    assert decision.applied == [("s", "swap")] and not decision.untouched

@@ -84,6 +84,11 @@ def test_effects_name_what_rules_did() -> None:
     assert effects({**RESP, "origin": "rpctape", "rule": "fake"}) == ["sent by rpctape (fake)"]
     assert effects({**RESP, "hidden": True, "forwarded": False}) == ["hidden"]
     assert effects({**RESP, "forwarded": False}) == ["not forwarded"]
+    faulted = {**RESP, "rules": [{"rule": "fault thread/start:error", "action": "error"}],
+               "forwarded": False}  # fmt: skip
+    assert effects(faulted) == ["fault: error instead"]
+    stalled = {**RESP, "rules": [{"rule": "fault x:stall", "action": "stall"}], "forwarded": False}
+    assert effects(stalled) == ["fault: stalled"]
 
 
 def test_styled_row_is_the_plain_row_plus_effects() -> None:

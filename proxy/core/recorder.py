@@ -267,9 +267,14 @@ class Recorder:
         """Append lines built by :meth:`text_line` (and friends) in one write."""
         self._write_lines(b"".join(lines))
 
-    def binary_line(self, conn: int, direction: Direction, data: bytes) -> tuple[Event, bytes]:
-        """Build (not write) the event and line of a binary frame."""
+    def binary_line(
+        self, conn: int, direction: Direction, data: bytes, extra: dict[str, Any] | None = None
+    ) -> tuple[Event, bytes]:
+        """Build (not write) the event and line of a binary frame (``extra``: what rules did,
+        e.g. ``forwarded: false``)."""
         event = self._binary_event(conn, direction, data)
+        if extra:
+            event.update(extra)
         return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
 
     def _redact(self, raw: bytes, parsed: Parsed) -> tuple[Any, str | None, list[str]] | None:

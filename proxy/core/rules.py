@@ -3,7 +3,9 @@
 A rule sees one parsed message and decides: forward it changed (``patch``), answer it locally
 (``reply``), ``drop`` it, ``delay`` it, ``inject`` an extra message, or ``close`` the
 connection. Rules come from TOML files (docs/rules.md) or are built in code (the attestation
-switches, :mod:`proxy.core.attest`). No sockets here: the relay carries out a :class:`Decision`.
+switches, :mod:`proxy.core.attest`; the faults, :mod:`proxy.core.faults`, whose rules carry out
+their own action through :meth:`Rule.apply`). No sockets here: the relay carries out a
+:class:`Decision`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class Action(enum.StrEnum):
     DELAY = "delay"
     INJECT = "inject"
     CLOSE = "close"
+    FAULT = "fault"
+    """A fault (:mod:`proxy.core.faults`): built in code only, never in a rules file."""
+
+
+FILE_ACTIONS = tuple(a for a in Action if a is not Action.FAULT)
+"""The actions a rules file may name."""
 
 
 class Towards(enum.StrEnum):
@@ -71,7 +79,7 @@ RULE_SCHEMA: dict[str, Any] = {
         "where": {"type": "object", "propertyNames": {"pattern": "^(/.*)?$"}},
         "nth": {"type": "integer", "minimum": 1},
         "times": {"type": "integer", "minimum": 1},
-        "action": {"enum": [a.value for a in Action]},
+        "action": {"enum": [a.value for a in FILE_ACTIONS]},
         "set": {"type": "object", "propertyNames": {"pattern": "^/"}},
         "remove": {"type": "array", "items": {"type": "string", "pattern": "^/"}},
         "result": {},
@@ -206,6 +214,26 @@ class Rule:
             raise RuleError(f"{source}: rule {name!r}: {where}: {errors[0].message}")
         return cls(**data)
 
+    @property
+    def label(self) -> str:
+        """What the cassette names this rule's action (``rules: [{"rule", "action"}]``)."""
+        return self.action.value
+
+    def apply(
+        self,
+        engine: Engine,
+        direction: Direction,
+        raw: bytes,
+        parsed: Parsed,
+        patched: Any,
+        decision: Decision,
+    ) -> Any:
+        """Carry out this rule on a message (``raw``, as received) it matched: change
+        ``decision``; return the patched message so far (``patched``, or a new one). Raise
+        :class:`RuleFailure` when it cannot apply. Rules built in code
+        (:mod:`proxy.core.faults`) override this."""
+        return engine._act(self, direction, parsed, patched, decision)
+
     def matches(self, direction: Direction, parsed: Parsed, response_to: str | None) -> bool:
         """Whether the message fits this rule's match fields (not nth/times: see Engine)."""
         if self.dir is not None and direction is not self.dir:
@@ -264,6 +292,9 @@ class Decision:
     before: list[tuple[str, Direction, bytes]] = field(default_factory=list)
     after: list[tuple[str, Direction, bytes]] = field(default_factory=list)
     """Injected ``(rule name, direction it travels, frame)``, before / after the message."""
+    instead: list[tuple[str, bytes]] = field(default_factory=list)
+    """Frames rpctape sends on ``(rule name, frame)``, the way the message was going, in its
+    place (the message itself is not forwarded): a fault's error answer or garbage."""
     close: tuple[int, str] | None = None
     hidden: bool = False
     """A reply to a request rpctape injected: not forwarded."""
@@ -278,6 +309,7 @@ class Decision:
             or self.forward is None
             or self.delay_ms
             or self.to_sender
+            or self.instead
             or self.before
             or self.after
             or self.close
@@ -302,6 +334,18 @@ class Engine:
         self._peer_ids: dict[Direction, set[str]] = {Direction.C2S: set(), Direction.S2C: set()}
         self._injected: dict[Direction, set[str]] = {Direction.C2S: set(), Direction.S2C: set()}
         self._next_id = 0
+        self._stalled: dict[Direction, str] = {}
+        """Directions in which nothing more goes, and the rule that stalled each."""
+
+    def stall(self, direction: Direction, rule: str) -> None:
+        """From now on nothing more goes ``direction`` on this connection (a ``stall``
+        fault): every later message that way is not forwarded, and rpctape sends nothing that
+        way either."""
+        self._stalled.setdefault(direction, rule)
+
+    def stalled(self, direction: Direction) -> str | None:
+        """The rule that stalled ``direction``, if one did."""
+        return self._stalled.get(direction)
 
     def decide(
         self, direction: Direction, raw: bytes, parsed: Parsed, response_to: str | None
@@ -317,9 +361,14 @@ class Engine:
                 injected.discard(key)
                 decision.forward, decision.hidden = None, True
                 return decision
+        if self._stalled:
+            stalled = self._stalled.get(direction)
+            if stalled is not None:
+                decision.forward = None
+                decision.applied.append((stalled, "stall"))
+                return decision
         if not self.rules or not parsed.has_msg:
             return decision
-        msg = parsed.msg
         patched: Any = None
         for rule in self.rules:
             if not rule.matches(direction, parsed, response_to):
@@ -330,7 +379,7 @@ class Engine:
             if rule.times is not None and self._fired.get(rule, 0) >= rule.times:
                 continue
             try:
-                patched = self._act(rule, direction, msg, patched, parsed, decision)
+                patched = rule.apply(self, direction, raw, parsed, patched, decision)
             except (RuleFailure, PointerError) as exc:
                 what = parsed.method or parsed.type.value
                 log.warning("rule %r failed on %s: %s (left unchanged)", rule.name, what, exc)
@@ -340,23 +389,27 @@ class Engine:
                 log.exception("rule %r raised on %s (left unchanged)", rule.name, what)
                 continue
             self._fired[rule] = self._fired.get(rule, 0) + 1
-            decision.applied.append((rule.name, rule.action))
+            decision.applied.append((rule.name, rule.label))
             if decision.forward is None or decision.close is not None:
                 break  # reply, drop and close end the message's journey
         if patched is not None and decision.forward is not None:
             decision.forward, decision.changed = _dumps(patched), True
+        if self._stalled:
+            self._mute(direction, decision)
         return decision
 
+    def _mute(self, direction: Direction, decision: Decision) -> None:
+        """Take out what rpctape would send in a stalled direction."""
+        if direction.reverse in self._stalled:
+            decision.to_sender.clear()
+        for injected in (decision.before, decision.after):
+            injected[:] = [i for i in injected if i[1] not in self._stalled]
+
     def _act(
-        self,
-        rule: Rule,
-        direction: Direction,
-        msg: Any,
-        patched: Any,
-        parsed: Parsed,
-        decision: Decision,
+        self, rule: Rule, direction: Direction, parsed: Parsed, patched: Any, decision: Decision
     ) -> Any:
-        action = rule.action
+        """Carry out a rules-file action (:class:`Action`) of ``rule`` on one message."""
+        action, msg = rule.action, parsed.msg
         if action is Action.PATCH:
             work = copy.deepcopy(patched if patched is not None else msg)
             if not isinstance(work, dict):
@@ -391,6 +444,8 @@ class Engine:
         elif action is Action.CLOSE:
             decision.close = (rule.code, rule.reason or f"closed by rpctape rule {rule.name!r}")
             decision.forward = None
+        elif action is Action.FAULT:
+            raise RuleFailure("a fault rule carries out its own action (Rule.apply)")
         return patched
 
     def _allocate_id(self, towards: Direction) -> str:

@@ -116,8 +116,13 @@ RULE_EFFECTS = {
     "inject": "injected",
     "delay": "delayed",
     "close": "closed",
+    "error": "fault: error instead",
+    "disconnect": "fault: disconnected",
+    "garbage": "fault: garbage instead",
+    "stall": "fault: stalled",
 }
-"""Rule action (docs/rules.md) -> what the timeline and the report say it did."""
+"""Rule action (docs/rules.md; a fault's kind, docs/replay.md "Faults") -> what the
+timeline and the report say it did."""
 
 
 def effects(event: Event) -> list[str]:

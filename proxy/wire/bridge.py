@@ -21,13 +21,16 @@ from typing import Any
 from websockets.frames import CloseCode
 
 from ..core.close import clip_reason
-from ..core.jsonrpc import Direction, Message, parse
+from ..core.jsonrpc import Direction, Message, MessageType, parse
 from ..core.recorder import FrameValidator, Recorder
 from ..core.rules import Decision, Engine, Rule
 from ..errors import CassetteWriteError
 from .legs import ChildLeg, Leg
 
 log = logging.getLogger("rpctape.bridge")
+
+_ANSWERS = (MessageType.RESPONSE, MessageType.ERROR)
+
 
 def write_failure_reason(error: CassetteWriteError) -> str:
     """The close reason sent to both legs when the cassette cannot be written (<= 123 bytes).
@@ -123,24 +126,38 @@ class Bridge:
         self._relay_with_rules(leg, direction, messages)
 
     def _relay_with_rules(self, leg: Leg, direction: Direction, messages: list[Message]) -> None:
-        """Decide every message with the rule engine, record it all, then carry it out."""
-        rec, conn, peer = self.recorder, self.conn, leg.peer
+        """Decide every message with the rule engine, record it all, then carry it out.
+
+        After a message whose decision closes the connection, the rest of the batch is
+        recorded as not forwarded: the close comes where that message would have gone.
+        """
+        rec, conn, peer, engine = self.recorder, self.conn, leg.peer, self.engine
         assert peer is not None
         lines: list[bytes] = []
         sends: list[tuple[Leg, Message, int, int]] = []  # leg, message, delay, seq
         close: tuple[int, str] | None = None
         for is_text, payload in messages:
-            if not is_text or self.engine is None:
+            if not is_text or engine is None or close is not None:
+                stalled = engine.stalled(direction) if engine is not None else None
+                if close is not None:
+                    extra: dict[str, Any] = {"forwarded": False}
+                elif stalled is not None:
+                    extra = {"rules": [{"rule": stalled, "action": "stall"}], "forwarded": False}
+                else:
+                    extra = {}
                 event, line = (
-                    rec.text_line(conn, direction, payload, *rec.inspect(conn, direction, payload))
+                    rec.text_line(
+                        conn, direction, payload, *rec.inspect(conn, direction, payload), extra
+                    )
                     if is_text
-                    else rec.binary_line(conn, direction, payload)
+                    else rec.binary_line(conn, direction, payload, extra)
                 )
                 lines.append(line)
-                sends.append((peer, (is_text, payload), 0, event["seq"]))
+                if not extra:
+                    sends.append((peer, (is_text, payload), 0, event["seq"]))
                 continue
             parsed, response_to = rec.inspect(conn, direction, payload)
-            decision = self.engine.decide(direction, payload, parsed, response_to)
+            decision = engine.decide(direction, payload, parsed, response_to)
             delay = decision.delay_ms
             for name, towards, frame in decision.before:
                 sends.append(self._synthesize(lines, name, towards, frame, delay))
@@ -150,6 +167,8 @@ class Bridge:
             lines.append(line)
             if decision.forward is not None:
                 sends.append((peer, (True, decision.forward), delay, event["seq"]))
+            for name, frame in decision.instead:
+                sends.append(self._synthesize(lines, name, direction, frame, delay, response_to))
             for name, frame in decision.to_sender:
                 sends.append(self._synthesize(lines, name, direction.reverse, frame, delay))
             for name, towards, frame in decision.after:
@@ -166,11 +185,22 @@ class Bridge:
             self.client.close(*close)
 
     def _synthesize(
-        self, lines: list[bytes], rule: str, towards: Direction, frame: bytes, delay: int
+        self,
+        lines: list[bytes],
+        rule: str,
+        towards: Direction,
+        frame: bytes,
+        delay: int,
+        answers: str | None = None,
     ) -> tuple[Leg, Message, int, int]:
-        """Record a message rpctape itself sends; return what :meth:`_send` needs."""
+        """Record a message rpctape itself sends; return what :meth:`_send` needs.
+
+        ``answers``: the method a response or error sent in place of another answers (that
+        message's pairing already took the request)."""
         rec = self.recorder
         parsed, response_to = rec.inspect(self.conn, towards, frame)
+        if answers is not None and parsed.type in _ANSWERS:
+            response_to = answers
         extra = {"origin": "rpctape", "rule": rule}
         event, line = rec.text_line(self.conn, towards, frame, parsed, response_to, extra)
         lines.append(line)
