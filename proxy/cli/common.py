@@ -31,6 +31,8 @@ EXIT_WRITE_FAILED = 74
 """Exit status when the cassette could not be written (EX_IOERR), whatever the door."""
 EXIT_MISS = 3
 """Exit status of a stdio replay the replay ended on a miss (docs/replay.md)."""
+EXIT_DISCONNECTED = 4
+"""Exit status of a stdio session a ``disconnect`` fault ended (docs/replay.md, Faults)."""
 DEFAULT_LISTEN = "ws://127.0.0.1:4223"
 """Where ``record`` and ``replay`` listen unless told otherwise."""
 
@@ -81,7 +83,12 @@ def fail(what: BaseException | str, todo: str = "", code: int = 2) -> typer.Exit
 
 
 def error_line(what: BaseException | str, todo: str = "") -> None:
-    """``rpctape: error: WHAT. WHAT TO DO`` on stderr, on one line."""
+    """``rpctape: error: WHAT. WHAT TO DO`` on stderr, on one line (a bad ``--fault``: the
+    line that names the wrong part, then the grammar)."""
+    grammar = getattr(what, "grammar", None)
+    if isinstance(grammar, str):
+        warn(f"rpctape: error: {getattr(what, 'problem', what)}\n{grammar}")
+        return
     line = " ".join(str(what).split())  # one line, whatever the message held
     if todo:
         line = f"{line.rstrip('.')}. {todo}"

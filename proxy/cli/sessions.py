@@ -25,6 +25,7 @@ from ..wire.runner import run as run_loop
 from ..wire.session import Session
 from .common import (
     DEFAULT_LISTEN,
+    EXIT_DISCONNECTED,
     EXIT_MISS,
     EXIT_WRITE_FAILED,
     app,
@@ -172,6 +173,8 @@ def record(
         )
         + (" (stopped at the write error)" if session.failure is not None else "")
     )
+    for line in session.faults.report_lines():
+        warn(line)
     if session.failure is not None:
         raise typer.Exit(EXIT_WRITE_FAILED)  # the error line was printed when it happened
 
@@ -216,6 +219,8 @@ def replay(
         raise fail(exc) from None
     report = session.report
     (warn if stdio else say)(report.render())  # over stdio, stdout carries the protocol only
+    for line in session.faults.report_lines():
+        warn(line)
     if settings.report_json is not None:
         _write_report_json(settings.report_json, report)
     if session.failure is not None:
@@ -223,6 +228,8 @@ def replay(
         raise typer.Exit(EXIT_WRITE_FAILED)
     if stdio and session.stdio_close is not None:
         raise typer.Exit(EXIT_MISS)  # the replay ended the session on a miss (docs/replay.md)
+    if stdio and session.faults.closed is not None:
+        raise typer.Exit(EXIT_DISCONNECTED)
     if settings.strict and not report.clean:
         raise typer.Exit(1)
 
@@ -261,8 +268,28 @@ def wrap(
         raise fail(exc, code=EXIT_WRITE_FAILED) from None
     except (RpctapeError, OSError) as exc:
         raise fail(exc) from None
+    for line in session.faults.report_lines():
+        warn(line)
     if session.failure is not None:
         raise fail(session.failure, code=EXIT_WRITE_FAILED)
+    if session.faults.closed is not None:
+        raise typer.Exit(EXIT_DISCONNECTED)
     if session.child_status is None:
         raise fail(CassetteError(f"could not start {' '.join(command)}"))
     raise typer.Exit(session.child_status)
+
+
+@app.command()
+def faults(
+    cassette: Annotated[Path, typer.Argument(help="Cassette file to plan the faults on.")],
+    fault: Annotated[
+        list[str] | None,
+        typer.Option("--fault", metavar="SPEC", help="A fault, WHEN:WHAT (repeatable)."),
+    ] = None,
+) -> None:
+    """Dry run: the recorded frames (connection, seq, method) each --fault would hit.
+
+    Exit 0 when every fault hits a frame, 1 when one hits none, 2 for a bad spec."""
+    from ..core.faults import faults_command
+
+    raise typer.Exit(faults_command(cassette_file(cassette), fault or ()))

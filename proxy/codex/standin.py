@@ -39,7 +39,7 @@ import select
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -60,6 +60,8 @@ EXIT_USAGE = 2
 """Bad settings (mode, RPCTAPE_ARGS, a missing cassette), or no real codex to run."""
 EXIT_MISS = 3
 """The replay ended the session on a miss (close 4409 or 4404 over a websocket)."""
+EXIT_DISCONNECTED = 4
+"""A ``disconnect`` fault ended the session (stdout ended; docs/replay.md, Faults)."""
 EXIT_WRITE_FAILED = 74
 """The cassette could not be written (EX_IOERR, as ``rpctape record`` and ``wrap``)."""
 CANNOT_SERVE_CODE = -32098
@@ -234,6 +236,8 @@ class Outcome:
     closed: tuple[int, str] | None = None
     explanation: str = ""
     report: str = ""
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    """Each ``--fault`` and how often it fired."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -244,6 +248,7 @@ class Outcome:
             "closed": None if self.closed is None else list(self.closed),
             "explanation": self.explanation,
             "report": self.report,
+            "faults": self.faults,
         }
 
 
@@ -299,7 +304,10 @@ async def run_session(setup: Setup, invocation: Invocation, env: Mapping[str, st
     with contextlib.suppress(ReplayMismatch):  # --strict: the exit status says it
         await session.serve_stdio(explain=explain, explain_grace=EXPLAIN_GRACE, own_signals=True)
     report = session.report
-    outcome = Outcome(plan.value, str(target), clean=report.clean, report=report.render())
+    outcome = Outcome(plan.value, str(target), clean=report.clean, report=report.render(),
+                      faults=session.faults.summary())  # fmt: skip
+    for line in session.faults.report_lines():
+        _explain(line)
     if session.failure is not None:
         if not explained:
             explain(f"{PROG}: error: {session.failure}")
@@ -316,6 +324,8 @@ async def run_session(setup: Setup, invocation: Invocation, env: Mapping[str, st
         outcome.closed = (closed.code, closed.reason)
         outcome.explanation = "\n".join(explained)
         outcome.exit = EXIT_MISS
+    elif session.faults.closed is not None:  # on purpose: not a problem of the replay
+        outcome.exit = EXIT_DISCONNECTED
     elif session.child_status is not None:
         outcome.exit = session.child_status
     elif settings.strict and not report.clean:
@@ -405,8 +415,9 @@ def run(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> int:
             )
         outcome = run_loop(run_session(setup, invocation, env))
     except (RpctapeError, OSError) as exc:
-        message = f"{PROG}: error: {' '.join(str(exc).split())}"
-        _explain(message)
+        problem = getattr(exc, "problem", None)
+        message = f"{PROG}: error: {' '.join(str(problem or exc).split())}"
+        _explain(message + (f"\n{exc.grammar}" if problem and hasattr(exc, "grammar") else ""))
         if setup is not None and setup.report is not None:
             failed = Outcome("error", str(setup.cassette or ""), EXIT_USAGE, False, None, str(exc))
             _write_report(setup.report, failed)

@@ -150,6 +150,9 @@ class FaultError(UsageError):
     (:attr:`problem`), then :data:`GRAMMAR`.
     """
 
+    grammar = GRAMMAR
+    """What a door prints after :attr:`problem`."""
+
     def __init__(self, context: str, problem: str) -> None:
         self.detail = problem
         """What is wrong, without the context."""

@@ -198,7 +198,13 @@ def _attest(value: Any) -> str:
 
 
 def _fault(value: Any) -> str:
-    return _text(value)
+    """A fault spec in its canonical form (a bad one: :class:`~proxy.core.faults.FaultError`,
+    which names the wrong part and shows the grammar)."""
+    from .faults import Fault, parse_fault
+
+    if isinstance(value, Fault):
+        return value.spec
+    return parse_fault(_text(value)).spec
 
 
 def _text(value: Any) -> str:

@@ -120,6 +120,8 @@ class ReplayReport:
     connections: tuple[ConnectionReport, ...] = ()
     notes: tuple[str, ...] = ()
     """Lines printed after the summary (e.g. what was recorded instead of replayed)."""
+    unfired: tuple[str, ...] = ()
+    """Faults (``--fault``) that never fired, by their spec."""
 
     @property
     def misses(self) -> tuple[Miss, ...]:
@@ -133,8 +135,9 @@ class ReplayReport:
 
     @property
     def clean(self) -> bool:
-        """No miss and no unused recorded client message (what ``--strict`` requires)."""
-        return not self.misses and not self.unused_client
+        """No miss, no unused recorded client message and no fault that never fired (what
+        ``--strict`` requires)."""
+        return not self.misses and not self.unused_client and not self.unfired
 
     def render(self) -> str:
         """The report as text, a summary line first."""

@@ -31,6 +31,7 @@ from websockets.frames import CloseCode
 from ..core.cassette import Cassette, load, new_header
 from ..core.close import Close
 from ..core.dialect import NEUTRAL, Dialect
+from ..core.faults import FaultSet
 from ..core.jsonrpc import Direction
 from ..core.modes import Plan, plan_for
 from ..core.options import Door, Settings
@@ -111,7 +112,13 @@ class Session:
         self.settings = settings if settings is not None else Settings.resolve(door, options)
         self.command = tuple(command)
         self.options = self.settings.replay_options(dialect)
-        self.rules: tuple[Rule, ...] = (*self.settings.rule_list(), *extra_rules)
+        self.faults = FaultSet.parse(self.settings.faults)
+        """The session's faults (``--fault``): which fired, which never did."""
+        self.rules: tuple[Rule, ...] = (
+            *self.settings.rule_list(),
+            *extra_rules,
+            *self.faults.rules,
+        )
         self.validator = validator
         self.after_load = after_load
         """Called once the cassette is loaded and planned, before the first client (the
@@ -495,11 +502,13 @@ class Session:
             )
         if self.validator is not None and isinstance(self.validator, Tally):
             notes.append(self.validator.summary())
+        notes += self.faults.report_lines()
+        unfired = tuple(fault.spec for fault in self.faults.unfired())
         session = self._session
         if session is None:
-            return ReplayReport(str(self.path), notes=tuple(notes))
+            return ReplayReport(str(self.path), notes=tuple(notes), unfired=unfired)
         report = session.report()
-        return ReplayReport(report.cassette, report.connections, tuple(notes))
+        return ReplayReport(report.cassette, report.connections, tuple(notes), unfired)
 
 
 class Tally:
