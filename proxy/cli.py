@@ -1200,6 +1200,39 @@ def version() -> None:
     _say(f"rpctape {__version__}")
 
 
+# -- issue 21: a thin wrapper; the lead ports it to the shared options model ----------------
+
+
+@app.command()
+def redact(
+    cassettes: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="CASSETTE...", help="Cassette files, or folders of cassettes (recursive)."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Write the redacted cassette here (one cassette)."),
+    ] = None,
+    redact_key: RedactKeyOption = None,
+    redact_value: RedactValueOption = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Write nothing; exit 1 naming each place that would be redacted."
+        ),
+    ] = False,
+) -> None:
+    """Redact existing cassettes again (today's defaults plus --redact-key/--redact-value),
+    in place and atomically; every line without a secret is kept byte for byte."""
+    from .rescrub_command import redact_command
+
+    status = redact_command(cassettes, out, redact_key or (), redact_value or (), check)
+    if status:
+        raise typer.Exit(status)
+
+
 def _run(args: Sequence[str] | None = None) -> int:
     """Run the command line; usage errors in the one error style. Returns the exit status."""
     command = typer.main.get_command(app)
