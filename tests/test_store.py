@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import CassetteError, CassetteNotFound, CassetteWriteError
-from proxy.wire import store
 from proxy.wire.store import (
     cassette_files,
     is_cassette_name,
@@ -98,7 +97,7 @@ def test_a_failed_replace_leaves_the_file_and_no_temporary(
     def refuse(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(CassetteWriteError) as caught:
         replace_atomically(path, b"new\n")
     assert str(path) in str(caught.value)
