@@ -150,3 +150,10 @@ def test_rewrite_header_of_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CassetteNotFound):
         rewrite_header(tmp_path / "nope.jsonl", {"codex": "1"})
     assert not os.listdir(tmp_path)
+
+
+def test_not_recursive_lists_the_folder_itself(tmp_path: Path) -> None:
+    """What the project's tests use for cassettes/: its own visible cassettes only."""
+    for name in ["a.jsonl", "many/b.jsonl", ".a.verify.jsonl", ".a.jsonl.1a2b3c4d.recording"]:
+        touch(tmp_path / name)
+    assert cassette_files([tmp_path], recursive=False) == [tmp_path / "a.jsonl"]

@@ -19,6 +19,8 @@ from proxy.core.recorded import RecordedConnection
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor
 from proxy.core.verify import ClientPlan, learn_uuids
+from proxy.wire.recorded_client import default_out
+from proxy.wire.store import cassette_files, is_rpctape_temporary
 
 REPO = Path(__file__).resolve().parent.parent
 C, S = Direction.C2S, Direction.S2C
@@ -291,3 +293,43 @@ def test_a_learned_uuid_replaces_only_that_uuid(recorded: object, live: object, 
     plan.start()
     sent = texts(plan.receive((STARTED % new).encode()))
     assert sent == [turn.replace(old, new).encode()]
+
+
+# --- no litter: one predictable new recording per cassette ------------------------------------
+
+
+def test_a_differing_verify_run_three_times_leaves_one_file_beside_the_cassette(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run differs (nothing listens) and keeps its new recording, always in the same
+    hidden file, which the next run replaces; listing the folder still gives one cassette."""
+    folder = tmp_path / "cassettes"
+    folder.mkdir()
+    (folder / "two-turns.jsonl").write_bytes((REPO / "cassettes" / "two-turns.jsonl").read_bytes())
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    for _ in range(3):
+        status = _run(
+            ["verify", "cassettes/two-turns.jsonl", "--upstream", f"ws://127.0.0.1:{port}"]
+        )
+        out, _ = capsys.readouterr()
+        assert status == 1
+        assert out.splitlines()[-1].endswith("; new recording in cassettes/.two-turns.verify.jsonl")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".two-turns.verify.jsonl",
+        "two-turns.jsonl",
+    ]
+    assert cassette_files([folder]) == [folder / "two-turns.jsonl"]
+    (error,) = load(folder / ".two-turns.verify.jsonl").events
+    assert error["kind"] == "error" and error["stage"] == "connect"
+
+
+def test_default_out_is_one_hidden_file_beside_the_cassette() -> None:
+    """Predictable, hidden, and git-ignored by the repository's pattern."""
+    assert default_out(Path("cassettes/two-turns.jsonl")) == Path(
+        "cassettes/.two-turns.verify.jsonl"
+    )
+    assert is_rpctape_temporary(default_out(Path("x.jsonl")).name)
+    assert ".*.verify.jsonl" in (REPO / ".gitignore").read_text().splitlines()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..errors import UpstreamError
 from .bridge import Bridge
 from .legs import ClosePlan, Leg, Party
 from .listener import DEFAULT_MAX_SIZE
+from .store import temporary_beside
 from .upstream import Upstream, open_upstream
 
 __all__ = [
@@ -160,12 +160,12 @@ class VerifyOutcome:
 
 
 def default_out(source: Path) -> Path:
-    """A fresh temporary file beside ``source`` (``.NAME.XXXX.verify.jsonl``)."""
-    fd, name = tempfile.mkstemp(
-        prefix=f".{source.stem}.", suffix=".verify.jsonl", dir=source.parent or "."
-    )
-    os.close(fd)
-    return Path(name)
+    """Where verify puts the new recording of ``source`` when not told: one predictable
+    hidden file beside it, ``.NAME.verify.jsonl`` (``cassettes/two-turns.jsonl`` ->
+    ``cassettes/.two-turns.verify.jsonl``), which the next verify of ``source`` replaces.
+    Hidden, so listings of a cassette folder skip it
+    (:func:`proxy.wire.store.cassette_files`); git-ignored by ``.*.verify.jsonl``."""
+    return source.with_name(f".{source.stem}.verify.jsonl")
 
 
 def _upgrade_request(opened: Event | None) -> Request:
@@ -232,7 +232,11 @@ async def verify_cassette(
     meta: Mapping[str, Any] | None = None,
 ) -> VerifyOutcome:
     """Play every recorded connection of ``source`` against ``target``, one after another,
-    record the new session to ``out`` (replaced), and diff it against ``source``.
+    record the new session to ``out``, and diff it against ``source``.
+
+    The recording is written to a temporary file beside ``out`` and renamed over it when
+    it ends (also when it ends in an error), so ``out`` is always a whole recording: the
+    previous run's until this one's is done, whatever runs at the same time.
 
     The new header keeps the original's ``meta`` except ``codex`` (the version that recorded
     it; give the live one in ``meta`` when known), adds ``verified_from`` (the cassette's
@@ -243,7 +247,8 @@ async def verify_cassette(
     header_meta["verified_from"] = source.name
     header_meta.update(meta or {})
     header = new_header(target.url, transport=target.kind, meta=header_meta)
-    writer = CassetteWriter(out, header, overwrite=True)
+    temp = temporary_beside(out)
+    writer = CassetteWriter(temp, header)
     recorder = Recorder(writer, redactor or Redactor())
     opens = {e["conn"]: e for e in tape.events if e["kind"] == "open"}
     try:
@@ -254,9 +259,19 @@ async def verify_cassette(
             if failure is not None:
                 outcome.failures.append(f"conn {recorded.conn}: {failure}")
     finally:
-        writer.close()
+        _settle_temporary(writer, temp, out)
     outcome.diff = diff_cassettes(tape, load(out), ignore)
     return outcome
+
+
+def _settle_temporary(writer: CassetteWriter, temp: Path, out: Path) -> None:
+    """Close the new recording and rename it over ``out``; never leave ``temp`` behind."""
+    try:
+        writer.close()
+        os.replace(temp, out)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def settle(outcome: VerifyOutcome, *, update: bool, keep: bool) -> None:

@@ -54,10 +54,11 @@ def is_cassette_name(name: str) -> bool:
     return name.endswith(CASSETTE_SUFFIX) and not name.startswith(".")
 
 
-def cassette_files(paths: Iterable[Path | str]) -> list[Path]:
+def cassette_files(paths: Iterable[Path | str], *, recursive: bool = True) -> list[Path]:
     """The cassettes ``paths`` name: a file as it is (named, it is meant, whatever its
-    name), a folder walked recursively for :func:`is_cassette_name` files, not entering
-    hidden folders; sorted within each folder, each file once, in the order given.
+    name), a folder walked for :func:`is_cassette_name` files (recursively, not entering
+    hidden folders, unless ``recursive`` is false); sorted within each folder, each file
+    once, in the order given.
 
     A path that does not exist raises :class:`~proxy.errors.CassetteNotFound`.
     """
@@ -66,7 +67,7 @@ def cassette_files(paths: Iterable[Path | str]) -> list[Path]:
         path = Path(given)
         if path.is_dir():
             for root, folders, files in os.walk(path):
-                folders[:] = sorted(f for f in folders if not f.startswith("."))
+                folders[:] = sorted(f for f in folders if recursive and not f.startswith("."))
                 for name in sorted(files):
                     if is_cassette_name(name):
                         found.setdefault(Path(root) / name, None)
