@@ -454,8 +454,28 @@ def show(
             "--follow", "-f", help="Keep printing events as they are appended (Ctrl-C stops)."
         ),
     ] = False,
+    header_: Annotated[
+        bool,
+        typer.Option("--header", help="Print only the header, with the codex that recorded it."),
+    ] = False,
 ) -> None:
     """Print a cassette as a timeline (in colour on a terminal), or --follow a recording."""
+    if header_:  # issue 21: minimal; the lead ports it
+        from .core.dialect import recorded_version
+        from .core.timeline import header_json, header_lines
+
+        try:
+            tape = _load(cassette)
+        except RpctapeError as exc:
+            raise _fail(exc) from None
+        found = recorded_version(tape, CODEX)
+        if json:
+            sys.stdout.buffer.write(orjson.dumps(header_json(tape.header, found)) + b"\n")
+            sys.stdout.flush()
+        else:
+            for line in header_lines(tape.header, found):
+                _say(line)
+        return
     console = Console(soft_wrap=True, highlight=False, markup=False, emoji=False)
     payload_width = max(20, (width or shutil.get_terminal_size((160, 24)).columns) - 70)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.codex.dialect import CODEX
+from proxy.core.dialect import NEUTRAL
 from proxy.errors import CassetteError, CassetteNotFound, CassetteWriteError
 from proxy.wire.store import (
     cassette_files,
@@ -15,6 +17,7 @@ from proxy.wire.store import (
     is_rpctape_temporary,
     replace_atomically,
     rewrite_header,
+    stamp_version,
 )
 
 HEADER = b'{"rpctape":1,"created":"2026-01-01T00:00:00+00:00","tool":"rpctape 0.1.0","meta":{}}'
@@ -157,3 +160,22 @@ def test_not_recursive_lists_the_folder_itself(tmp_path: Path) -> None:
     for name in ["a.jsonl", "many/b.jsonl", ".a.verify.jsonl", ".a.jsonl.1a2b3c4d.recording"]:
         touch(tmp_path / name)
     assert cassette_files([tmp_path], recursive=False) == [tmp_path / "a.jsonl"]
+
+
+def test_stamp_version_from_the_recording_or_as_given(tmp_path: Path) -> None:
+    """The codex field: what the initialize answer says, or the version given (the real
+    binary); nothing known, nothing written."""
+    agent = b'{"userAgent":"c/0.171.0 (Linux; x86_64) t (c; 1)"}'
+    answer = (
+        b'{"seq":2,"t":1,"conn":1,"kind":"text","dir":"s2c","type":"response",'
+        b'"response_to":"initialize","msg":{"id":1,"result":' + agent + b"}}\n"
+    )
+    path = touch(tmp_path / "c.jsonl", CASSETTE + answer)
+    assert stamp_version(path, CODEX) == "0.171.0"
+    assert path.read_bytes() == HEADER[:-1] + b',"codex":"0.171.0"}\n' + EVENT + b"\n" + answer
+    assert stamp_version(path, CODEX, "0.172.0") == "0.172.0"
+    assert rewrite_header(path, {})["codex"] == "0.172.0"
+    bare = touch(tmp_path / "bare.jsonl")
+    assert stamp_version(bare, CODEX) is None
+    assert stamp_version(bare, NEUTRAL) is None
+    assert bare.read_bytes() == CASSETTE

@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from ..core.cassette import Event, parse_lines
+from ..core.cassette import Event, load, parse_lines
+from ..core.dialect import VERSION_FIELD, Dialect
 from ..errors import CassetteError, CassetteNotFound, CassetteWriteError
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "is_rpctape_temporary",
     "replace_atomically",
     "rewrite_header",
+    "stamp_version",
     "temporary_beside",
 ]
 
@@ -167,3 +169,20 @@ def rewrite_header(path: Path, updates: Mapping[str, Any]) -> Event:
     rest = b"" if cut < 0 else data[cut:]
     replace_atomically(path, orjson.dumps(new) + rest)
     return new
+
+
+def stamp_version(path: Path, dialect: Dialect, version: str | None = None) -> str | None:
+    """Write which server made the cassette at ``path`` into its header's ``codex`` field:
+    ``version`` when the caller knows it (the real binary a stand-in ran), else what the
+    recorded server said of itself (``dialect.server_version``: for codex, ``initialize``'s
+    ``userAgent``). Returns the version written, or ``None`` (nothing known, nothing written).
+
+    Call it on a finished recording, before it is renamed into place: the header is
+    rewritten atomically (:func:`rewrite_header`), every other byte kept.
+    """
+    if version is None:
+        version = dialect.server_version(load(path).events)
+    if version is None:
+        return None
+    rewrite_header(path, {VERSION_FIELD: version})
+    return version
