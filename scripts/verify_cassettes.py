@@ -29,6 +29,7 @@ from record_cassettes import SCENARIOS, Scenario  # noqa: E402
 
 from proxy.codex.appserver import AppServer, choose_codex  # noqa: E402
 from proxy.codex.backend import FakeBackend  # noqa: E402
+from proxy.codex.dialect import CODEX  # noqa: E402
 from proxy.codex.schema import codex_version  # noqa: E402
 from proxy.wire.recorded_client import (  # noqa: E402
     VerifyOutcome,
@@ -56,6 +57,7 @@ async def verify_one(
             Upstream.parse(server.url),
             out or default_out(cassette),
             meta={"made_by": "scripts/verify_cassettes.py", "codex": codex_version(codex)},
+            dialect=CODEX,
         )
 
 

@@ -19,6 +19,7 @@ from proxy.core.planner import ConnectionReplay, ReplayOptions
 from proxy.core.recorded import recorded_connections
 from proxy.core.redact import DEFAULT_KEYS, ENV_KEYS, normalise_key
 from proxy.core.timeline import render, select, summary
+from proxy.wire.store import cassette_files
 
 NUMBER_FORMS = [
     "0", "-0", "1", "-1", "1.0", "-0.0", "1e400", "-1e400", "1E2", "1e-7", "0.10", "2.5e+3",
@@ -211,7 +212,7 @@ def written(msg: Any, style: str) -> str:
 
 # -- mutated cassettes --------------------------------------------------------------------------
 
-CASSETTES = sorted((Path(__file__).parent.parent / "cassettes").glob("*.jsonl"))
+CASSETTES = cassette_files([Path(__file__).parent.parent / "cassettes"], recursive=False)
 """The real cassettes checked into the repository."""
 LINES = {path.name: path.read_bytes().split(b"\n") for path in CASSETTES}
 FIELDS = ["seq", "t", "conn", "kind", "dir", "msg", "raw", "b64", "type", "method",

@@ -14,6 +14,7 @@ from proxy.core.cassette import Cassette, frame_of, new_header
 from proxy.core.jsonrpc import Direction, id_key
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor
+from proxy.wire.store import cassette_files
 
 
 def is_utf8(data: bytes) -> bool:
@@ -67,7 +68,8 @@ def make_tape(*conns: Script, gap: float = 0.5, server_closes: bool = False) -> 
 
 
 REPO = Path(__file__).resolve().parent.parent
-CASSETTES = sorted((REPO / "cassettes").glob("*.jsonl"))
+CASSETTES = cassette_files([REPO / "cassettes"], recursive=False)
+"""The shipped cassettes (rpctape's hidden and temporary files in the folder left out)."""
 
 
 def write_tape(path: Path, *conns: Script, gap: float = 0.01, server_closes: bool = False) -> Path:

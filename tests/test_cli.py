@@ -196,6 +196,34 @@ def test_show_timeline(tmp_path: Path) -> None:
     ]
 
 
+def test_show_header_says_which_codex_recorded_it(tmp_path: Path) -> None:
+    """`rpctape show --header`: the header's fields, then the codex version and where it was
+    read (here the shipped cassette's meta); --json as one object."""
+    shipped = Path(__file__).resolve().parent.parent / "cassettes" / "two-turns.jsonl"
+    result = runner.invoke(app, ["show", "--header", str(shipped)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "rpctape: 1",
+        "created: 2026-11-23T21:30:01+00:00",
+        "tool: rpctape 0.1.0",
+        "upstream: ws://127.0.0.1:42959",
+        "transport: websocket",
+        'meta: {"made_by":"scripts/record_cassettes.py","scenario":"two-turns","codex":"0.169.0"}',
+        "codex: 0.169.0 (meta)",
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(CASSETTE)
+    result = runner.invoke(app, ["show", "--header", "--json", str(path)])
+    assert result.exit_code == 0, result.stderr
+    body = orjson.loads(result.stdout)
+    assert (body["codex"], body["codex_from"]) == (None, None)
+    assert body["header"] == load(path).header
+    header = orjson.dumps({**load(path).header, "codex": "0.171.0"})
+    path.write_bytes(header + CASSETTE[CASSETTE.index(b"\n") :])
+    result = runner.invoke(app, ["show", "--header", str(path)])
+    assert result.stdout.splitlines()[-1] == "codex: 0.171.0"
+
+
 def test_show_filters_and_json(tmp_path: Path) -> None:
     """--method keeps a method and its responses; --json prints events as lines."""
     path = tmp_path / "c.jsonl"
@@ -536,7 +564,7 @@ def test_help_version_and_usage_errors() -> None:
         env={**os.environ, "_RPCTAPE_COMPLETE": "complete_bash", "COMP_WORDS": "rpctape re",
              "COMP_CWORD": "1"},
     )  # fmt: skip
-    assert completion.stdout.split() == ["record", "replay", "report"]
+    assert completion.stdout.split() == ["record", "replay", "report", "redact"]
     assert one_error(rpctape("nope")) == (
         "No such command 'nope'. Run `rpctape -h` for help"
     )

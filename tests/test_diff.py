@@ -30,6 +30,7 @@ from proxy.core.diff import (
     diff_values,
 )
 from proxy.core.jsonrpc import Direction
+from proxy.wire.store import cassette_files
 
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
 runner = CliRunner()
@@ -315,7 +316,7 @@ def test_cli_json_and_exit_codes(tmp_path: Path) -> None:
 
 def test_shipped_cassettes_equal_themselves() -> None:
     """Every shipped cassette is equivalent to itself, with no entry at all."""
-    for path in sorted(CASSETTES.glob("*.jsonl")):
+    for path in cassette_files([CASSETTES], recursive=False):
         assert diff_cassettes(load(path), load(path)).entries == [], path
 
 

@@ -16,8 +16,9 @@ from proxy.core.har import STDIO_NOTE, HarError, import_har, to_har
 from proxy.core.jsonrpc import Direction
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor
+from proxy.wire.store import cassette_files
 
-CASSETTES = sorted((Path(__file__).parent.parent / "cassettes").glob("*.jsonl"))
+CASSETTES = cassette_files([Path(__file__).parent.parent / "cassettes"], recursive=False)
 
 
 def frames_by_conn(tape: Cassette) -> dict[int, list[tuple[str, str, bytes]]]:

@@ -37,8 +37,9 @@ from proxy.core.pointer import resolve
 from proxy.core.recorder import Recorder
 from proxy.errors import UsageError
 from proxy.wire.session import Tally
+from proxy.wire.store import cassette_files
 
-CASSETTES = sorted((Path(__file__).resolve().parent.parent / "cassettes").glob("*.jsonl"))
+CASSETTES = cassette_files([Path(__file__).resolve().parent.parent / "cassettes"], recursive=False)
 C2S, S2C = Direction.C2S, Direction.S2C
 REQ, NOTE, RES, ERR = (
     MessageType.REQUEST,

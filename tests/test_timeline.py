@@ -10,11 +10,14 @@ import pytest
 
 from proxy.cli.views import follow
 from proxy.core.cassette import Cassette
+from proxy.core.dialect import RecordedVersion, VersionSource
 from proxy.core.timeline import (
     Row,
     describe,
     effects,
     format_row,
+    header_json,
+    header_lines,
     select,
     shorten,
     styled,
@@ -125,3 +128,22 @@ def test_follow_missing_file(tmp_path: Path) -> None:
     """A cassette that is not there: the reader's own message."""
     with pytest.raises(CassetteNotFound, match="no cassette at"):
         next(follow(tmp_path / "none.jsonl"))
+
+
+def test_header_lines_and_json_name_the_codex() -> None:
+    """Fields as written (strings bare, others compact JSON); the codex line only when the
+    header has no codex field of its own."""
+    header = {"rpctape": 1, "upstream": "ws://u", "meta": {"made_by": "x"}}
+    meta = RecordedVersion("0.169.0", VersionSource.META)
+    assert header_lines(header, meta) == [
+        "rpctape: 1",
+        "upstream: ws://u",
+        'meta: {"made_by":"x"}',
+        "codex: 0.169.0 (meta)",
+    ]
+    assert header_lines(header, None)[-1] == "codex: unknown"
+    stamped = {**header, "codex": "0.171.0"}
+    assert header_lines(stamped, RecordedVersion("0.171.0", VersionSource.HEADER))[-1] == (
+        "codex: 0.171.0"
+    )
+    assert header_json(header, meta) == {"header": header, "codex": "0.169.0", "codex_from": "meta"}

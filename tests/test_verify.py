@@ -13,12 +13,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.cli import _run
+from proxy.codex.dialect import CODEX
 from proxy.core.cassette import load
 from proxy.core.jsonrpc import Direction, Message
 from proxy.core.recorded import RecordedConnection
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor
 from proxy.core.verify import ClientPlan, learn_uuids
+from proxy.wire.recorded_client import (
+    Verdict,
+    default_out,
+    render_summary,
+    summary_json,
+    verify_paths,
+)
+from proxy.wire.store import cassette_files, is_rpctape_temporary
+from proxy.wire.upstream import Upstream
 
 REPO = Path(__file__).resolve().parent.parent
 C, S = Direction.C2S, Direction.S2C
@@ -291,3 +301,109 @@ def test_a_learned_uuid_replaces_only_that_uuid(recorded: object, live: object, 
     plan.start()
     sent = texts(plan.receive((STARTED % new).encode()))
     assert sent == [turn.replace(old, new).encode()]
+
+
+# --- no litter: one predictable new recording per cassette ------------------------------------
+
+
+def test_a_differing_verify_run_three_times_leaves_one_file_beside_the_cassette(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run differs (nothing listens) and keeps its new recording, always in the same
+    hidden file, which the next run replaces; listing the folder still gives one cassette."""
+    folder = tmp_path / "cassettes"
+    folder.mkdir()
+    (folder / "two-turns.jsonl").write_bytes((REPO / "cassettes" / "two-turns.jsonl").read_bytes())
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    for _ in range(3):
+        status = _run(
+            ["verify", "cassettes/two-turns.jsonl", "--upstream", f"ws://127.0.0.1:{port}"]
+        )
+        out, _ = capsys.readouterr()
+        assert status == 1
+        assert out.splitlines()[-1].endswith("; new recording in cassettes/.two-turns.verify.jsonl")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".two-turns.verify.jsonl",
+        "two-turns.jsonl",
+    ]
+    assert cassette_files([folder]) == [folder / "two-turns.jsonl"]
+    (error,) = load(folder / ".two-turns.verify.jsonl").events
+    assert error["kind"] == "error" and error["stage"] == "connect"
+
+
+def test_default_out_is_one_hidden_file_beside_the_cassette() -> None:
+    """Predictable, hidden, and git-ignored by the repository's pattern."""
+    assert default_out(Path("cassettes/two-turns.jsonl")) == Path(
+        "cassettes/.two-turns.verify.jsonl"
+    )
+    assert is_rpctape_temporary(default_out(Path("x.jsonl")).name)
+    assert ".*.verify.jsonl" in (REPO / ".gitignore").read_text().splitlines()
+
+
+# --- verify over a folder: which codex made each cassette, does it still hold ----------------
+
+
+async def test_a_folder_summary_names_each_cassettes_codex_and_result(tmp_path: Path) -> None:
+    """verify_paths over a folder: its cassettes only (not the leftover hidden recording),
+    each with the version that recorded it and where that was read; a file that is not a
+    cassette is an error row and the others go on; text and JSON summaries."""
+    folder = tmp_path / "cassettes"
+    folder.mkdir()
+    shipped = REPO / "cassettes"
+    (folder / "two-turns.jsonl").write_bytes((shipped / "two-turns.jsonl").read_bytes())
+    lines = (shipped / "initialize-model-list-config.jsonl").read_bytes().split(b"\n", 1)
+    header = orjson.loads(lines[0]) | {"meta": {}}  # no meta.codex: read from initialize
+    (folder / "init.jsonl").write_bytes(orjson.dumps(header) + b"\n" + lines[1])
+    (folder / "notes.jsonl").write_bytes(b"hello\n")
+    (folder / ".two-turns.verify.jsonl").write_bytes(b"left by an older run\n")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    seen: list[Path] = []
+    rows = await verify_paths(
+        [folder],
+        Upstream.parse(f"ws://127.0.0.1:{port}", []),
+        dialect=CODEX,
+        on_outcome=lambda outcome: seen.append(outcome.source),
+        timeout=5,
+    )
+    assert seen == [folder / "init.jsonl", folder / "two-turns.jsonl"]
+    assert [(row.source.name, row.verdict) for row in rows] == [
+        ("init.jsonl", Verdict.FAILED),
+        ("notes.jsonl", Verdict.ERROR),
+        ("two-turns.jsonl", Verdict.FAILED),
+    ]
+    text = render_summary(rows)
+    width = len(str(folder / "two-turns.jsonl"))
+    assert text[0] == f"{'cassette':<{width}}  recorded with        against  result"
+    assert text[1].startswith(
+        f"{folder}/init.jsonl       0.169.0 (recording)  -        failed: conn 1: cannot reach "
+        f"upstream ws://127.0.0.1:{port}/: "
+    )
+    assert text[2] == (
+        f"{folder}/notes.jsonl      -                    -        error: {folder}/notes.jsonl is "
+        'not an rpctape cassette: its first line is not a header with an integer "rpctape" '
+        "format version"
+    )
+    assert text[3].startswith(f"{folder}/two-turns.jsonl  0.169.0 (meta)       -        failed: ")
+    assert text[4] == "3 cassette(s): 0 equivalent, 0 different, 2 failed, 0 updated, 1 error"
+    body = summary_json(rows)
+    assert body["counts"] == {
+        "equivalent": 0, "different": 0, "failed": 2, "updated": 0, "error": 1
+    }  # fmt: skip
+    first = body["cassettes"][0]
+    assert {k: v for k, v in first.items() if k != "detail"} == {
+        "cassette": str(folder / "init.jsonl"),
+        "codex": "0.169.0",
+        "codex_from": "recording",
+        "against": None,
+        "result": "failed",
+        "new": str(folder / ".init.verify.jsonl"),
+    }
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".init.verify.jsonl", ".two-turns.verify.jsonl", "init.jsonl", "notes.jsonl",
+        "two-turns.jsonl",
+    ]  # fmt: skip

@@ -22,9 +22,17 @@ import pytest
 
 from proxy.codex.appserver import PINNED_CODEX_VERSION, AppServer, find_codex
 from proxy.codex.backend import FakeBackend
+from proxy.codex.dialect import CODEX
 from proxy.core.cassette import load
+from proxy.core.dialect import RecordedVersion, VersionSource
 from proxy.core.diff import EntryKind
-from proxy.wire.recorded_client import verify_cassette
+from proxy.wire.recorded_client import (
+    Verdict,
+    render_summary,
+    summary_json,
+    verify_cassette,
+    verify_paths,
+)
 from proxy.wire.upstream import Upstream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,3 +195,36 @@ def test_a_server_that_never_sends_what_was_awaited_fails_naming_it(tmp_path: Pa
     assert errors == [f"verify: {failed[0].split('FAILED conn 1: ')[1]}"]
     closes = [e for e in new.events if e["kind"] == "close"]
     assert closes[0]["by"] == "proxy"
+
+
+async def test_a_folder_summary_against_each_codex(
+    tmp_path: Path, codex_bin: Path, codex_version: str
+) -> None:
+    """verify_paths over a folder against a real app-server: the cassette was recorded with
+    0.169.0 (its meta), the server says which codex it is, and the new recording's header
+    carries that version; equivalent against 0.169.0, different against 0.171.0."""
+    case = scenario("initialize-model-list-config")
+    folder = tmp_path / "cassettes"
+    folder.mkdir()
+    shutil.copyfile(SHIPPED / "initialize-model-list-config.jsonl", folder / "init.jsonl")
+    async with (
+        FakeBackend() as backend,
+        AppServer(backend.url, codex_bin, approval_policy=case.approval_policy) as server,
+    ):
+        backend.script(*case.replies)
+        rows = await verify_paths([folder], Upstream.parse(server.url), dialect=CODEX, timeout=60)
+    (row,) = rows
+    assert row.recorded == RecordedVersion(PINNED_CODEX_VERSION, VersionSource.META)
+    assert row.live_version == codex_version
+    body = summary_json(rows)["cassettes"][0]
+    assert (body["codex"], body["against"]) == (PINNED_CODEX_VERSION, codex_version)
+    if codex_version == PINNED_CODEX_VERSION:
+        assert row.verdict is Verdict.EQUIVALENT
+        assert sorted(p.name for p in folder.iterdir()) == ["init.jsonl"]
+        return
+    assert row.verdict is Verdict.DIFFERENT
+    new = load(folder / ".init.verify.jsonl")
+    assert new.header["codex"] == codex_version
+    assert render_summary(rows)[1].split()[1:5] == [
+        f"{PINNED_CODEX_VERSION}", "(meta)", codex_version, "different:"
+    ]  # fmt: skip

@@ -7,7 +7,7 @@ import asyncio
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -301,7 +301,8 @@ def verify(
         list[str],
         typer.Argument(
             metavar="CASSETTE... [-- COMMAND...]",
-            help="Cassettes to verify; after --, an app-server to start (one per connection).",
+            help="Cassettes (or folders of them) to verify; after --, an app-server to start "
+            "(one per connection).",
         ),
     ],
     upstream: Annotated[
@@ -310,8 +311,9 @@ def verify(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Write the new recording here (one cassette only; default: a "
-            "temporary file beside the cassette, removed when equivalent)."
+            help="Write the new recording here (one cassette only; default: "
+            ".NAME.verify.jsonl beside the cassette, replaced by the next run, removed when "
+            "equivalent)."
         ),
     ] = None,
     update: Annotated[
@@ -332,12 +334,14 @@ def verify(
     Exit 0 when every cassette is equivalent (with --update: when every one was re-recorded
     to the end), 1 otherwise (docs/drift.md).
     """
+    from ..codex.dialect import CODEX
     from ..wire.recorded_client import (
         VerifyOutcome,
-        default_out,
         render_outcome,
+        render_summary,
         settle,
         verify_cassette,
+        verify_paths,
     )
     from ..wire.upstream import Upstream
 
@@ -347,7 +351,7 @@ def verify(
     try:
         if not cassettes:
             raise UsageError("name at least one cassette to verify")
-        if out is not None and len(cassettes) != 1:
+        if out is not None and (len(cassettes) != 1 or cassettes[0].is_dir()):
             raise UsageError("--out names one file: verify one cassette with it")
         if out is not None and update:
             raise UsageError("--out and --update exclude each other: --update writes the cassette")
@@ -356,29 +360,41 @@ def verify(
         target = Upstream.parse(upstream, command)
         executable(command, "verify --")
         rule_list = load_rules(rules or ())
-        tapes = [(path, load_cassette(path)) for path in cassettes]
+        for path in cassettes:
+            if not path.is_dir():
+                load_cassette(path)  # a missing or unreadable cassette: one line, before any run
     except RpctapeError as exc:
         raise fail(exc) from None
+    outcomes: list[VerifyOutcome] = []
 
-    async def run() -> list[VerifyOutcome]:
-        done = []
-        for path, tape in tapes:
+    def show(outcome: VerifyOutcome) -> None:
+        outcomes.append(outcome)
+        if not json:
+            for line in render_outcome(outcome):
+                say(line)
+
+    async def run() -> list[Any]:
+        if out is not None:
             outcome = await verify_cassette(
-                path, target, out or default_out(path), rules=rule_list, timeout=timeout,
-                ignore=ignore or (), original=tape,
+                cassettes[0], target, out, rules=rule_list, timeout=timeout,
+                ignore=ignore or (), dialect=CODEX,
             )  # fmt: skip
-            settle(outcome, update=update, keep=out is not None)
-            if not json:
-                for line in render_outcome(outcome):
-                    say(line)
-            done.append(outcome)
-        return done
+            settle(outcome, update=False, keep=True)
+            show(outcome)
+            return []
+        return await verify_paths(
+            cassettes, target, dialect=CODEX, update=update, on_outcome=show,
+            rules=rule_list, timeout=timeout, ignore=ignore or (),
+        )  # fmt: skip
 
     try:
-        outcomes = run_loop(run())
+        rows = run_loop(run())
     except (RpctapeError, OSError) as exc:
         raise fail(exc) from None
     results = outcomes
+    if not json and (len(rows) > 1 or any(path.is_dir() for path in cassettes)):
+        for line in render_summary(rows):
+            say(line)
     if json:
         body = [
             {
@@ -392,6 +408,9 @@ def verify(
         ]
         sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
+    errors = [row for row in rows if getattr(row, "error", None)]
+    if errors:
+        raise typer.Exit(1)
     bad = [o for o in results if o.failures or (not update and not o.ok)]
     if bad:
         raise typer.Exit(1)

@@ -14,6 +14,7 @@ import typer
 
 from ..core.cassette import Event, load, parse_lines
 from ..core.jsonrpc import Direction
+from ..core.options import SPECS
 from ..core.redact import Redactor
 from ..core.timeline import HEADER_LINE, describe, select, styled, summary
 from ..errors import CassetteNotFound, RpctapeError, UsageError
@@ -73,8 +74,29 @@ def show(
             "--follow", "-f", help="Keep printing events as they are appended (Ctrl-C stops)."
         ),
     ] = False,
+    header_: Annotated[
+        bool,
+        typer.Option("--header", help="Print only the header, with the codex that recorded it."),
+    ] = False,
 ) -> None:
     """Print a cassette as a timeline (in colour on a terminal), or --follow a recording."""
+    if header_:
+        from ..codex.dialect import CODEX
+        from ..core.dialect import recorded_version
+        from ..core.timeline import header_json, header_lines
+
+        try:
+            tape = load_cassette(cassette)
+        except RpctapeError as exc:
+            raise fail(exc) from None
+        found = recorded_version(tape, CODEX)
+        if json:
+            sys.stdout.buffer.write(orjson.dumps(header_json(tape.header, found)) + b"\n")
+            sys.stdout.flush()
+        else:
+            for line in header_lines(tape.header, found):
+                say(line)
+        return
     from rich.console import Console
 
     console = Console(soft_wrap=True, highlight=False, markup=False, emoji=False)
@@ -245,3 +267,39 @@ def diff(
         raise typer.Exit(1)
 
 
+
+
+@app.command()
+def redact(
+    cassettes: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="CASSETTE...", help="Cassette files, or folders of cassettes (recursive)."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Write the redacted cassette here (one cassette)."),
+    ] = None,
+    redact_key: Annotated[
+        list[str] | None,
+        typer.Option("--redact-key", metavar="KEY", help=SPECS["redact_keys"].help),
+    ] = None,
+    redact_value: Annotated[
+        list[str] | None,
+        typer.Option("--redact-value", metavar="REGEX", help=SPECS["redact_values"].help),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Write nothing; exit 1 naming each place that would be redacted."
+        ),
+    ] = False,
+) -> None:
+    """Redact existing cassettes again (today's defaults plus --redact-key/--redact-value),
+    in place and atomically; every line without a secret is kept byte for byte."""
+    from .redact import redact_command
+
+    status = redact_command(cassettes, out, redact_key or (), redact_value or (), check)
+    if status:
+        raise typer.Exit(status)

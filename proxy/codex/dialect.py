@@ -13,6 +13,7 @@ import orjson
 from ..core.cassette import Event
 from ..core.dialect import Dialect
 from ..core.matching import Frame
+from .version import version_from_events
 
 
 class CodexDialect(Dialect):
@@ -52,6 +53,11 @@ class CodexDialect(Dialect):
                 failed["items"] = []
             return orjson.dumps({**msg, "params": {**params, "turn": failed}})
         return None
+
+    def server_version(self, events: Iterable[Event]) -> str | None:
+        """The codex version in the first ``initialize`` answer's ``userAgent``, else in
+        the first thread's ``cliVersion`` (:func:`proxy.codex.version.version_from_events`)."""
+        return version_from_events(events)
 
 
 CODEX = CodexDialect()

@@ -47,6 +47,7 @@ from ..core.jsonrpc import Direction, MessageType, classify, parse
 from ..core.options import Settings
 from ..errors import AppServerError, UsageError
 from ..wire.session import Tally
+from .version import version_from_cli_output
 
 _log = logging.getLogger("rpctape.schema")
 
@@ -364,9 +365,6 @@ def cache_root() -> Path:
     return Path(base) / "rpctape" / "schemas"
 
 
-_VERSION = re.compile(r"(\d+\.\d+\.\d+[\w.+-]*)")
-
-
 def codex_version(codex: Path) -> str:
     """The version ``codex --version`` prints (``codex-cli 0.169.0`` -> ``0.169.0``)."""
     try:
@@ -375,13 +373,13 @@ def codex_version(codex: Path) -> str:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AppServerError(f"cannot run {codex} --version: {exc}") from None
-    match = _VERSION.search(done.stdout)
-    if done.returncode != 0 or match is None:
+    version = version_from_cli_output(done.stdout)
+    if done.returncode != 0 or version is None:
         raise AppServerError(
             f"{codex} --version exited {done.returncode} without a version "
             f"(output: {(done.stdout + done.stderr).strip()[:200]!r})"
         )
-    return match[1]
+    return version
 
 
 def schema_dir(

@@ -8,10 +8,12 @@ go on with), it asks its :class:`Dialect`. :data:`NEUTRAL` knows nothing; codex'
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from .cassette import Event
+from .cassette import Cassette, Event
 from .matching import Frame
 
 
@@ -35,6 +37,53 @@ class Dialect:
         client that hides close reasons still shows ``message``."""
         return None
 
+    def server_version(self, events: Iterable[Event]) -> str | None:
+        """The version the recorded server gave of itself in ``events``, or ``None``.
+
+        Read when a cassette's header does not say which server made it
+        (:func:`recorded_version`)."""
+        return None
+
 
 NEUTRAL = Dialect()
-"""The dialect that knows no protocol: no client names, no failed turns."""
+"""The dialect that knows no protocol: no client names, no failed turns, no versions."""
+
+
+class VersionSource(enum.Enum):
+    """Where :func:`recorded_version` found a cassette's server version."""
+
+    HEADER = "header"
+    """The header's ``codex`` field (written when the recording was committed)."""
+    META = "meta"
+    """The header's ``meta.codex`` (what ``scripts/record_cassettes.py`` wrote)."""
+    RECORDING = "recording"
+    """What the recorded server said (for codex: ``initialize``'s ``userAgent``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedVersion:
+    """A cassette's server version and where it was read."""
+
+    version: str
+    source: VersionSource
+
+    def describe(self) -> str:
+        """``0.169.0 (header)``, as ``rpctape show --header`` and verify's summary print it."""
+        return f"{self.version} ({self.source.value})"
+
+
+VERSION_FIELD = "codex"
+"""The header field holding the version of the server a cassette was recorded from."""
+
+
+def recorded_version(tape: Cassette, dialect: Dialect = NEUTRAL) -> RecordedVersion | None:
+    """Which server version recorded ``tape``: the header's ``codex`` field, else its
+    ``meta.codex``, else what the recorded server said (``dialect.server_version``)."""
+    header = tape.header.get(VERSION_FIELD)
+    if isinstance(header, str) and header:
+        return RecordedVersion(header, VersionSource.HEADER)
+    meta = tape.header.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get(VERSION_FIELD), str) and meta[VERSION_FIELD]:
+        return RecordedVersion(meta[VERSION_FIELD], VersionSource.META)
+    said = dialect.server_version(tape.events)
+    return None if said is None else RecordedVersion(said, VersionSource.RECORDING)

@@ -107,18 +107,15 @@ class Recorder:
         """Record an accepted connection (after the upstream connection succeeded)."""
         self._pairing[conn] = Pairing()
         self.open_connections += 1
-        event = self._event(
-            conn,
-            "open",
-            {
-                "path": self.redactor.redact_text(path),
-                "headers": self.redactor.redact_headers(headers),
-                "subprotocol": subprotocol,
-                "upstream": self.redactor.redact_text(upstream),
-                "transport": transport,
-                "client_transport": client_transport,
-            },
-        )
+        fields = {
+            "path": path,
+            "headers": headers,
+            "subprotocol": subprotocol,
+            "upstream": upstream,
+            "transport": transport,
+            "client_transport": client_transport,
+        }
+        event = self._event(conn, "open", redact_fields(self.redactor, "open", fields))
         self._write([event])
         return event
 
@@ -215,25 +212,7 @@ class Recorder:
         if self.validator is not None and parsed.has_msg:
             self._validate(event, direction, raw, parsed.msg, response_to)
         self._unwritten[direction] += 1
-        if self.redactor.might_redact(raw):
-            redacted = self._redact(raw, parsed)
-            if redacted is not None:
-                msg, text, event["redacted"] = redacted
-                if text is not None:
-                    event["raw"] = text
-                if msg is not _ABSENT:
-                    event["msg"] = msg
-                return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
-        if parsed.exact:
-            # The frame is exactly orjson.dumps(msg), so it is compact JSON on one line:
-            # splice it in instead of serialising it again.
-            head = orjson.dumps(event)
-            event["msg"] = parsed.msg
-            return event, b"".join((head[:-1], b',"msg":', raw, b"}\n"))
-        event["raw"] = raw.decode()
-        if parsed.has_msg:
-            event["msg"] = parsed.msg
-        return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        return event, frame_line(event, raw, parsed, self.redactor)
 
     def _validate(
         self,
@@ -277,41 +256,6 @@ class Recorder:
             event.update(extra)
         return event, orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
 
-    def _redact(self, raw: bytes, parsed: Parsed) -> tuple[Any, str | None, list[str]] | None:
-        """Take the secrets out of a text frame: ``(msg, raw, pointers)`` for its event, or
-        ``None`` when it holds none. Everything but the secrets is kept where the format
-        can say it: ``msg`` of an exact frame, else the frame's text redacted in place."""
-        redactor = self.redactor
-        if parsed.has_msg:
-            msg, pointers = redactor.redact_json(parsed.msg)
-            if not pointers:
-                return None
-            if parsed.exact:
-                return msg, None, pointers
-            text, _ = redactor.redact_frame_text(raw.decode())
-            try:  # keep the text if nothing is left in it (e.g. an escaped secret)
-                again = orjson.loads(text)
-                left = redactor.redact_json(again)[1]
-            except orjson.JSONDecodeError:
-                left = [""]
-            return (again, text, pointers) if not left else (msg, None, pointers)
-        text, changed = redactor.redact_frame_text(raw.decode())
-        if parsed.type is not MessageType.INVALID or text.lstrip().startswith(("{", "[")):
-            # JSON orjson cannot hold (lone surrogates, deep nesting): check that nothing is
-            # left, in the redacted text or (if the text pass broke it) in the frame.
-            try:
-                for candidate in (text, raw.decode()):
-                    lenient = lenient_loads(candidate.encode())
-                    if lenient is NOT_JSON:
-                        continue
-                    redacted, left = redactor.redact_json(lenient)
-                    if left:
-                        text, changed = json.dumps(redacted, separators=(",", ":")), True
-                    break
-            except RecursionError:  # deeper than Python walks: the text pass is all we do
-                pass
-        return (_ABSENT, text, [""]) if changed else None
-
     def binary(self, conn: int, direction: Direction, data: bytes) -> Event:
         """Record one binary frame (base64 in ``b64``); write it before returning."""
         event = self._binary_event(conn, direction, data)
@@ -327,8 +271,8 @@ class Recorder:
         """Record the end of a connection: who closed it (client, server or proxy) and how."""
         if self._pairing.pop(conn, None) is not None:
             self.open_connections -= 1
-        reason = self.redactor.redact_text(reason)
-        event = self._event(conn, "close", {"by": by, "code": code, "reason": reason, **extra})
+        fields = redact_fields(self.redactor, "close", {"reason": reason})
+        event = self._event(conn, "close", {"by": by, "code": code, **fields, **extra})
         self._write([event])
         return event
 
@@ -337,16 +281,108 @@ class Recorder:
 
         The message, and ``path``, ``upstream`` and ``headers`` fields, are redacted (a
         ``headers`` dict or list of pairs already redacted stays as it is)."""
-        redactor = self.redactor
-        for name in ("path", "upstream"):
-            if isinstance(fields.get(name), str):
-                fields[name] = redactor.redact_text(fields[name])
-        headers = fields.get("headers")
-        if isinstance(headers, dict):
-            fields["headers"] = redactor.redact_headers(headers.items())
-        elif isinstance(headers, list | tuple):
-            fields["headers"] = redactor.redact_headers(headers)
-        message = redactor.redact_text(message)
-        event = self._event(conn, "error", {"message": message, **fields})
+        fields = redact_fields(self.redactor, "error", {"message": message, **fields})
+        event = self._event(conn, "error", fields)
         self._write([event])
         return event
+
+
+# -- the one place that redacts what the recorder writes (also rpctape redact's engine) -------
+
+
+def frame_line(event: Event, raw: bytes, parsed: Parsed, redactor: Redactor) -> bytes:
+    """Complete a text event with its frame and return its cassette line.
+
+    ``event`` holds every field but the frame's (``seq`` ... ``violations``, in the order
+    they are written); this adds ``redacted``, ``raw`` and ``msg`` as docs/cassette-format.md
+    says (the secrets replaced by ``redactor``) and serialises it. The recorder calls it for
+    every text frame; :mod:`proxy.core.rescrub` calls it to redact a recorded frame again.
+    """
+    if redactor.might_redact(raw):
+        redacted = redact_frame(redactor, raw, parsed)
+        if redacted is not None:
+            msg, text, event["redacted"] = redacted
+            if text is not None:
+                event["raw"] = text
+            if msg is not _ABSENT:
+                event["msg"] = msg
+            return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+    if parsed.exact:
+        # The frame is exactly orjson.dumps(msg), so it is compact JSON on one line:
+        # splice it in instead of serialising it again.
+        head = orjson.dumps(event)
+        event["msg"] = parsed.msg
+        return b"".join((head[:-1], b',"msg":', raw, b"}\n"))
+    event["raw"] = raw.decode()
+    if parsed.has_msg:
+        event["msg"] = parsed.msg
+    return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def redact_frame(
+    redactor: Redactor, raw: bytes, parsed: Parsed
+) -> tuple[Any, str | None, list[str]] | None:
+    """Take the secrets out of a text frame: ``(msg, raw, pointers)`` for its event, or
+    ``None`` when it holds none. Everything but the secrets is kept where the format can
+    say it: ``msg`` of an exact frame, else the frame's text redacted in place. ``msg`` is
+    ``_ABSENT`` for a frame that has none."""
+    if parsed.has_msg:
+        msg, pointers = redactor.redact_json(parsed.msg)
+        if not pointers:
+            return None
+        if parsed.exact:
+            return msg, None, pointers
+        text, _ = redactor.redact_frame_text(raw.decode())
+        try:  # keep the text if nothing is left in it (e.g. an escaped secret)
+            again = orjson.loads(text)
+            left = redactor.redact_json(again)[1]
+        except orjson.JSONDecodeError:
+            left = [""]
+        return (again, text, pointers) if not left else (msg, None, pointers)
+    text, changed = redactor.redact_frame_text(raw.decode())
+    if parsed.type is not MessageType.INVALID or text.lstrip().startswith(("{", "[")):
+        # JSON orjson cannot hold (lone surrogates, deep nesting): check that nothing is
+        # left, in the redacted text or (if the text pass broke it) in the frame.
+        try:
+            for candidate in (text, raw.decode()):
+                lenient = lenient_loads(candidate.encode())
+                if lenient is NOT_JSON:
+                    continue
+                redacted, left = redactor.redact_json(lenient)
+                if left:
+                    text, changed = json.dumps(redacted, separators=(",", ":")), True
+                break
+        except RecursionError:  # deeper than Python walks: the text pass is all we do
+            pass
+    return (_ABSENT, text, [""]) if changed else None
+
+
+def redact_fields(redactor: Redactor, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an ``open``, ``close`` or ``error`` event with their secrets replaced
+    (a new dict; the others are kept as they are). ``headers`` may be pairs or a dict (an
+    already redacted one stays as it is: markers are never redacted again).
+
+    - ``open``: ``path`` and ``upstream`` as free text, ``headers`` by name and value;
+    - ``close``: ``reason`` as free text;
+    - ``error``: ``message``, and ``path`` and ``upstream`` when they are strings, as free
+      text; ``headers`` (a dict or a list of pairs) by name and value.
+    """
+    out = dict(fields)
+    for name in _TEXT_FIELDS[kind]:
+        if isinstance(out.get(name), str):
+            out[name] = redactor.redact_text(out[name])
+    if kind == "close" or "headers" not in out:
+        return out
+    headers = out["headers"]
+    if isinstance(headers, dict):
+        out["headers"] = redactor.redact_headers(headers.items())
+    elif kind == "open" or isinstance(headers, list | tuple):
+        out["headers"] = redactor.redact_headers(headers)
+    return out
+
+
+_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "open": ("path", "upstream"),
+    "close": ("reason",),
+    "error": ("message", "path", "upstream"),
+}

@@ -9,11 +9,13 @@ import base64
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from rich.text import Text
 
 from .cassette import Cassette, Event, frame_of
+from .dialect import VERSION_FIELD, RecordedVersion
 
 HEADER_LINE = b'{"rpctape":1}\n'
 """A minimal header, to check an appended line with the cassette reader's own rules."""
@@ -105,6 +107,29 @@ def summary(cassette: Cassette) -> str:
     if cassette.warnings:
         line += f", {len(cassette.warnings)} warning(s)"
     return line
+
+
+def header_lines(header: Event, version: RecordedVersion | None) -> list[str]:
+    """``rpctape show --header``: each header field as ``name: value`` (strings as they
+    are, other values as compact JSON), then, when the header has no ``codex`` field, the
+    version read elsewhere (``codex: 0.169.0 (meta)``, ``codex: unknown``)."""
+    lines = [
+        f"{name}: {value if isinstance(value, str) else orjson.dumps(value).decode()}"
+        for name, value in header.items()
+    ]
+    if VERSION_FIELD not in header:
+        lines.append(f"{VERSION_FIELD}: {'unknown' if version is None else version.describe()}")
+    return lines
+
+
+def header_json(header: Event, version: RecordedVersion | None) -> dict[str, Any]:
+    """``rpctape show --header --json``: the header as written, and the version with where
+    it was read (``null`` when unknown)."""
+    return {
+        "header": header,
+        VERSION_FIELD: None if version is None else version.version,
+        f"{VERSION_FIELD}_from": None if version is None else version.source.value,
+    }
 
 
 # -- what rules did, colour, and following a recording ------------------------------------------

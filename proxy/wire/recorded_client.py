@@ -12,10 +12,11 @@ recording with the original (:func:`proxy.core.diff.diff_cassettes`).
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request
 
 from ..core.cassette import Cassette, CassetteWriter, Event, load, new_header
+from ..core.dialect import NEUTRAL, Dialect, RecordedVersion, recorded_version
 from ..core.diff import DiffReport, diff_cassettes
 from ..core.jsonrpc import Message
 from ..core.recorded import RecordedConnection, recorded_connections
@@ -32,19 +34,25 @@ from ..core.recorder import Recorder
 from ..core.redact import Redactor
 from ..core.rules import Rule
 from ..core.verify import ClientPlan
-from ..errors import UpstreamError
+from ..errors import RpctapeError, UpstreamError
 from .bridge import Bridge
 from .legs import ClosePlan, Leg, Party
 from .listener import DEFAULT_MAX_SIZE
+from .store import cassette_files, stamp_version, temporary_beside
 from .upstream import Upstream, open_upstream
 
 __all__ = [
     "RecordedClientLeg",
+    "SummaryRow",
+    "Verdict",
     "VerifyOutcome",
     "default_out",
     "render_outcome",
+    "render_summary",
     "settle",
+    "summary_json",
     "verify_cassette",
+    "verify_paths",
 ]
 
 log = logging.getLogger("rpctape.verify")
@@ -152,6 +160,9 @@ class VerifyOutcome:
     """Connections that could not be played to the end (what did not come, or why)."""
     updated: bool = False
     """The cassette was replaced by the new recording (``--update``)."""
+    live_version: str | None = None
+    """The version the live server gave of itself (stamped into the new recording's
+    header), when the dialect could read one."""
 
     @property
     def ok(self) -> bool:
@@ -160,12 +171,12 @@ class VerifyOutcome:
 
 
 def default_out(source: Path) -> Path:
-    """A fresh temporary file beside ``source`` (``.NAME.XXXX.verify.jsonl``)."""
-    fd, name = tempfile.mkstemp(
-        prefix=f".{source.stem}.", suffix=".verify.jsonl", dir=source.parent or "."
-    )
-    os.close(fd)
-    return Path(name)
+    """Where verify puts the new recording of ``source`` when not told: one predictable
+    hidden file beside it, ``.NAME.verify.jsonl`` (``cassettes/two-turns.jsonl`` ->
+    ``cassettes/.two-turns.verify.jsonl``), which the next verify of ``source`` replaces.
+    Hidden, so listings of a cassette folder skip it
+    (:func:`proxy.wire.store.cassette_files`); git-ignored by ``.*.verify.jsonl``."""
+    return source.with_name(f".{source.stem}.verify.jsonl")
 
 
 def _upgrade_request(opened: Event | None) -> Request:
@@ -230,20 +241,28 @@ async def verify_cassette(
     max_size: int = DEFAULT_MAX_SIZE,
     original: Cassette | None = None,
     meta: Mapping[str, Any] | None = None,
+    dialect: Dialect = NEUTRAL,
 ) -> VerifyOutcome:
     """Play every recorded connection of ``source`` against ``target``, one after another,
-    record the new session to ``out`` (replaced), and diff it against ``source``.
+    record the new session to ``out``, and diff it against ``source``.
+
+    The recording is written to a temporary file beside ``out`` and renamed over it when
+    it ends (also when it ends in an error), so ``out`` is always a whole recording: the
+    previous run's until this one's is done, whatever runs at the same time.
 
     The new header keeps the original's ``meta`` except ``codex`` (the version that recorded
     it; give the live one in ``meta`` when known), adds ``verified_from`` (the cassette's
-    name), then ``meta``."""
+    name), then ``meta``; once the session ends, the header's ``codex`` field says which
+    server answered, as the live server said it (``dialect.server_version``; kept in
+    :attr:`VerifyOutcome.live_version`)."""
     tape = original or load(source)
     outcome = VerifyOutcome(source, out)
     header_meta = {k: v for k, v in (tape.header.get("meta") or {}).items() if k != "codex"}
     header_meta["verified_from"] = source.name
     header_meta.update(meta or {})
     header = new_header(target.url, transport=target.kind, meta=header_meta)
-    writer = CassetteWriter(out, header, overwrite=True)
+    temp = temporary_beside(out)
+    writer = CassetteWriter(temp, header)
     recorder = Recorder(writer, redactor or Redactor())
     opens = {e["conn"]: e for e in tape.events if e["kind"] == "open"}
     try:
@@ -253,10 +272,28 @@ async def verify_cassette(
             )
             if failure is not None:
                 outcome.failures.append(f"conn {recorded.conn}: {failure}")
-    finally:
-        writer.close()
+    except BaseException:
+        _settle_temporary(writer, temp, out)
+        raise
+    outcome.live_version = _settle_temporary(writer, temp, out, dialect)
     outcome.diff = diff_cassettes(tape, load(out), ignore)
     return outcome
+
+
+def _settle_temporary(
+    writer: CassetteWriter, temp: Path, out: Path, dialect: Dialect | None = None
+) -> str | None:
+    """Close the new recording, stamp the server's version into its header (with a
+    ``dialect``), and rename it over ``out``; never leave ``temp`` behind. Returns the
+    version stamped."""
+    try:
+        writer.close()
+        version = stamp_version(temp, dialect) if dialect is not None else None
+        os.replace(temp, out)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return version
 
 
 def settle(outcome: VerifyOutcome, *, update: bool, keep: bool) -> None:
@@ -286,3 +323,148 @@ def render_outcome(outcome: VerifyOutcome) -> list[str]:
         where = f"{summary}; new recording in {outcome.out}"
     lines.append(f"{outcome.source}: verify: {where}")
     return lines
+
+
+# --- verify over folders: which codex made each cassette, and does it still hold ---------
+
+
+class Verdict(enum.Enum):
+    """How one cassette fared in :func:`verify_paths`."""
+
+    EQUIVALENT = "equivalent"
+    DIFFERENT = "different"
+    FAILED = "failed"
+    """A connection could not be played to the end."""
+    UPDATED = "updated"
+    """Replaced by its new recording (``--update``)."""
+    ERROR = "error"
+    """Not verified: the file could not be read as a cassette."""
+
+
+@dataclass
+class SummaryRow:
+    """One cassette of a summary: the version that recorded it, the one it was verified
+    against, and the outcome (or why there is none)."""
+
+    source: Path
+    recorded: RecordedVersion | None = None
+    outcome: VerifyOutcome | None = None
+    error: str | None = None
+
+    @property
+    def live_version(self) -> str | None:
+        return self.outcome.live_version if self.outcome is not None else None
+
+    @property
+    def verdict(self) -> Verdict:
+        outcome = self.outcome
+        if outcome is None:
+            return Verdict.ERROR
+        if outcome.failures:
+            return Verdict.FAILED
+        if outcome.updated:
+            return Verdict.UPDATED
+        return Verdict.EQUIVALENT if outcome.ok else Verdict.DIFFERENT
+
+    def detail(self) -> str:
+        """The diff's counts, the first failure, or the error."""
+        if self.outcome is None:
+            return self.error or ""
+        if self.outcome.failures:
+            return self.outcome.failures[0]
+        diff = self.outcome.diff
+        return "" if diff is None else diff.summary().split(": ", 1)[-1]
+
+    def to_json(self) -> dict[str, Any]:
+        outcome = self.outcome
+        kept = outcome is not None and not outcome.updated and outcome.out.exists()
+        return {
+            "cassette": str(self.source),
+            "codex": None if self.recorded is None else self.recorded.version,
+            "codex_from": None if self.recorded is None else self.recorded.source.value,
+            "against": self.live_version,
+            "result": self.verdict.value,
+            "detail": self.detail(),
+            "new": str(outcome.out) if outcome is not None and kept else None,
+        }
+
+
+async def verify_paths(
+    paths: Sequence[Path],
+    target: Upstream,
+    *,
+    dialect: Dialect = NEUTRAL,
+    update: bool = False,
+    on_outcome: Callable[[VerifyOutcome], None] | None = None,
+    **options: Any,
+) -> list[SummaryRow]:
+    """Verify every cassette ``paths`` name (folders walked with
+    :func:`~proxy.wire.store.cassette_files`: rpctape's hidden and temporary files left out)
+    against ``target``, one after another, and say per cassette which version recorded it
+    (:func:`~proxy.core.dialect.recorded_version`) and how it fared.
+
+    Each new recording goes to :func:`default_out` and is settled (:func:`settle`: removed
+    when equivalent, or with ``update`` replacing the cassette); ``on_outcome`` sees each
+    outcome as it comes (to print its diff). A file that is not a readable cassette gets an
+    ``error`` row and the others go on. ``options`` are :func:`verify_cassette`'s (``rules``,
+    ``timeout``, ``ignore``, ...). A path that does not exist raises
+    :class:`~proxy.errors.CassetteNotFound` before anything runs.
+    """
+    rows: list[SummaryRow] = []
+    for path in cassette_files(paths):
+        try:
+            tape = load(path)
+        except RpctapeError as exc:
+            rows.append(SummaryRow(path, error=str(exc)))
+            continue
+        outcome = await verify_cassette(
+            path, target, default_out(path), original=tape, dialect=dialect, **options
+        )
+        settle(outcome, update=update, keep=False)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        rows.append(SummaryRow(path, recorded_version(tape, dialect), outcome))
+    return rows
+
+
+_COLUMNS = ("cassette", "recorded with", "against", "result")
+
+
+def render_summary(rows: Sequence[SummaryRow]) -> list[str]:
+    """The summary as a text table, one row per cassette, then the counts.
+
+    Columns: the cassette, the version that recorded it and where that was read
+    (``0.169.0 (header)``), the version of the server it was verified against, and the
+    result with the diff's counts, the failure or the error; ``-`` for a version unknown.
+    """
+    table = [
+        (
+            str(row.source),
+            "-" if row.recorded is None else row.recorded.describe(),
+            row.live_version or "-",
+            f"{row.verdict.value}: {row.detail()}" if row.detail() else row.verdict.value,
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [_COLUMNS, *table]) for i in range(3)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line[:3], widths, strict=True))
+        + "  "
+        + line[3]
+        for line in [_COLUMNS, *table]
+    ]
+    counts = Counter(row.verdict for row in rows)
+    lines.append(
+        f"{len(rows)} cassette(s): "
+        + ", ".join(f"{counts[verdict]} {verdict.value}" for verdict in Verdict)
+    )
+    return lines
+
+
+def summary_json(rows: Sequence[SummaryRow]) -> dict[str, Any]:
+    """The summary as JSON: ``{"cassettes": [one object per row], "counts": {...}}``."""
+    counts = Counter(row.verdict for row in rows)
+    return {
+        "cassettes": [row.to_json() for row in rows],
+        "counts": {verdict.value: counts[verdict] for verdict in Verdict},
+    }

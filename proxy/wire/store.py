@@ -1,4 +1,5 @@
-"""The cassette on disk during a session: new file, append, atomic replace, abandon.
+"""The cassette on disk: its lifecycle during a session, which files in a folder are
+cassettes, and replacing one atomically.
 
 One rule for every door (docs/reliability.md): a cassette that exists is never written in
 place. A recording that would replace it goes to a temporary file beside it (the same file
@@ -10,6 +11,17 @@ cassette holding every frame it forwarded. A recording that is not kept
 leaves the old cassette byte for byte as it was; the new lines are deleted, or kept beside
 it when the door asks (``keep_partial``: ``record`` and ``wrap``, whose users want what was
 captured).
+
+And the functions a cassette folder needs:
+
+- :func:`cassette_files` lists the cassettes of files and folders, leaving out hidden files
+  and rpctape's own temporary files (a recording in progress, ``.NAME.XXXX.recording``; a
+  verify's new recording, ``.NAME.verify.jsonl``), so a folder of committed cassettes reads
+  the same whatever ran in it;
+- :func:`replace_atomically` writes a file's new bytes beside it and renames them over it:
+  a reader sees the old file or the new one, never half of one;
+- :func:`rewrite_header` changes fields of a cassette's header line that way, every other
+  byte kept.
 """
 
 from __future__ import annotations
@@ -19,25 +31,178 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from ..core.cassette import CassetteWriter, Event
-from ..errors import CassetteError, CassetteWriteError
+import orjson
+
+from ..core.cassette import CassetteWriter, Event, load, parse_lines
+from ..core.dialect import VERSION_FIELD, Dialect
+from ..errors import CassetteError, CassetteNotFound, CassetteWriteError
+
+__all__ = [
+    "CASSETTE_SUFFIX",
+    "CassetteFile",
+    "cassette_files",
+    "is_cassette_name",
+    "is_rpctape_temporary",
+    "replace_atomically",
+    "rewrite_header",
+    "stamp_version",
+    "temporary_beside",
+]
 
 log = logging.getLogger("rpctape.store")
 
-TEMP_SUFFIX = ".recording"
-"""Temporary recordings are named ``.NAME.XXXXXXXX.recording`` beside the cassette."""
+CASSETTE_SUFFIX = ".jsonl"
+
+_TEMPORARY_SUFFIXES = (".recording", ".verify.jsonl")
 
 
-def temp_beside(path: Path, suffix: str = TEMP_SUFFIX) -> Path:
-    """A fresh hidden file name beside ``path`` (same folder, so renames are atomic)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+def is_rpctape_temporary(name: str) -> bool:
+    """Whether a file name is one of rpctape's own temporary files: ``.NAME.XXXX.recording``
+    (a recording or a rewrite in progress) or ``.NAME.verify.jsonl`` (``rpctape verify``'s
+    new recording; older rpctape wrote ``.NAME.XXXX.verify.jsonl``)."""
+    return name.startswith(".") and name.endswith(_TEMPORARY_SUFFIXES)
 
 
-def is_rpctape_temp(path: Path) -> bool:
-    """Whether ``path`` is one of rpctape's own hidden or temporary files."""
-    return path.name.startswith(".")
+def is_cassette_name(name: str) -> bool:
+    """Whether a file found in a folder counts as a cassette: ``*.jsonl`` and not hidden
+    (which leaves out every temporary file of :func:`is_rpctape_temporary`)."""
+    return name.endswith(CASSETTE_SUFFIX) and not name.startswith(".")
+
+
+def cassette_files(paths: Iterable[Path | str], *, recursive: bool = True) -> list[Path]:
+    """The cassettes ``paths`` name: a file as it is (named, it is meant, whatever its
+    name), a folder walked for :func:`is_cassette_name` files (recursively, not entering
+    hidden folders, unless ``recursive`` is false); sorted within each folder, each file
+    once, in the order given.
+
+    A path that does not exist raises :class:`~proxy.errors.CassetteNotFound`.
+    """
+    found: dict[Path, None] = {}
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for root, folders, files in os.walk(path):
+                folders[:] = sorted(f for f in folders if recursive and not f.startswith("."))
+                for name in sorted(files):
+                    if is_cassette_name(name):
+                        found.setdefault(Path(root) / name, None)
+        elif path.exists():
+            found.setdefault(path, None)
+        else:
+            raise CassetteNotFound(f"no cassette at {path}")
+    return list(found)
+
+
+def temporary_beside(path: Path) -> Path:
+    """A fresh temporary name beside ``path``: ``.NAME.XXXXXXXX.recording`` (hidden, so
+    folder listings skip it; one of :func:`is_rpctape_temporary`'s names)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.recording")
+
+
+def replace_atomically(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Make ``data`` the content of ``path`` in one step.
+
+    Written to :func:`temporary_beside` (same folder, so the rename cannot cross file
+    systems) with ``mode`` (default: the mode ``path`` has, or ``0600`` for a new file, the
+    mode of every cassette rpctape creates), flushed to disk, then renamed over ``path``; the
+    folder is flushed too where the system allows. On failure the temporary file is removed
+    and :class:`~proxy.errors.CassetteWriteError` names ``path``; ``path`` is as it was.
+    """
+    if mode is None:
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o600
+        except OSError as exc:
+            raise CassetteWriteError(path, exc) from exc
+    temp = temporary_beside(path)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as exc:
+        raise CassetteWriteError(path, exc) from exc
+    try:
+        try:
+            os.fchmod(fd, mode)  # the umask does not narrow it
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise CassetteWriteError(path, exc) from exc
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a rename to disk (best effort: not every system opens folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rewrite_header(path: Path, updates: Mapping[str, Any]) -> Event:
+    """Set fields of a cassette's header line (a value ``None`` removes the field) and
+    return the new header. Every other byte of the file is kept; the file is replaced
+    atomically (:func:`replace_atomically`), and not written at all when nothing changes.
+
+    The header's own fields cannot be changed this way: ``rpctape`` (the format version)
+    belongs to the migrations. Raises :class:`~proxy.errors.CassetteError` for a file that
+    is not a readable cassette.
+    """
+    if "rpctape" in updates:
+        raise CassetteError("the header's format version is not rewritten: migrations own it")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CassetteNotFound(f"no cassette at {path}") from None
+    except OSError as exc:
+        raise CassetteError(f"cannot read cassette {path}: {exc.strerror or exc}") from None
+    parse_lines(data, source=str(path))  # refuses what is not a cassette
+    header: Event = orjson.loads(data.split(b"\n", 1)[0])  # the line as written, not migrated
+    new = dict(header)
+    for name, value in updates.items():
+        if value is None:
+            new.pop(name, None)
+        else:
+            new[name] = value
+    if new == header:
+        return header
+    cut = data.find(b"\n")
+    rest = b"" if cut < 0 else data[cut:]
+    replace_atomically(path, orjson.dumps(new) + rest)
+    return new
+
+
+def stamp_version(path: Path, dialect: Dialect, version: str | None = None) -> str | None:
+    """Write which server made the cassette at ``path`` into its header's ``codex`` field:
+    ``version`` when the caller knows it (the real binary a stand-in ran), else what the
+    recorded server said of itself (``dialect.server_version``: for codex, ``initialize``'s
+    ``userAgent``). Returns the version written, or ``None`` (nothing known, nothing written).
+
+    Call it on a finished recording, before it is renamed into place: the header is
+    rewritten atomically (:func:`rewrite_header`), every other byte kept.
+    """
+    if version is None:
+        version = dialect.server_version(load(path).events)
+    if version is None:
+        return None
+    rewrite_header(path, {VERSION_FIELD: version})
+    return version
 
 
 class CassetteFile:
@@ -78,7 +243,7 @@ class CassetteFile:
                 raise CassetteError(
                     f"{self.path} already exists; choose another path or pass --overwrite"
                 )
-            self.temp = temp_beside(self.path)
+            self.temp = temporary_beside(self.path)
             self.writer = CassetteWriter(self.temp, header)
         else:
             self.writer = CassetteWriter(self.path, header)
@@ -90,7 +255,7 @@ class CassetteFile:
         a new recording when there is none yet."""
         if not self.path.is_file():
             return self.record(header)
-        self.temp = temp_beside(self.path)
+        self.temp = temporary_beside(self.path)
         try:
             shutil.copyfile(self.path, self.temp)
             os.chmod(self.temp, 0o600)
