@@ -30,8 +30,9 @@ from proxy.core.cassette import load
 from tests.helpers import REPO, Exchange, live_exchange
 
 CORPUS = REPO / "cassettes" / "corpus"
-CORPUS_CASSETTES = sorted(CORPUS.glob("*/*.jsonl"))
-"""Every corpus cassette, ``cassettes/corpus/VERSION/NAME.jsonl``."""
+CORPUS_CASSETTES = sorted(p for p in CORPUS.glob("*/*.jsonl") if not p.name.startswith("."))
+"""Every corpus cassette, ``cassettes/corpus/VERSION/NAME.jsonl`` (not the temporary
+``.NAME.xxxx.verify.jsonl`` files a verify leaves beside them)."""
 
 BIN = Path(sys.executable).parent
 """The virtualenv's ``bin`` folder: ``rpctape`` and ``rpctape-codex`` are there."""

@@ -126,6 +126,9 @@ class CorpusScenario:
     """Seconds between the model's text deltas (a turn that streams slowly)."""
     deltas: int = 3
     string_ids: bool = False
+    refusals: int = 0
+    """How many model requests the backend refuses with 401 first (see
+    :meth:`FakeBackend.refuse`)."""
     attestation_token: str | None = None
     """The client advertises requestAttestation and answers attestation/generate with it."""
 
@@ -161,6 +164,41 @@ async def _maybe_oauth(wanted: bool) -> AsyncIterator[OAuthMcpServer | None]:
         yield server
 
 
+@dataclass
+class Stage:
+    """What a scenario runs against: the fake backend, the stubs, the real app-server."""
+
+    backend: FakeBackend
+    server: AppServer
+    oauth: OAuthMcpServer | None
+
+
+@contextlib.asynccontextmanager
+async def stage(scenario: CorpusScenario, codex: Path) -> AsyncIterator[Stage]:
+    """Set the stage for ``scenario``: fresh fixtures, the fake backend scripted with its
+    replies, its stubs, and the real app-server configured for it (working directory and
+    ``HOME`` in the fixtures); everything is stopped on exit. Recording and ``rpctape
+    verify`` (scripts/verify_cassettes.py --corpus) share it."""
+    fixtures.prepare()
+    async with (
+        FakeBackend(deltas=scenario.deltas, delta_delay=scenario.delta_delay) as backend,
+        _maybe_oauth(scenario.oauth_mcp) as oauth,
+    ):
+        config = _merge(_mcp_config(oauth, scenario.mcp_stdio), scenario.config)
+        async with AppServer(
+            backend.url,
+            codex,
+            approval_policy=scenario.approval_policy,
+            auth=scenario.auth,
+            extra_config=config,
+            workdir=fixtures.WORK,
+            extra_env={"HOME": str(fixtures.HOME)},
+        ) as server:
+            backend.script(*scenario.replies)
+            backend.refuse(scenario.refusals)
+            yield Stage(backend, server, oauth)
+
+
 async def record_scenario(
     scenario: CorpusScenario, target: Path, codex: Path, version: str
 ) -> Path:
@@ -175,7 +213,6 @@ async def record_scenario(
         "codex": version,
         "intent": scenario.intent,
     }
-    fixtures.prepare()
 
     def answer(request: dict[str, Any]) -> dict[str, Any] | None:
         method = request["method"]
@@ -183,34 +220,20 @@ async def record_scenario(
             return {"result": scenario.answers[method]}
         return None
 
+    options = ClientOptions(
+        string_ids=scenario.string_ids,
+        request_attestation=scenario.attestation_token is not None,
+        attestation_token=scenario.attestation_token,
+        answer=answer,
+        timeout=30.0,
+    )
     try:
         async with (
-            FakeBackend(deltas=scenario.deltas, delta_delay=scenario.delta_delay) as backend,
-            _maybe_oauth(scenario.oauth_mcp) as oauth,
+            stage(scenario, codex) as stage_,
+            recording_proxy(stage_.server.url, temp, meta=meta) as url,
+            SessionClient(url, options) as client,
         ):
-            config = _merge(_mcp_config(oauth, scenario.mcp_stdio), scenario.config)
-            async with AppServer(
-                backend.url,
-                codex,
-                approval_policy=scenario.approval_policy,
-                auth=scenario.auth,
-                extra_config=config,
-                workdir=fixtures.WORK,
-                extra_env={"HOME": str(fixtures.HOME)},
-            ) as server:
-                backend.script(*scenario.replies)
-                options = ClientOptions(
-                    string_ids=scenario.string_ids,
-                    request_attestation=scenario.attestation_token is not None,
-                    attestation_token=scenario.attestation_token,
-                    answer=answer,
-                    timeout=30.0,
-                )
-                async with (
-                    recording_proxy(server.url, temp, meta=meta) as url,
-                    SessionClient(url, options) as client,
-                ):
-                    await scenario.drive(Run(client, version, backend, oauth))
+            await scenario.drive(Run(client, version, stage_.backend, stage_.oauth))
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)

@@ -425,8 +425,7 @@ async def _chatgpt_tokens_refresh(run: Run) -> None:
     tokens = {"accessToken": fake_id_token(), "chatgptAccountId": "acct-1"}
     await run.ok("account/login/start", {"type": "chatgptAuthTokens", **tokens})
     thread = await run.thread()
-    run.backend.refuse(1)
-    await run.turn(thread, "Go.")
+    await run.turn(thread, "Go.")  # its model request is refused once (refusals=1)
 
 
 SCENARIOS: tuple[CorpusScenario, ...] = (
@@ -688,6 +687,7 @@ SCENARIOS: tuple[CorpusScenario, ...] = (
         _chatgpt_tokens_refresh,
         replies=(Reply.text("Hello after the refresh."),),
         auth="chatgpt",
+        refusals=1,
         answers={
             "account/chatgptAuthTokens/refresh": {
                 "accessToken": fake_id_token(),
