@@ -4,12 +4,16 @@
     .venv/bin/python scripts/record_cassettes.py --only two-turns --out /tmp/c
     .venv/bin/python scripts/record_cassettes.py serve      # an upstream for the pytest plugin
     .venv/bin/python scripts/record_cassettes.py --codex 0.171.0 --out /tmp/c171   # another codex
+    .venv/bin/python scripts/record_cassettes.py --corpus --codex 0.171.0  # the protocol corpus
+    .venv/bin/python scripts/record_cassettes.py --corpus --codex 0.169.0 --only fs
 
 Each scenario starts the fake model backend and the real app-server (proxy.codex.backend,
 proxy.codex.appserver; codex from `./dev setup`), records one session of the built-in client
 through `recording_proxy` with redaction on into a temporary file, and renames it over
 cassettes/NAME.jsonl when the session succeeded. Every process it starts is stopped before
-it returns. `--codex` picks the codex: a version installed by `./dev setup` (`0.171.0`) or a
+it returns. `--corpus` records the protocol corpus instead (scripts/corpus/scenarios.py,
+cassettes/corpus/README.md) into cassettes/corpus/VERSION/. `--codex` picks the codex: a
+version installed by `./dev setup` (`0.171.0`) or a
 path to any codex executable (default: the pinned one, or $RPCTAPE_CODEX). `serve` starts a
 backend and an app-server and prints `listening on ws://...`, then serves until SIGINT or
 SIGTERM (the command form of the plugin's `rpctape_upstream`).
@@ -30,6 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from corpus.driver import record_scenario  # noqa: E402
+from corpus.scenarios import SCENARIOS as CORPUS  # noqa: E402
 
 from proxy import recording_proxy  # noqa: E402
 from proxy.codex.appserver import AppServer, choose_codex, find_codex  # noqa: E402
@@ -205,12 +212,38 @@ async def serve(codex: Path | None = None) -> None:
         await stop.wait()
 
 
+def record_corpus(codex: Path, out: Path | None, only: list[str] | None) -> int:
+    """Record every corpus scenario that applies to ``codex``'s version (or those in
+    ``only``) into ``out`` (default ``cassettes/corpus/VERSION/``); 1 if one failed."""
+    version = codex_version(codex)
+    folder = out or REPO / "cassettes" / "corpus" / version
+    failed = 0
+    for scenario in CORPUS:
+        if (only and scenario.name not in only) or not scenario.applies_to(version):
+            continue
+        target = folder / f"{scenario.name}.jsonl"
+        try:
+            path = asyncio.run(record_scenario(scenario, target, codex, version))
+        except Exception as exc:  # one broken scenario does not stop the others
+            print(f"FAILED {scenario.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"recorded {path} ({path.stat().st_size} bytes)")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("command", nargs="?", choices=["record", "serve"], default="record")
-    parser.add_argument("--out", type=Path, default=REPO / "cassettes")
+    parser.add_argument("--out", type=Path, help="default: cassettes/ (cassettes/corpus/VERSION/)")
     parser.add_argument(
-        "--only", action="append", choices=[*(s.name for s in SCENARIOS), REJOIN], help="repeatable"
+        "--only",
+        action="append",
+        choices=sorted({*(s.name for s in SCENARIOS), REJOIN, *(s.name for s in CORPUS)}),
+        help="repeatable",
+    )
+    parser.add_argument(
+        "--corpus", action="store_true", help="record the protocol corpus (cassettes/corpus/)"
     )
     parser.add_argument(
         "--codex", help="a codex version from .tools/ (e.g. 0.171.0) or a codex executable"
@@ -221,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(codex))
         return 0
+    if args.corpus:
+        return record_corpus(codex, args.out, args.only)
+    args.out = args.out or REPO / "cassettes"
     args.out.mkdir(parents=True, exist_ok=True)
     for scenario in SCENARIOS:
         if args.only and scenario.name not in args.only:

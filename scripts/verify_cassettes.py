@@ -3,6 +3,9 @@
     .venv/bin/python scripts/verify_cassettes.py --codex 0.171.0            # all of them
     .venv/bin/python scripts/verify_cassettes.py --codex 0.169.0 --only two-turns
     .venv/bin/python scripts/verify_cassettes.py --codex 0.171.0 --update   # re-record them
+    .venv/bin/python scripts/verify_cassettes.py --corpus --codex 0.169.0   # the corpus, both
+    .venv/bin/python scripts/verify_cassettes.py --corpus --codex 0.171.0 --cassettes \
+        cassettes/corpus/0.169.0 --only fs                                  # one, across versions
 
 For each cassette of cassettes/ it starts the fake model backend scripted with the replies the
 cassette was recorded with (the scenario of scripts/record_cassettes.py named in the
@@ -10,6 +13,11 @@ cassette's header) and the real app-server configured the same way (approval pol
 mode), then runs `rpctape verify CASSETTE --upstream URL` (the same code, in-process) and
 prints its report. Every process it starts is stopped before it returns. Exit 0 when every
 cassette is equivalent.
+
+With `--corpus`, the cassettes are the protocol corpus (cassettes/corpus/VERSION/NAME.jsonl,
+default: both versions' folders) and the stage of each is its corpus scenario's
+(scripts/corpus/driver.py `stage`: fixtures, stubs, backend, app-server configured alike).
+`--ignore POINTER` hides members from the diff, as `rpctape verify --ignore` does.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ for entry in (REPO, REPO / "scripts"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
+from corpus.driver import CorpusScenario, stage  # noqa: E402
+from corpus.scenarios import SCENARIOS as CORPUS  # noqa: E402
 from record_cassettes import SCENARIOS, Scenario  # noqa: E402
 
 from proxy.codex.appserver import AppServer, choose_codex  # noqa: E402
@@ -61,14 +71,59 @@ async def verify_one(
         )
 
 
+async def verify_corpus_one(
+    scenario: CorpusScenario, cassette: Path, codex: Path, ignore: list[str]
+) -> VerifyOutcome:
+    """Set the stage of a corpus ``scenario`` with ``codex`` and verify ``cassette`` there."""
+    async with stage(scenario, codex) as ready:
+        return await verify_cassette(
+            cassette,
+            Upstream.parse(ready.server.url),
+            default_out(cassette),
+            ignore=ignore,
+            meta={"made_by": "scripts/verify_cassettes.py --corpus", "codex": codex_version(codex)},
+        )
+
+
+def verify_corpus(
+    codex: Path, folders: list[Path], only: list[str] | None, update: bool, ignore: list[str]
+) -> int:
+    """Verify every corpus cassette of ``folders`` against ``codex``; 1 if one differs."""
+    failed = 0
+    for folder in folders:
+        for scenario in CORPUS:
+            cassette = folder / f"{scenario.name}.jsonl"
+            if (only and scenario.name not in only) or not cassette.exists():
+                continue
+            with contextlib.suppress(ValueError):
+                cassette = cassette.resolve().relative_to(Path.cwd())
+            outcome = asyncio.run(verify_corpus_one(scenario, cassette, codex, ignore))
+            settle(outcome, update=update, keep=False)
+            for line in render_outcome(outcome):
+                print(line, flush=True)
+            failed += not outcome.ok
+    return 1 if failed and not update else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--codex", help="a codex version from .tools/ or a codex executable")
-    parser.add_argument("--cassettes", type=Path, default=REPO / "cassettes")
-    parser.add_argument("--only", action="append", choices=[s.name for s in SCENARIOS])
+    parser.add_argument("--cassettes", type=Path, action="append", help="a folder (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted({s.name for s in SCENARIOS} | {s.name for s in CORPUS}),
+    )
     parser.add_argument("--update", action="store_true", help="replace each cassette")
+    parser.add_argument("--corpus", action="store_true", help="verify the protocol corpus")
+    parser.add_argument("--ignore", action="append", default=[], help="a JSON pointer")
     args = parser.parse_args(argv)
     codex = choose_codex(args.codex)
+    if args.corpus:
+        corpus = REPO / "cassettes" / "corpus"
+        folders = args.cassettes or [corpus / "0.169.0", corpus / "0.171.0"]
+        return verify_corpus(codex, folders, args.only, args.update, args.ignore)
+    args.cassettes = (args.cassettes or [REPO / "cassettes"])[0]
     failed = 0
     for scenario in SCENARIOS:
         if args.only and scenario.name not in args.only:

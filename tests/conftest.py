@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,32 @@ async def upstream() -> AsyncIterator[ScriptedUpstream]:
     """A scripted websocket upstream (tests/scripted_upstream.py), closed at teardown."""
     async with ScriptedUpstream() as server:
         yield server
+
+
+@pytest.fixture
+def tracked_popen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[str]]]:
+    """Every process started through ``subprocess.Popen`` during the test (the official SDK
+    starts its codex that way), reaped and with its pipes closed at teardown.
+
+    `CodexClient.close()` terminates its child but never closes the child's stdout and stderr
+    pipes, which warnings-as-errors turns into a failure when they are collected.
+    """
+    started: list[subprocess.Popen[str]] = []
+
+    class TrackedPopen(subprocess.Popen[str]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", TrackedPopen)
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture

@@ -615,3 +615,18 @@ def test_fake_backend_refuses_no_deltas_or_a_negative_delay() -> None:
     )
     with pytest.raises(UsageError):
         FakeBackend(delta_delay=-1)
+
+
+async def test_refused_requests_get_401_then_the_script_goes_on(
+    backend: FakeBackend, client: aiohttp.ClientSession
+) -> None:
+    """refuse(1): the next model POST gets 401 with a JSON error and uses no reply; the one
+    after gets the first scripted reply (resp-1)."""
+    backend.script(Reply.text("one two three four"))
+    backend.refuse(1)
+    async with client.post(f"{backend.url}/v1/responses", json={"model": "m"}) as response:
+        assert response.status == 401
+        assert await response.json() == {
+            "error": {"message": "token expired", "code": "token_expired"}
+        }
+    assert await post_responses(client, backend) == ONE_TWO_THREE_FOUR_SSE

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -22,6 +23,7 @@ from proxy.codex.backend import DEFAULT_REPLY, FakeBackend, Reply
 from proxy.codex.client import ClientOptions, SessionClient, agent_messages, prompt_session
 from proxy.core.jsonrpc import Direction
 from proxy.errors import UsageError
+from tests.scripted_upstream import ScriptedUpstream
 
 
 def test_agent_messages_picks_completed_agent_items() -> None:
@@ -120,3 +122,33 @@ async def test_client_command_bad_arguments() -> None:
     assert (await run_cli())[2] == (
         "rpctape: error: give a URL (ws://127.0.0.1:4223) or -- COMMAND (a stdio app-server)\n"
     )
+
+
+async def test_answer_hook_answers_any_server_request(upstream: ScriptedUpstream) -> None:
+    """ClientOptions.answer gives the answer to a server request (its id added); a request it
+    returns None for falls back to the built-in answers (here: the -32601 error)."""
+
+    def answer(request: dict[str, Any]) -> dict[str, Any] | None:
+        if request["method"] == "item/tool/call":
+            return {"result": {"success": True, "contentItems": []}}
+        return None
+
+    options = ClientOptions(answer=answer)
+    async with SessionClient(upstream.url, options) as client:
+        # The scripted upstream echoes frames: these come back as server requests.
+        await client.send_raw('{"id":7,"method":"item/tool/call","params":{}}')
+        await client.send_raw('{"id":8,"method":"item/tool/requestUserInput","params":{}}')
+        for _ in range(500):
+            if len(upstream.answers) == 2:
+                break
+            await asyncio.sleep(0.01)
+    assert [a for _, a in upstream.answers] == [
+        {"id": 7, "result": {"success": True, "contentItems": []}},
+        {
+            "id": 8,
+            "error": {
+                "code": -32601,
+                "message": "rpctape client does not handle item/tool/requestUserInput",
+            },
+        },
+    ]

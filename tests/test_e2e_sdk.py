@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +33,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(autouse=True)
-def sdk_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[str]]]:
-    """Every process the SDK starts, reaped and with its pipes closed at teardown.
-
-    `CodexClient.close()` terminates its child but never closes the child's stdout and stderr
-    pipes, which warnings-as-errors turns into a failure when they are collected.
-    """
-    started: list[subprocess.Popen[str]] = []
-
-    class TrackedPopen(subprocess.Popen[str]):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            started.append(self)
-
-    monkeypatch.setattr(subprocess, "Popen", TrackedPopen)
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+def sdk_processes(tracked_popen: list[subprocess.Popen[str]]) -> list[subprocess.Popen[str]]:
+    """Every process the SDK starts, reaped and with its pipes closed at teardown (conftest)."""
+    return tracked_popen
 
 
 def sdk_config(home: Path, workdir: Path, codex_bin: Path | None = None) -> CodexConfig:

@@ -1,4 +1,4 @@
-"""Functional tests of proxy.wire.relay with real sockets against a scripted upstream."""
+"""Functional tests of the library door (proxy.recording_proxy on the session layer) with real sockets against a scripted upstream."""
 
 from __future__ import annotations
 

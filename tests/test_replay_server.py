@@ -1,4 +1,4 @@
-"""Functional tests of proxy.wire.replay_server (and `rpctape replay`) with real sockets."""
+"""Functional tests of replay through the session layer (proxy.ReplayServer, `rpctape replay`) with real sockets."""
 
 from __future__ import annotations
 

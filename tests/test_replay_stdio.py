@@ -1,4 +1,4 @@
-"""Functional tests of `rpctape replay --stdio` (proxy.wire.replay_server.StdioPeer) over real
+"""Functional tests of `rpctape replay --stdio` (proxy.wire.session.Session.serve_stdio) over real
 pipes."""
 
 from __future__ import annotations

@@ -417,6 +417,32 @@ def verify(
 
 
 @app.command()
+def coverage(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Cassettes, or folders walked for *.jsonl files.")
+    ],
+    codex: Annotated[
+        Path | None,
+        typer.Option(
+            help="Measure against this codex's schema: a path, or a version installed by "
+            "./dev setup such as 0.171.0 (default: the pinned one)."
+        ),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="A `codex app-server generate-json-schema` output folder instead."),
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Which methods of codex's protocol the cassettes exercise, and how (docs/drift.md)."""
+    from ..codex.coverage_cli import coverage_command
+
+    status = coverage_command(paths, codex, schema, json)
+    if status:
+        raise typer.Exit(status)
+
+
+@app.command()
 def version() -> None:
     """Print the rpctape version."""
     say(f"rpctape {__version__}")

@@ -357,6 +357,8 @@ class AppServer:
         responses_websocket: bool = False,
         last_refresh: datetime.datetime | None = None,
         extra_config: Mapping[str, Any] | None = None,
+        workdir: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
         ready_timeout: float = 30.0,
         grace: float = 3.0,
         unix_socket: bool = False,
@@ -370,6 +372,10 @@ class AppServer:
         self.responses_websocket = responses_websocket
         self.last_refresh = last_refresh
         self.extra_config = dict(extra_config or {})
+        self._workdir = workdir
+        """A working directory of the caller's (it must exist; it is never removed)."""
+        self.extra_env = dict(extra_env or {})
+        """Added to the server's environment last (e.g. ``HOME``)."""
         self.ready_timeout = ready_timeout
         self.grace = grace
         self._tempdir: Path | None = None
@@ -384,6 +390,7 @@ class AppServer:
     def environment(self) -> dict[str, str]:
         """The environment the server runs with (to start more servers on the same home)."""
         env = {**os.environ, "CODEX_HOME": str(self.codex_home), FAKE_API_KEY_ENV: FAKE_API_KEY}
+        env |= self.extra_env
         if self.auth is AuthMode.CHATGPT:
             env[REFRESH_URL_ENV_VAR] = self.backend_url.rstrip("/") + REFRESH_TOKEN_PATH
             # Only the fake ChatGPT login of auth.json may authenticate.
@@ -412,8 +419,9 @@ class AppServer:
 
     @property
     def workdir(self) -> Path:
-        """The server's working directory (default ``cwd`` of threads; commands run here)."""
-        return self._root / "work"
+        """The server's working directory (default ``cwd`` of threads; commands run here):
+        the ``workdir`` given, else ``work`` in the temporary folder."""
+        return self._workdir if self._workdir is not None else self._root / "work"
 
     @property
     def log_path(self) -> Path:
@@ -453,7 +461,8 @@ class AppServer:
                 extra=self.extra_config,
                 last_refresh=self.last_refresh,
             )
-            self.workdir.mkdir()
+            if self._workdir is None:
+                self.workdir.mkdir()
             await self._spawn()
             await self._wait_ready()
         except BaseException:

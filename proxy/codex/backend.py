@@ -496,6 +496,7 @@ class FakeBackend:
         """
         self._queue: deque[Reply] = deque()
         self._responses_served = 0
+        self._refusals = 0
         self._started_at = 0.0
         self._log_file: IO[bytes] | None = None
         self._runner: web.AppRunner | None = None
@@ -522,6 +523,13 @@ class FakeBackend:
     def refresh_token_url(self) -> str:
         """The token refresh endpoint, for ``CODEX_REFRESH_TOKEN_URL_OVERRIDE``."""
         return self.url + REFRESH_TOKEN_PATH
+
+    def refuse(self, count: int = 1) -> None:
+        """Answer the next ``count`` model POSTs with HTTP 401 (no reply is used): in ChatGPT
+        mode with tokens the client supplied (``account/login/start`` of type
+        ``chatgptAuthTokens``), codex then asks the client for fresh ones
+        (``account/chatgptAuthTokens/refresh``) and retries."""
+        self._refusals += count
 
     def script(self, *replies: Reply) -> None:
         """Queue ``replies``; each model request (POST or websocket) consumes the oldest one."""
@@ -609,7 +617,13 @@ class FakeBackend:
         return self._queue.popleft() if self._queue else self.default_reply
 
     async def _handle_responses(self, request: web.Request, body: Any) -> web.StreamResponse:
-        """Answer a Responses API request with the next scripted reply as an SSE stream."""
+        """Answer a Responses API request with the next scripted reply as an SSE stream
+        (or with 401, see :meth:`refuse`)."""
+        if self._refusals:
+            self._refusals -= 1
+            return web.json_response(
+                {"error": {"message": "token expired", "code": "token_expired"}}, status=401
+            )
         reply = self._next_reply()
         events = response_events(reply, self._next_serial(), self.deltas)
         return await write_sse(request, events, self.delta_delay)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,6 +64,10 @@ class ClientOptions:
     client_name: str = "rpctape-client"
     timeout: float = 60.0
     """Longest wait for one response or notification."""
+    answer: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    """Called first with every server request; a dict it returns (``{"result": ...}`` or
+    ``{"error": ...}``) is the answer, with the request's id added. ``None`` falls back to
+    the answers above (approvals, attestation, else an error)."""
 
 
 class ChannelClosed(Exception):
@@ -281,9 +285,12 @@ class SessionClient:
     async def _answer(self, request: dict[str, Any]) -> None:
         method, request_id = request["method"], request["id"]
         reply: dict[str, Any]
-        if method == "attestation/generate" and not self.options.answer_attestation:
+        custom = self.options.answer(request) if self.options.answer is not None else None
+        if custom is not None:
+            reply = {"id": request_id, **custom}
+        elif method == "attestation/generate" and not self.options.answer_attestation:
             return
-        if method == "attestation/generate" and self.options.attestation_reply is not None:
+        elif method == "attestation/generate" and self.options.attestation_reply is not None:
             reply = {"id": request_id, **self.options.attestation_reply}
         elif method == "attestation/generate" and self.options.attestation_token is not None:
             reply = {"id": request_id, "result": {"token": self.options.attestation_token}}

@@ -63,6 +63,7 @@ __all__ = [
     "pointer_of",
     "response_names",
     "schema_dir",
+    "schema_methods",
 ]
 
 _TOP_FILES = {
@@ -354,6 +355,24 @@ def _branch_method(branch: Any) -> str | None:
         return str(method["const"])
     values = method.get("enum")
     return str(values[0]) if isinstance(values, list) and len(values) == 1 else None
+
+
+def schema_methods(root: Path) -> dict[tuple[Direction, MessageType], list[str]]:
+    """The methods of a ``generate-json-schema`` folder per direction and kind (requests and
+    notifications, client and server), in the schema's order; reads only the four top files
+    (no validator is built). Raises :class:`UsageError` for a folder that lacks them."""
+    found: dict[tuple[Direction, MessageType], list[str]] = {}
+    for key, name in _TOP_FILES.items():
+        try:
+            contents = orjson.loads((root / name).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise UsageError(
+                f"{root} is not a codex schema directory ({name}: {exc}); make one with "
+                "`codex app-server generate-json-schema --out DIR`"
+            ) from None
+        methods = (_branch_method(b) for b in contents.get("oneOf", ()))
+        found[key] = [m for m in methods if m is not None]
+    return found
 
 
 # --- generating and caching a version's schema -------------------------------------------
