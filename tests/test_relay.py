@@ -1,4 +1,5 @@
-"""Functional tests of the library door (proxy.recording_proxy on the session layer) with real sockets against a scripted upstream."""
+"""Functional tests of proxy.recording_proxy (the library door on the session layer) with real
+sockets against a scripted upstream."""
 
 from __future__ import annotations
 

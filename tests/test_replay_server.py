@@ -1,4 +1,5 @@
-"""Functional tests of replay through the session layer (proxy.ReplayServer, `rpctape replay`) with real sockets."""
+"""Functional tests of replay on the session layer (proxy.ReplayServer, `rpctape replay`) with
+real sockets."""
 
 from __future__ import annotations
 
