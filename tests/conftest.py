@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,15 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+FAKE_CODEX = Path(__file__).resolve().parent / "fake_codex.py"
+
+
+@pytest.fixture
+def fake_codex(tmp_path: Path) -> Path:
+    """An executable that runs tests/fake_codex.py (a tiny stdio app-server)."""
+    path = tmp_path / "real-codex"
+    path.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE_CODEX} "$@"\n')
+    path.chmod(0o755)
+    return path

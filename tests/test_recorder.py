@@ -313,3 +313,24 @@ def test_open_error_and_close_carry_no_secret() -> None:
     for event in (opened, error, closed):
         line = orjson.dumps(event)
         assert all(s not in line for s in (b"q1", b"v1.att", b"k9", b"abcdefgh1", b"sk-abc"))
+
+
+def test_a_binary_frame_holding_json_text_is_redacted_like_a_text_frame() -> None:
+    """An apiKey sent in a binary frame whose payload is JSON text reaches the cassette
+    redacted, as it would in a text frame (and a binary frame that is not text stays as is)."""
+    secret = "sk-proj-" + "Zq9" * 16
+    frame = orjson.dumps({"id": 1, "method": "account/login/start",
+                          "params": {"type": "apiKey", "apiKey": secret}})  # fmt: skip
+    recorder = make_recorder()
+    conn = recorder.new_connection()
+    recorder.open(conn, path="/", headers=(), subprotocol=None, upstream="ws://x")
+    binary, _ = recorder.binary_line(conn, Direction.C2S, frame)
+    text_event, _ = recorder.text_line(conn, Direction.C2S, frame, *recorder.inspect(
+        conn, Direction.C2S, frame))  # fmt: skip
+    payload = base64.b64decode(binary["b64"])
+    assert secret.encode() not in payload and secret.encode() not in orjson.dumps(binary)
+    assert payload == orjson.dumps(text_event["msg"])
+    assert binary["redacted"] == text_event["redacted"] == ["/params/apiKey"]
+    opaque = bytes(range(256)) + secret.encode()
+    untouched, _ = recorder.binary_line(conn, Direction.C2S, opaque)
+    assert base64.b64decode(untouched["b64"]) == opaque and "redacted" not in untouched

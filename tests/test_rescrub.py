@@ -9,6 +9,7 @@ redacts, planted and taken out, and nothing else changed.
 
 from __future__ import annotations
 
+import base64
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -282,7 +283,7 @@ def planted_session() -> Session:
         (C2S, True, b'{ "id": 10, "method": "x", "params": { "token": "Zqpretty4f9d8s7" } }', None),
         (S2C, True, b'oops {"token": "Zqbroken4f9d8s7", "tail', None),
         (C2S, True, b'{"id":11,"method":"y","params":{}}', delivered),
-        (S2C, False, b"\x00binary sk-proj-notredacted000000000000", None),
+        (S2C, False, b"\x00binary sk-proj-inbinary00000000000000", None),
         (S2C, True, b'{"method":"item/completed","params":{"tokens":5,"text":"hello"}}', None),
     ]  # fmt: skip
     return Session(
@@ -312,7 +313,8 @@ PLANTED_STRINGS = [
 def test_every_kind_of_secret_is_taken_out_and_nothing_else_changes() -> None:
     """Planted secrets of every kind (keys, env, shapes, headers, query, password in a URL,
     close reason, error, attestation token, a pretty frame, broken text, a rule's delivered
-    message, --redact-key, --redact-value): none survives; every other line is the same."""
+    message, a binary frame holding text, --redact-key, --redact-value): none survives; every
+    other line is the same."""
     redactor = Redactor.build(["cwd"], values=[r"corp-[0-9]{6}"])
     data = plain(planted_session())
     for secret in PLANTED_STRINGS:
@@ -323,8 +325,11 @@ def test_every_kind_of_secret_is_taken_out_and_nothing_else_changes() -> None:
     assert done.data == record(planted_session(), redactor)
     old, new = data.split(b"\n"), done.data.split(b"\n")
     kept = [n for n, (a, b) in enumerate(zip(old, new, strict=True), 1) if a == b]
-    assert kept == [1, 3, 4, 8, 14, 15, 18]  # header, initialize, binary, no secret, the end
-    assert done.lines == [2, 5, 6, 7, 9, 10, 11, 12, 13, 16, 17]
+    binary = b"sk-proj-inbinary00000000000000"  # in a binary frame's base64
+    assert binary in base64.b64decode(orjson.loads(old[13])["b64"])
+    assert binary not in base64.b64decode(orjson.loads(new[13])["b64"])
+    assert kept == [1, 3, 4, 8, 15, 18]  # header, initialize, no secret, the end
+    assert done.lines == [2, 5, 6, 7, 9, 10, 11, 12, 13, 14, 16, 17]
     assert [place.render("s.jsonl") for place in done.places] == [
         "s.jsonl:2: seq 1 conn 1 open path",
         "s.jsonl:2: seq 1 conn 1 open header Authorization",
@@ -346,6 +351,7 @@ def test_every_kind_of_secret_is_taken_out_and_nothing_else_changes() -> None:
         "s.jsonl:11: seq 10 conn 1 text /params/token",
         "s.jsonl:12: seq 11 conn 1 text frame text",
         "s.jsonl:13: seq 12 conn 1 text delivered /params/apiKey",
+        "s.jsonl:14: seq 13 conn 1 binary frame text",
         "s.jsonl:16: seq 15 conn 1 error message",
         "s.jsonl:16: seq 15 conn 1 error header Cookie",
         "s.jsonl:16: seq 15 conn 1 error path",

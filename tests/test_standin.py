@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -32,15 +31,6 @@ def approval_session(decision: str, first_id: object = 1) -> list[object]:
     init = {**INIT, "id": first_id}
     ask = {"id": "a", "method": "ask", "params": "touch x"}
     return [init, ask, {"id": "s1", "result": {"decision": decision}}]
-
-
-@pytest.fixture
-def fake_codex(tmp_path: Path) -> Path:
-    """An executable that runs tests/fake_codex.py."""
-    path = tmp_path / "real-codex"
-    path.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE} "$@"\n')
-    path.chmod(0o755)
-    return path
 
 
 def _env(env: dict[str, str]) -> dict[str, str]:

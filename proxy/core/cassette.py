@@ -355,7 +355,11 @@ _FIELDS: dict[str, dict[str, tuple[Callable[[Any], bool], Any]]] = {
         "forwarded": (lambda v: isinstance(v, bool), _DROP),
         "origin": (_is_str, _DROP),
     },
-    "binary": {"origin": (_is_str, _DROP), "forwarded": (lambda v: isinstance(v, bool), _DROP)},
+    "binary": {
+        "origin": (_is_str, _DROP),
+        "forwarded": (lambda v: isinstance(v, bool), _DROP),
+        "redacted": (_is_pointers, _DROP),
+    },
     "close": {
         "by": (_is_str, _DROP),
         "leg": (_is_str, _DROP),

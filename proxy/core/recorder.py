@@ -264,8 +264,12 @@ class Recorder:
 
     def _binary_event(self, conn: int, direction: Direction, data: bytes) -> Event:
         self._unwritten[direction] += 1
-        b64 = base64.b64encode(data).decode("ascii")
-        return self._event(conn, "binary", {"dir": direction.value, "b64": b64})
+        fields: dict[str, Any] = {"dir": direction.value}
+        redacted = redact_binary(self.redactor, data)
+        if redacted is not None:
+            data, fields["redacted"] = redacted
+        fields["b64"] = base64.b64encode(data).decode("ascii")
+        return self._event(conn, "binary", fields)
 
     def close(self, conn: int, *, by: str, code: int | None, reason: str, **extra: Any) -> Event:
         """Record the end of a connection: who closed it (client, server or proxy) and how."""
@@ -355,6 +359,23 @@ def redact_frame(
         except RecursionError:  # deeper than Python walks: the text pass is all we do
             pass
     return (_ABSENT, text, [""]) if changed else None
+
+
+def redact_binary(redactor: Redactor, data: bytes) -> tuple[bytes, list[str]] | None:
+    """A binary frame whose payload is text (JSON or not) is redacted like a text frame:
+    its new bytes and the pointers redacted, or ``None`` when it holds no secret (or is not
+    UTF-8 text, which has no secret a redactor knows)."""
+    if not redactor.might_redact(data):
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    found = redact_frame(redactor, data, parse(data))
+    if found is None:
+        return None
+    msg, text, pointers = found
+    return (text.encode() if text is not None else orjson.dumps(msg)), pointers
 
 
 def redact_fields(redactor: Redactor, kind: str, fields: dict[str, Any]) -> dict[str, Any]:

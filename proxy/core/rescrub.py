@@ -29,6 +29,7 @@ its message is redacted as text (a secret value it quotes is replaced by its mar
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,7 @@ import orjson
 from . import pointer as _pointer
 from .cassette import Event, frame_of, parse_lines
 from .jsonrpc import parse
-from .recorder import frame_line, redact_fields
+from .recorder import frame_line, redact_binary, redact_fields
 from .redact import Redactor, marker
 
 __all__ = ["Place", "Rescrubbed", "rescrub", "rescrub_event"]
@@ -158,7 +159,31 @@ def rescrub_event(event: Event, redactor: Redactor) -> tuple[bytes, list[str]] |
         return _text(event, redactor)
     if kind in ("open", "close", "error"):
         return _other(event, str(kind), redactor)
-    return None  # binary frames are recorded as they are; unknown kinds are not ours
+    if kind == "binary":
+        return _binary(event, redactor)
+    return None  # unknown kinds are not ours
+
+
+def _binary(event: Event, redactor: Redactor) -> tuple[bytes, list[str]] | None:
+    """A binary frame whose payload is text, redacted as the recorder redacts it
+    (:func:`~proxy.core.recorder.redact_binary`)."""
+    found = redact_binary(redactor, frame_of(event))
+    if found is None:
+        return None
+    data, pointers = found
+    old: list[str] = list(event.get("redacted") or ())
+    new = [p for p in pointers if p not in old]
+    if not new:
+        return None
+    rebuilt: Event = {}
+    for name, value in event.items():
+        if name == "redacted":
+            continue
+        if name == "b64":
+            rebuilt["redacted"] = [*old, *new]
+            value = base64.b64encode(data).decode("ascii")
+        rebuilt[name] = value
+    return orjson.dumps(rebuilt, option=orjson.OPT_APPEND_NEWLINE), [p or "frame text" for p in new]
 
 
 def _text(event: Event, redactor: Redactor) -> tuple[bytes, list[str]] | None:
