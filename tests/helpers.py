@@ -6,9 +6,11 @@ import base64
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import orjson
+import pytest
 
 from proxy.core.cassette import Cassette, frame_of, new_header
 from proxy.core.jsonrpc import Direction, id_key
@@ -112,3 +114,17 @@ def live_exchange(tape: Cassette, conn: int) -> Exchange:
         expected = []
     exchange.append((expected, None))
     return exchange
+
+
+def fake_item(folder: Path, mark: pytest.Mark) -> pytest.Item:
+    """Enough of a pytest item for resolve_settings: a path, a marker, an empty config."""
+    ini = {"rpctape_cassette_dir": "cassettes", "rpctape_record_mode": "none",
+           "rpctape_strict": False, "rpctape_upstream": ""}  # fmt: skip
+    config = SimpleNamespace(getini=ini.__getitem__, getoption=lambda name: None)
+    return cast(
+        pytest.Item,
+        SimpleNamespace(
+            path=folder / "test_x.py", name="test_x", config=config,
+            get_closest_marker=lambda name: mark,
+        ),
+    )  # fmt: skip

@@ -9,8 +9,6 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 import pytest
 
@@ -20,7 +18,7 @@ from proxy.core.cassette import frame_of, load
 from proxy.core.options import Door, parse_words
 from proxy.errors import UsageError
 from proxy.pytest_plugin import MARKER_OPTIONS, cassette_path, resolve_settings, standin_args
-from tests.helpers import C, S, write_tape
+from tests.helpers import C, S, fake_item, write_tape
 from tests.scripted_upstream import ScriptedUpstream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -286,15 +284,3 @@ def test_marker_options_become_rpctape_args_and_rules(tmp_path: Path) -> None:
         resolve_settings(bad, Door.CODEX_FIXTURE)
 
 
-def fake_item(folder: Path, mark: pytest.Mark) -> pytest.Item:
-    """Enough of a pytest item for resolve_settings: a path, a marker, an empty config."""
-    ini = {"rpctape_cassette_dir": "cassettes", "rpctape_record_mode": "none",
-           "rpctape_strict": False, "rpctape_upstream": ""}  # fmt: skip
-    config = SimpleNamespace(getini=ini.__getitem__, getoption=lambda name: None)
-    return cast(
-        pytest.Item,
-        SimpleNamespace(
-            path=folder / "test_x.py", name="test_x", config=config,
-            get_closest_marker=lambda name: mark,
-        ),
-    )  # fmt: skip
