@@ -170,6 +170,8 @@ class Session:
         self._stdio_stop = asyncio.Event()
         self._stdio_ended: asyncio.Event | None = None
         self._child: ChildLeg | None = None
+        self._forwarded = False
+        """A signal was passed on to the child: it decides when to exit."""
 
     # -- lifecycle --
 
@@ -357,6 +359,7 @@ class Session:
     def _on_signal(self, sig: int) -> None:
         if self._child is not None:
             self._child.signal(sig)
+            self._forwarded = True
         if sig in (signal.SIGINT, signal.SIGTERM) or (self._child is None and sig in STOP_SIGNALS):
             self._stdio_stop.set()
 
@@ -451,9 +454,12 @@ class Session:
         """The child exited (or we are stopping): relay its last output while the client
         reads it, at most :data:`DRAIN` seconds once stopping; then wait for the bridge."""
         if not child.exited.done():
-            child.signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(child.exited), child.grace + 1)
+            if self._forwarded:  # the child got the signal: its exit is its own (wrap's)
+                await asyncio.shield(child.exited)
+            else:
+                child.signal(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(child.exited), child.grace + 1)
         stopping = self._stdio_stop.is_set()
         if not child.lost.done():
             lost: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(child.lost))
@@ -530,9 +536,12 @@ class Tally:
         self.messages += 1
         found = self.check(direction, msg, response_to)
         self.violations += len(found)
+        method = msg.get("method") if isinstance(msg, dict) else None
+        what = method or (f"response to {response_to}" if response_to else "frame")
         for pointer, message in found:
-            log.warning("schema violation (%s) in a live %s frame%s: %s", self.label,
-                        direction.value, f" at {pointer}" if pointer else "", message)  # fmt: skip
+            log.warning("schema violation (%s) in a live %s %s%s: %s", self.label,
+                        direction.value, what, f" {pointer}" if pointer else "",
+                        message)  # fmt: skip
         return found
 
     def summary(self) -> str:
