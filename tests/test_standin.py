@@ -258,3 +258,54 @@ def test_recording_without_a_cassette_goes_to_the_cassette_folder(
         INIT,
         {"id": 1, "result": {"userAgent": "fake", "argv": ["app-server", "--listen", "stdio://"]}},
     ]
+
+
+@pytest.mark.parametrize("how", ["wrapper", "symlink"])
+def test_the_standin_never_runs_itself_as_the_real_codex(tmp_path: Path, how: str) -> None:
+    """RPCTAPE_REAL_CODEX leading back to rpctape-codex (a wrapper script that execs it, or
+    a symlink named codex): one line saying so, exit 2, at once; recording and other
+    invocations alike (`codex --version` through such a wrapper used to spin forever)."""
+    me = standin_executable(tmp_path)
+    codex = tmp_path / "bin" / "codex"
+    codex.parent.mkdir()
+    if how == "wrapper":
+        codex.write_text(f'#!/bin/sh\nexec {me} "$@"\n')
+        codex.chmod(0o755)
+    else:
+        codex.symlink_to(me)
+    env = {"RPCTAPE_REAL_CODEX": str(codex), "RPCTAPE_CASSETTE": str(tmp_path / "c.jsonl"),
+           "RPCTAPE_RECORD_MODE": "all"}  # fmt: skip
+    for args, stdin in ((["--version"], ""), (["app-server"], lines(INIT))):
+        result = standin(tmp_path, args, stdin, **env)
+        assert result.returncode == 2, (args, result.stderr)
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"rpctape-codex: error: $RPCTAPE_REAL_CODEX ({codex}) leads back "
+                               "to rpctape-codex, which would start itself forever")  # fmt: skip
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"RPCTAPE_RECORD_MODE": "none", "RPCTAPE_CASSETTE": "{tmp}/missing.jsonl"},
+         "no cassette at {tmp}/missing.jsonl; record mode 'none' only replays: record it "
+         "first ($RPCTAPE_RECORD_MODE=once)"),
+        ({"RPCTAPE_RECORD_MODE": "all", "RPCTAPE_CASSETTE": "{tmp}/c.jsonl",
+          "RPCTAPE_REAL_CODEX": "{tmp}/no-codex"},
+         "$RPCTAPE_REAL_CODEX {tmp}/no-codex: no such file; point it at the real codex"),
+    ],
+    ids=["no cassette", "no real codex"],
+)  # fmt: skip
+def test_when_it_cannot_serve_the_first_request_gets_the_reason(
+    tmp_path: Path, env: dict[str, str], reason: str
+) -> None:
+    """A client that reads codex's stderr only at debug level still shows why: the first
+    request is answered with a JSON-RPC error carrying the line written on stderr."""
+    env = {k: v.format(tmp=tmp_path) for k, v in env.items()}
+    reason = reason.format(tmp=tmp_path)
+    notification = {"method": "initialized"}
+    result = standin(tmp_path, ["app-server"], lines(notification, INIT), **env)
+    line = f"rpctape-codex: error: {reason}"
+    assert result.returncode == 2
+    assert result.stderr == line + "\n"
+    assert orjson.loads(result.stdout) == {"id": 1, "error": {"code": -32098, "message": line}}
