@@ -60,10 +60,11 @@ from proxy import recording_proxy  # noqa: E402
 from proxy.codex.appserver import AppServer  # noqa: E402
 from proxy.codex.backend import FakeBackend  # noqa: E402
 from proxy.codex.client import SessionClient  # noqa: E402
-from proxy.core.cassette import CassetteWriter, frame_of, load, new_header  # noqa: E402
+from proxy.core.cassette import frame_of, load, new_header  # noqa: E402
 from proxy.core.jsonrpc import Direction  # noqa: E402
 from proxy.core.recorder import Recorder  # noqa: E402
 from proxy.core.redact import Redactor  # noqa: E402
+from proxy.wire.store import CassetteWriter  # noqa: E402
 
 TARGET_STREAM = 100_000.0
 """Issue 9: replay streaming >= 100k frames/s."""

@@ -10,13 +10,13 @@ from typing import Any
 
 import orjson
 
-from proxy.core.cassette import CassetteWriter
 from proxy.core.jsonrpc import Message
 from proxy.core.recorder import Recorder
 from proxy.core.rules import Rule
 from proxy.errors import CassetteWriteError
 from proxy.wire.bridge import Bridge
 from proxy.wire.legs import ClosePlan, Leg, Party
+from proxy.wire.store import CassetteWriter
 from tests.faults import enospc
 
 Journal = list[tuple[Any, ...]]

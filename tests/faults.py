@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from proxy.core.cassette import CassetteWriter
 from proxy.errors import CassetteWriteError
+from proxy.wire.store import CassetteWriter
 
 
 def enospc() -> OSError:
@@ -41,7 +41,7 @@ def fail_writes_after(monkeypatch: pytest.MonkeyPatch, writes: int) -> list[byte
 
 FAILING_RPCTAPE = r"""
 import errno, os, runpy, sys
-from proxy.core.cassette import CassetteWriter
+from proxy.wire.store import CassetteWriter
 from proxy.errors import CassetteWriteError
 left = [int(os.environ["RPCTAPE_FAIL_AFTER"])]
 original = CassetteWriter.append_lines

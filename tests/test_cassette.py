@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from proxy import CASSETTE_FORMAT_VERSION, __version__
-from proxy.core.cassette import CassetteWriter, frame_of, load, new_header, parse_lines
+from proxy.core.cassette import frame_of, load, new_header, parse_lines
 from proxy.errors import (
     CassetteError,
     CassetteNotFound,
@@ -20,6 +20,7 @@ from proxy.errors import (
     CassetteWriteError,
     RpctapeError,
 )
+from proxy.wire.store import CassetteWriter
 
 HEADER = b'{"rpctape":1,"created":"2026-11-23T00:00:00+00:00","tool":"rpctape 0.1.0"}\n'
 EVENT = b'{"seq":1,"t":0.5,"conn":1,"kind":"text","dir":"c2s","msg":{"method":"x"}}\n'

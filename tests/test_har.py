@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.core.cassette import Cassette, CassetteWriter, frame_of, load, new_header
+from proxy.core.cassette import Cassette, frame_of, load, new_header
 from proxy.core.har import STDIO_NOTE, HarError, import_har, to_har
 from proxy.core.jsonrpc import Direction
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor
-from proxy.wire.store import cassette_files
+from proxy.wire.store import CassetteWriter, cassette_files
 
 CASSETTES = cassette_files([Path(__file__).parent.parent / "cassettes"], recursive=False)
 
@@ -32,7 +32,7 @@ def frames_by_conn(tape: Cassette) -> dict[int, list[tuple[str, str, bytes]]]:
 def round_trip(tape: Cassette, tmp_path: Path) -> Cassette:
     har = orjson.loads(orjson.dumps(to_har(tape)))  # through JSON, as a file would
     target = tmp_path / "back.jsonl"
-    import_har(har, target, Redactor.build(), overwrite=True)
+    import_har(har, Redactor.build(), lambda h: CassetteWriter(target, h, overwrite=True))
     return load(target)
 
 
@@ -123,7 +123,7 @@ def test_import_devtools_capture(tmp_path: Path) -> None:
             ]
         }
     }
-    recorder = import_har(har, tmp_path / "c.jsonl", Redactor.build())
+    recorder = import_har(har, Redactor.build(), lambda h: CassetteWriter(tmp_path / "c.jsonl", h))
     tape = load(tmp_path / "c.jsonl")
     assert recorder.frames[Direction.C2S] == recorder.frames[Direction.S2C] == 1
     opened = tape.events[0]
@@ -159,7 +159,7 @@ def test_import_devtools_capture(tmp_path: Path) -> None:
 def test_import_rejects(har: object, message: str, tmp_path: Path) -> None:
     """A file that is not a usable HAR fails with one line naming the problem."""
     with pytest.raises(HarError) as caught:
-        import_har(har, tmp_path / "c.jsonl", Redactor.build())
+        import_har(har, Redactor.build(), lambda h: CassetteWriter(tmp_path / "c.jsonl", h))
     assert str(caught.value).startswith(message)
 
 

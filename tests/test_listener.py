@@ -19,9 +19,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy import ReplayServer, recording_proxy
-from proxy.core.cassette import CassetteWriter, new_header
+from proxy.core.cassette import new_header
 from proxy.core.jsonrpc import Direction
 from proxy.core.recorder import Recorder
+from proxy.wire.store import CassetteWriter
 from tests.scripted_upstream import ScriptedUpstream
 
 Serve = Callable[..., AbstractAsyncContextManager[str]]

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.core.cassette import CassetteWriter, frame_of, parse_lines
+from proxy.core.cassette import frame_of, parse_lines
 from proxy.core.jsonrpc import Direction, parse
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor, marker
+from proxy.wire.store import CassetteWriter
 from tests.frames import (
     BINARY_FRAMES,
     GARBAGE,

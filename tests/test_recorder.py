@@ -9,11 +9,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.core.cassette import CassetteWriter, frame_of, load
+from proxy.core.cassette import frame_of, load
 from proxy.core.jsonrpc import Direction
 from proxy.core.recorder import Recorder
 from proxy.core.redact import Redactor, marker
 from proxy.errors import CassetteWriteError
+from proxy.wire.store import CassetteWriter
 from tests.faults import fail_writes_after
 
 C2S, S2C = Direction.C2S, Direction.S2C

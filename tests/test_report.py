@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy.core.cassette import Cassette, CassetteWriter, load, new_header
+from proxy.core.cassette import Cassette, load, new_header
 from proxy.core.jsonrpc import Direction
 from proxy.core.recorder import Recorder
 from proxy.core.report import CHROMIUM_ARGS, render_html, rows
+from proxy.wire.store import CassetteWriter
 
 CASSETTES = Path(__file__).parent.parent / "cassettes"
 CHROMIUM = Path("/usr/bin/chromium")

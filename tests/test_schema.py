@@ -31,13 +31,13 @@ from proxy.codex.schema import (
     response_names,
     schema_dir,
 )
-from proxy.core.cassette import CassetteWriter, load, new_header
+from proxy.core.cassette import load, new_header
 from proxy.core.jsonrpc import Direction, MessageType
 from proxy.core.pointer import resolve
 from proxy.core.recorder import Recorder
 from proxy.errors import UsageError
 from proxy.wire.session import Tally
-from proxy.wire.store import cassette_files
+from proxy.wire.store import CassetteWriter, cassette_files
 
 CASSETTES = cassette_files([Path(__file__).resolve().parent.parent / "cassettes"], recursive=False)
 C2S, S2C = Direction.C2S, Direction.S2C

@@ -214,6 +214,7 @@ def import_har_command(
 ) -> None:
     """Turn a DevTools capture of an app-server websocket into a cassette `replay` serves."""
     from ..core.har import import_har
+    from ..wire.store import CassetteWriter
 
     try:
         if no_redact and redact_key:
@@ -226,7 +227,9 @@ def import_har_command(
         except orjson.JSONDecodeError as exc:
             raise UsageError(f"{har_file} is not JSON ({exc}); save the capture as HAR") from None
         target = out or har_file.with_suffix(".jsonl")
-        recorder = import_har(document, target, redactor, overwrite=overwrite)
+        recorder = import_har(
+            document, redactor, lambda header: CassetteWriter(target, header, overwrite=overwrite)
+        )
     except (RpctapeError, OSError) as exc:
         raise fail(exc) from None
     say(

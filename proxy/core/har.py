@@ -7,7 +7,7 @@ frames in base64). This is what DevTools writes when it saves a page with a webs
 file opens there and in other HAR viewers, and a DevTools capture imports as a cassette.
 
 Pure conversion: :func:`to_har` and :func:`from_har` take and return plain data; the only
-side effect is :func:`import_har` writing through a :class:`~proxy.core.recorder.Recorder`.
+side effect is :func:`import_har` writing through the writer its caller opens.
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ from __future__ import annotations
 import base64
 import binascii
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..errors import RpctapeError
 from ..version import __version__
-from .cassette import Cassette, CassetteWriter, Event, frame_of, new_header
+from .cassette import Cassette, Event, frame_of, new_header
 from .jsonrpc import Direction
-from .recorder import Recorder
+from .recorder import LineSink, Recorder
 from .redact import Redactor
 
 HAR_VERSION = "1.2"
@@ -249,8 +248,17 @@ def _open_fields(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def import_har(har: Any, path: Path, redactor: Redactor, *, overwrite: bool = False) -> Recorder:
-    """Write a cassette at ``path`` from the websocket entries of a HAR document.
+class CassetteSink(LineSink, Protocol):
+    """A new cassette's lines (:class:`proxy.wire.store.CassetteWriter`), closed once written."""
+
+    def close(self) -> None: ...
+
+
+def import_har(
+    har: Any, redactor: Redactor, open_cassette: Callable[[Event], CassetteSink]
+) -> Recorder:
+    """Write a cassette from the websocket entries of a HAR document, through the writer
+    ``open_cassette`` opens for its header (the caller's file; this module writes none).
 
     Connections are numbered in entry order; their messages are merged by time (each entry's
     own order kept) so the cassette reads like a recording of them. Returns the recorder
@@ -263,7 +271,7 @@ def import_har(har: Any, path: Path, redactor: Redactor, *, overwrite: bool = Fa
     header = new_header(first["upstream"], meta={"imported_from": "har"})
     if steps:
         header["created"] = datetime.fromtimestamp(now[0], UTC).isoformat(timespec="seconds")
-    writer = CassetteWriter(path, header, overwrite=overwrite)
+    writer = open_cassette(header)
     try:
         recorder = Recorder(writer, redactor, clock=lambda: now[0])
         conns: dict[int, int] = {}

@@ -13,11 +13,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from .cassette import CassetteWriter, Event, event_lines
+from .cassette import Event, event_lines
 from .jsonrpc import NOT_JSON, Direction, MessageType, Pairing, Parsed, lenient_loads, parse
 from .redact import Redactor
 
@@ -35,6 +35,14 @@ its violations as ``(JSON pointer, message)`` pairs (see
 :meth:`proxy.codex.schema.Validator.pairs`)."""
 
 
+class LineSink(Protocol):
+    """Where a recorder's lines go (:class:`proxy.wire.store.CassetteWriter` on disk): one
+    call per batch of whole lines; it raises :class:`~proxy.errors.CassetteWriteError` when
+    they cannot be written."""
+
+    def append_lines(self, data: bytes) -> None: ...
+
+
 class Recorder:
     """Numbers events, pairs requests with responses, redacts, and writes.
 
@@ -44,7 +52,7 @@ class Recorder:
 
     def __init__(
         self,
-        writer: CassetteWriter | None,
+        writer: LineSink | None,
         redactor: Redactor | None = None,
         clock: Callable[[], float] = time.monotonic,
         *,

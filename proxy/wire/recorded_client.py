@@ -25,7 +25,7 @@ from websockets.datastructures import Headers
 from websockets.frames import CloseCode
 from websockets.http11 import Request
 
-from ..core.cassette import Cassette, CassetteWriter, Event, load, new_header
+from ..core.cassette import Cassette, Event, load, new_header
 from ..core.dialect import NEUTRAL, Dialect, RecordedVersion, recorded_version
 from ..core.diff import DiffReport, diff_cassettes
 from ..core.jsonrpc import Message
@@ -35,6 +35,7 @@ from ..core.redact import Redactor
 from ..core.rules import Rule
 from ..core.verify import ClientPlan
 from ..errors import RpctapeError, UpstreamError
+from ..wire.store import CassetteWriter
 from .bridge import Bridge
 from .legs import ClosePlan, Leg, Party
 from .listener import DEFAULT_MAX_SIZE

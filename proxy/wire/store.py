@@ -37,13 +37,14 @@ from typing import Any
 
 import orjson
 
-from ..core.cassette import CassetteWriter, Event, load, parse_lines
+from ..core.cassette import Event, event_lines, load, parse_lines
 from ..core.dialect import VERSION_FIELD, Dialect
 from ..errors import CassetteError, CassetteNotFound, CassetteWriteError
 
 __all__ = [
     "CASSETTE_SUFFIX",
     "CassetteFile",
+    "CassetteWriter",
     "cassette_files",
     "is_cassette_name",
     "is_rpctape_temporary",
@@ -58,6 +59,122 @@ log = logging.getLogger("rpctape.store")
 CASSETTE_SUFFIX = ".jsonl"
 
 _TEMPORARY_SUFFIXES = (".recording", ".verify.jsonl")
+
+
+class CassetteWriter:
+    """Appends cassette lines to a file created with mode 0600.
+
+    Each :meth:`append` is one ``write(2)`` of whole lines, so a process killed at any point
+    leaves every earlier line intact and at most the last line torn. Nothing is buffered in
+    this process: an event is in the operating system's hands when ``append`` returns.
+    """
+
+    def __init__(self, path: Path, header: Event, *, overwrite: bool = False) -> None:
+        self.path = path
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if overwrite else os.O_EXCL)
+        self._failed: CassetteWriteError | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CassetteWriteError(path, exc) from exc
+        try:
+            self._fd: int | None = os.open(path, flags, 0o600)
+        except FileExistsError:
+            raise CassetteError(
+                f"{path} already exists; choose another path or pass --overwrite"
+            ) from None
+        except OSError as exc:
+            raise CassetteWriteError(path, exc) from exc
+        try:
+            os.fchmod(self._fd, 0o600)
+            self.append([header])
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.close()
+            if isinstance(exc, CassetteWriteError):
+                raise
+            raise CassetteWriteError(path, exc) from exc
+
+    @classmethod
+    def append_to(cls, path: Path) -> CassetteWriter:
+        """Open an existing cassette to append events (no new header).
+
+        A torn last line (a recorder killed mid-write) is cut off first, so appended lines
+        never follow half a line; a whole last line missing its newline gets one.
+        """
+        writer = cls.__new__(cls)
+        writer.path = path
+        writer._failed = None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except OSError as exc:
+            raise CassetteWriteError(path, exc) from exc
+        try:
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                try:
+                    whole = isinstance(orjson.loads(data[cut:]), dict)
+                except orjson.JSONDecodeError:
+                    whole = False
+                if whole:
+                    os.write(fd, b"\n")
+                else:
+                    os.ftruncate(fd, cut)
+        except BaseException:
+            os.close(fd)
+            raise
+        writer._fd = fd
+        return writer
+
+    def append(self, events: Iterable[Event]) -> None:
+        """Write ``events`` as lines, in one system call when possible."""
+        self.append_lines(event_lines(events))
+
+    def append_lines(self, data: bytes) -> None:
+        """Write already serialised lines (each ending in ``\\n``) in one system call.
+
+        Raises :class:`CassetteWriteError` when the operating system refuses (disk full, I/O
+        error, a bad descriptor); from then on the writer is failed: every later call raises
+        the same error at once, without writing. A line cut by the failure is at most the
+        last line of the file, which readers ignore as torn.
+        """
+        if self._failed is not None:
+            raise self._failed
+        if self._fd is None:
+            raise CassetteError(f"cassette {self.path} is closed")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._failed = CassetteWriteError(self.path, exc)
+            raise self._failed from exc
+
+    @property
+    def failed(self) -> CassetteWriteError | None:
+        """The error that stopped this writer, if one did."""
+        return self._failed
+
+    def close(self) -> None:
+        """Flush to disk and close; safe to call twice, and after a failure.
+
+        A failed ``fsync`` of a writer that had not failed yet raises
+        :class:`CassetteWriteError`; a failed writer closes without raising.
+        """
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if self._failed is None:
+                self._failed = CassetteWriteError(self.path, exc)
+                raise self._failed from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def is_rpctape_temporary(name: str) -> bool:
