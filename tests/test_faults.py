@@ -635,24 +635,29 @@ async def test_replay_disconnect_on_initialize_over_a_websocket() -> None:
 
 
 async def test_replay_delay_on_the_second_delta_over_a_websocket() -> None:
-    """item/agentMessage/delta#2:delay=1s: the turn takes at least a second longer between
-    the first and second delta, and every frame still arrives exactly as recorded."""
+    """item/agentMessage/delta#2:delay=1s: the second delta comes at least a second after
+    the request that started the turn (the hold starts once the server had it), and every
+    frame still arrives exactly as recorded."""
     before = digest(TURN)
     fault_set = FaultSet.parse(["item/agentMessage/delta#2:delay=1s"])
     loop = asyncio.get_running_loop()
-    seen: list[tuple[float, bytes]] = []
+    seen: list[tuple[float, float, bytes]] = []  # sent: when the last client message went
+    sent = loop.time()
     exchange = live_exchange(load(TURN), 1)
     async with replay_server(TURN, rules=fault_set.rules) as url, connect(url) as ws:
         for expected, message in exchange:
             for _ in expected:
                 frame = await receive(ws)
-                seen.append((loop.time(), frame))
+                seen.append((sent, loop.time(), frame))
             if message is not None:
+                sent = loop.time()
                 await ws.send(message.decode())
-    assert [frame for _, frame in seen] == [f for expected, _ in exchange for f in expected]
-    times = [t for t, frame in seen if b'"item/agentMessage/delta"' in frame]
-    assert len(times) == 3 and times[1] - times[0] >= 1.0
-    assert b'"turn/completed"' in seen[-1][1]
+    assert [frame for *_, frame in seen] == [f for expected, _ in exchange for f in expected]
+    deltas = [(s, t) for s, t, frame in seen if b'"item/agentMessage/delta"' in frame]
+    assert len(deltas) == 3
+    started, second = deltas[1]
+    assert second - started >= 1.0
+    assert b'"turn/completed"' in seen[-1][2]
     assert fault_set.fired(fault_set.faults[0]) == 1
     assert digest(TURN) == before
 
