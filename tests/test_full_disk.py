@@ -167,3 +167,35 @@ def test_wrap_overwrite_on_a_full_disk(disk: Path, fake_codex: Path) -> None:
     assert (disk / "c.jsonl").read_bytes() == before
     kept = leftovers(disk)
     assert len(kept) == 1 and kept[0].startswith(".c.jsonl.") and kept[0] in stderr
+
+
+def test_wrap_on_a_read_only_folder(tmp_path: Path, fake_codex: Path) -> None:
+    """rpctape wrap with its cassette on a read-only file system (root ignores a folder's
+    mode, so a read-only mount): one error line naming the cassette and the reason, exit 74,
+    no traceback, the child never started."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+    else:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "proxy", "wrap", "--cassette", str(folder / "c.jsonl"),
+             "--", str(fake_codex), "app-server"],
+            input=orjson.dumps(INIT) + b"\n", capture_output=True, timeout=60, check=False,
+            cwd=ROOT,
+        )  # fmt: skip
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+    assert (done.returncode, done.stdout) == (WRITE_FAILED, b"")
+    reason = "Read-only file system (errno 30)" if os.geteuid() == 0 else "Permission denied"
+    (line,) = done.stderr.decode().splitlines()
+    assert line.startswith(f"rpctape: error: cannot write cassette {folder / 'c.jsonl'}: ")
+    assert reason in line
