@@ -1,2 +1,3 @@
-"""Legs, the bridge, the listener and the far sides of each mode: everything that
-touches a socket, a pipe or a child process."""
+"""The session layer and what it stands on: legs, the bridge, the listener, the far sides
+and the cassette on disk; everything that touches a socket, a pipe, a child process or a
+file being written."""
