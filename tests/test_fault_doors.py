@@ -342,6 +342,22 @@ async def test_a_delayed_answer_still_reaches_a_stdio_client_that_ended_its_inpu
     assert await run_stdio(standin, PING + b"\n", env) == (0, PONG + b"\n", "")
 
 
+async def test_a_delayed_frame_still_reaches_a_wrap_client_that_ended_its_input(
+    tmp_path: Path,
+) -> None:
+    """`rpctape wrap --fault x:delay=300ms -- cat` with the input given at once: the child's
+    echo is written 300 ms later, before stdout ends, and recorded as forwarded with its
+    delay. (It was neither written nor noted: the session closed the client first.)"""
+    cassette = tmp_path / "w.jsonl"
+    argv = [str(BIN / "rpctape"), "wrap", "--cassette", str(cassette), "--fault",
+            "x:delay=300ms", "--", "cat"]  # fmt: skip
+    note = b'{"method":"x"}'
+    assert await run_stdio(argv, note + b"\n", {}) == (0, note + b"\n", "")
+    (echo,) = [e for e in load(cassette).frames() if e["dir"] == "s2c"]
+    assert (echo["delay_ms"], echo.get("forwarded")) == (300, None)
+    assert [e for e in load(cassette).events if e["kind"] == "error"] == []
+
+
 # --- a bad spec, at every door -----------------------------------------------------------------
 
 BAD = [

@@ -486,6 +486,7 @@ class Session:
                 bridge.client.abort()  # drops what the client did not read
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(child.lost), DRAIN)
+        await self._held_sent(bridge)  # frames a delay holds for a client that still reads
         bridge.client.close(1000, "app-server exited")  # no-op if the bridge closed it
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(bridge.wait(), DRAIN if stopping else 5)
