@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
 import shlex
 import shutil
 import sys
@@ -19,17 +16,11 @@ from proxy.core.options import Door, parse_words
 from proxy.errors import UsageError
 from proxy.pytest_plugin import MARKER_OPTIONS, cassette_path, resolve_settings, standin_args
 from tests.helpers import C, S, fake_item, write_tape
+from tests.projects import INI, run_pytest, summary
 from tests.scripted_upstream import ScriptedUpstream
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = Path(__file__).resolve().parent / "plugin_examples"
-INI = """[pytest]
-asyncio_mode = auto
-asyncio_default_fixture_loop_scope = function
-filterwarnings = error
-addopts = --strict-markers -p no:cacheprovider
-timeout = 60
-"""
 
 
 def make_project(tmp_path: Path, example: str, ini_extra: str = "") -> Path:
@@ -39,32 +30,6 @@ def make_project(tmp_path: Path, example: str, ini_extra: str = "") -> Path:
     shutil.copy(EXAMPLES / f"{example}_example.py", tmp_path / f"test_{example}.py")
     (tmp_path / "cassettes").mkdir()
     return tmp_path
-
-
-async def run_pytest(
-    project: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[int, str]:
-    """Run `python -m pytest ARGS` in ``project`` (with ``env`` added); exit code and output."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        *args,
-        cwd=project,
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 90)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
-
-
-def summary(output: str) -> str:
-    """The counts of the last line: ``2 passed, 1 failed``."""
-    last = output.strip().splitlines()[-1]
-    return re.sub(r" in [\d.]+s.*$", "", last)
 
 
 async def test_replay_sync_async_strict_and_refusals(tmp_path: Path) -> None:

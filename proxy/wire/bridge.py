@@ -81,6 +81,8 @@ class Bridge:
         (a stdio door writes it on stderr before its stdout ends)."""
         self._held: dict[Leg, list[tuple[float, Message]]] = {client: [], server: []}
         self._timers: dict[Leg, asyncio.TimerHandle] = {}
+        self._nothing_held = asyncio.Event()
+        self._nothing_held.set()
         client.peer, server.peer = server, client
         self.done = asyncio.gather(client.lost, server.lost)
         """Resolved when both TCP connections are gone."""
@@ -216,6 +218,7 @@ class Bridge:
             return
         loop = asyncio.get_running_loop()
         held.append((loop.time() + delay_ms / 1000, message))
+        self._nothing_held.clear()
         if leg not in self._timers:
             self._schedule(leg)
 
@@ -232,6 +235,12 @@ class Bridge:
             self._note(f"{len(ready)} delayed frame(s) not delivered: {leg.name} closed")
         if held:
             self._schedule(leg)
+        elif not any(self._held.values()):
+            self._nothing_held.set()
+
+    async def held_sent(self) -> None:
+        """Until no delayed frame is held any more (each sent, or dropped with its leg)."""
+        await self._nothing_held.wait()
 
     def _undelivered(self, leg: Leg, seqs: list[int]) -> None:
         self._note(
@@ -256,18 +265,26 @@ class Bridge:
         self._closed_leg = leg
         self._record_close(leg)
         plan = leg.close_plan()
-        self._drop_held("closed first")
+        # A line client that ended its input still reads its output: the frames delayed
+        # towards it still go, as the replay still sends what it planned (docs/replay.md).
+        self._drop_held("closed first", keep=leg if leg.can_receive else None)
         assert leg.peer is not None
         if self.failure is None:
             leg.peer.close(plan.forward_code, plan.forward_reason)
 
-    def _drop_held(self, why: str) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        held = sum(len(queue) for queue in self._held.values())
-        for queue in self._held.values():
+    def _drop_held(self, why: str, keep: Leg | None = None) -> None:
+        """Drop the delayed frames (but those held for ``keep``)."""
+        held = 0
+        for leg, queue in self._held.items():
+            if leg is keep:
+                continue
+            timer = self._timers.pop(leg, None)
+            if timer is not None:
+                timer.cancel()
+            held += len(queue)
             queue.clear()
+        if not any(self._held.values()):
+            self._nothing_held.set()
         if held:
             self._note(f"{held} delayed frame(s) not delivered: {why}")
 

@@ -431,8 +431,10 @@ class Session:
             await self._drain_child(bridge, child)
         elif not server.lost.done():  # stopped from outside: drop what is left
             bridge.shutdown()
-        elif closes and grace > 0:
-            await asyncio.sleep(grace)  # the output ends after the reason
+        else:
+            await self._held_sent(bridge)  # a client that ended its input still reads
+            if closes and grace > 0:
+                await asyncio.sleep(grace)  # the output ends after the reason
         self.stdio_close = closes[0] if closes else None
         if bridge.failure is not None:
             self.failure = bridge.failure
@@ -444,6 +446,20 @@ class Session:
                 log.warning("the app-server exited with %d: the recording is not kept", status)
                 return False
         return True
+
+    async def _held_sent(self, bridge: Bridge) -> None:
+        """Until the frames a delay holds for the client are sent, the client is gone, or
+        the session is stopped."""
+        waits: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(bridge.held_sent()),
+            asyncio.ensure_future(asyncio.shield(bridge.client.lost)),
+            asyncio.ensure_future(self._stdio_stop.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def _stdio_write_failed(self, error: CassetteWriteError) -> None:
         """Nothing can be recorded any more: stop the child now, not after its grace."""
@@ -476,6 +492,7 @@ class Session:
                 bridge.client.abort()  # drops what the client did not read
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(child.lost), DRAIN)
+        await self._held_sent(bridge)  # frames a delay holds for a client that still reads
         bridge.client.close(1000, "app-server exited")  # no-op if the bridge closed it
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(bridge.wait(), DRAIN if stopping else 5)
