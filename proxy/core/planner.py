@@ -285,26 +285,22 @@ class ConnectionReplay:
         pace = None if self.options.pace.factor is None else self.options.pace
         for index in indices:
             item = items[index]
-            event = item.event
             data = item.data
             if item.answers is not None:  # a response or an error (RecordedConnection.build)
                 live_id = live_ids.get(item.answers)
                 if live_id is None:
                     self._deferred.append(index)
                     continue
-                data = live_id.put_into(data, event.get("msg"), item.id_slots)
+                data = _with_live_id(item, live_id)
             planned.add(index)
             delay = 0.0 if pace is None else pace.delay(item.gap)
-            out.append(Outgoing(data, event["kind"] == "text", delay, index))
+            out.append(Outgoing(data, item.text, delay, index))
         return out
 
     def _outgoing(self, item: Item, live_id: LiveId | None) -> Outgoing:
-        event = item.event
-        data = item.data
-        if live_id is not None:
-            data = live_id.put_into(data, event.get("msg"), item.id_slots)
+        data = item.data if live_id is None else _with_live_id(item, live_id)
         delay = self.options.pace.delay(item.gap)
-        return Outgoing(data, event["kind"] == "text", delay, item.index)
+        return Outgoing(data, item.text, delay, item.index)
 
     def _maybe_close(self) -> Close | None:
         """Once everything is replayed, close as the recorded server did (if it did)."""
@@ -446,3 +442,12 @@ class ConnectionReplay:
             misses=tuple(self._misses),
         )
 
+
+
+def _with_live_id(item: Item, live_id: LiveId) -> bytes:
+    """``item``'s reply carrying the live request's id (:meth:`LiveId.put_into`); the
+    recorded message is parsed only when the reply cannot simply be cut around its id."""
+    slots = item.id_slots
+    if live_id.text is not None and slots is not None:
+        return b"".join((slots[0], live_id.text, slots[1]))
+    return live_id.put_into(item.data, item.event.get("msg"), slots)
