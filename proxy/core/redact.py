@@ -196,8 +196,7 @@ class Redactor:
         # On the frame with ASCII case folded and "-" and "_" dropped, a secret key is a
         # plain literal in quotes followed by a colon (the empty key too: "-" normalises
         # to it). Keys outside ASCII are not looked for: a frame outside ASCII is walked.
-        keys = b"|".join(re.escape(k.encode()) for k in ascii_names)
-        object.__setattr__(self, "_probe", re.compile(rb'"(?:' + keys + rb')"\s*:'))
+        object.__setattr__(self, "_probe", re.compile(rb'"' + _trie(ascii_names) + rb'"\s*:'))
         object.__setattr__(self, "_non_ascii_keys", len(ascii_names) < len(names))
         escaped = any(not _ESCAPED.isdisjoint(key) for key in names)
         object.__setattr__(self, "_escaped_keys", escaped)
@@ -253,15 +252,23 @@ class Redactor:
             if found == _FOUND:
                 return True
         elif (  # the literal anchors of _VALUE_ANCHORS, unrolled: no generator per frame
+            # Each search is a pass over the frame; one for a single byte (memchr) is several
+            # times cheaper than one for a few, so an anchor holding a byte rare in JSON-RPC
+            # frames ("J", "K", "S", "_", a backslash) is looked for only where that byte is.
             b"sk-" in raw
-            or b"eyJ" in raw
-            or b"AKIA" in raw
-            or b"ASIA" in raw
+            or (b"J" in raw and b"eyJ" in raw)
+            or (b"K" in raw and b"AKIA" in raw)
+            or (b"S" in raw and b"ASIA" in raw)
             or b"earer" in raw
             or b"xox" in raw
-            or (b"gh" in raw and _GITHUB_ANCHOR.search(raw))
-            or b"github_pat_" in raw  # does not start with "gh"
-            or b"\\u" in raw  # an escape may hide a key or a credential: walk
+            or (
+                b"_" in raw
+                and (
+                    b"github_pat_" in raw  # does not start with "gh"
+                    or (b"gh" in raw and _GITHUB_ANCHOR.search(raw) is not None)
+                )
+            )
+            or (b"\\" in raw and b"\\u" in raw)  # an escape may hide a key or a credential
         ):
             return True
         if not raw.isascii() and (self._non_ascii_keys or (scan is None and _KELVIN in raw)):
@@ -273,7 +280,8 @@ class Redactor:
         if found == _NOTHING:
             return False
         # The probe starts with a quote, which keeps the regex engine's scan cheap; a plain
-        # alternation of the keys (no anchor) costs several times more on every frame.
+        # alternation of the keys (no anchor) costs several times more on every frame, and
+        # the keys as a trie (_trie) cost at each quote half what their list does.
         return self._probe.search(raw.translate(_FOLD, b"-_")) is not None
 
     def _extra_match(self, raw: bytes) -> bool:
@@ -445,6 +453,27 @@ class Redactor:
                 shown = self.redact_text(value)
             out[name] = f"{out[name]}, {shown}" if name in out else shown
         return out
+
+
+def _trie(words: Iterable[str]) -> bytes:
+    """A regex matching exactly ``words`` (ASCII), their common prefixes factored out:
+    ``access(?:keyid|token)`` instead of ``accesskeyid|accesstoken`` (the regex engine tries
+    the alternatives of a group one by one, so a trie fails sooner)."""
+    tree: dict[str, Any] = {}
+    for word in words:
+        node = tree
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}  # the end of a word
+
+    def emit(node: dict[str, Any]) -> bytes:
+        branches = [
+            b"" if char == "" else re.escape(char.encode()) + emit(rest)
+            for char, rest in sorted(node.items())
+        ]
+        return branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+
+    return emit(tree) if tree else b""
 
 
 def _mark(match: re.Match[str]) -> str:
