@@ -100,8 +100,10 @@ DEFAULT_VALUE_PATTERNS: tuple[str, ...] = (
 """Text shaped like a credential, redacted wherever it stands."""
 
 _VALUE_ANCHORS: tuple[bytes, ...] = (b"sk-", b"eyJ", b"AKIA", b"ASIA", b"earer", b"xox")
-_GITHUB_ANCHOR = re.compile(rb"gh[pousr]_")
-"""Literal bytes one of which every default value pattern contains (the fast pre-check)."""
+"""Literal bytes one of which every default value pattern contains (the fast pre-check),
+with :data:`_GITHUB_ANCHOR`."""
+_GITHUB_ANCHOR = re.compile(rb"g(?:h[pousr]_|ithub_pat_)")
+"""The GitHub tokens' anchors in one search (its literal prefix ``g`` keeps it one pass)."""
 
 _KELVIN = "\u212a".encode()
 """The only character outside ASCII whose lower case is ASCII (``"\u212a".lower() == "k"``):
@@ -254,20 +256,14 @@ class Redactor:
         elif (  # the literal anchors of _VALUE_ANCHORS, unrolled: no generator per frame
             # Each search is a pass over the frame; one for a single byte (memchr) is several
             # times cheaper than one for a few, so an anchor holding a byte rare in JSON-RPC
-            # frames ("J", "K", "S", "_", a backslash) is looked for only where that byte is.
+            # frames ("J", "K", "S", a backslash) is looked for only where that byte is.
             b"sk-" in raw
             or (b"J" in raw and b"eyJ" in raw)
             or (b"K" in raw and b"AKIA" in raw)
             or (b"S" in raw and b"ASIA" in raw)
             or b"earer" in raw
             or b"xox" in raw
-            or (
-                b"_" in raw
-                and (
-                    b"github_pat_" in raw  # does not start with "gh"
-                    or (b"gh" in raw and _GITHUB_ANCHOR.search(raw) is not None)
-                )
-            )
+            or _GITHUB_ANCHOR.search(raw) is not None
             or (b"\\" in raw and b"\\u" in raw)  # an escape may hide a key or a credential
         ):
             return True
