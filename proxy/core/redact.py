@@ -35,13 +35,32 @@ from ..errors import UsageError
 from . import pointer as _pointer
 from .jsonrpc import members, object_end
 
-try:  # optional (the ``fast`` extra): one SIMD pass for the pre-check, where it installs
-    import hyperscan
-except ImportError:  # pragma: no cover - the standard library's passes do the same work
-    hyperscan = None  # type: ignore[assignment]
+_hyperscan: Any = None
+"""The hyperscan module (the optional ``fast`` extra), imported by the first redactor that
+scans with it (:func:`_hyperscan_module`); ``False`` where it does not import."""
 
-HYPERSCAN = hyperscan is not None
-"""Whether the pre-check can scan with hyperscan (see :attr:`Redactor.fast`)."""
+
+def _hyperscan_module() -> Any:
+    """hyperscan, or ``None`` where it is not installed (imported once, when first needed:
+    a replay that redacts nothing never loads it)."""
+    global _hyperscan
+    if _hyperscan is None:
+        try:
+            import hyperscan
+        except ImportError:  # pragma: no cover - the standard library's passes do the same work
+            _hyperscan = False
+        else:
+            _hyperscan = hyperscan
+    return _hyperscan or None
+
+
+def __getattr__(name: str) -> Any:
+    """``HYPERSCAN``: whether the pre-check can scan with hyperscan (see
+    :attr:`Redactor.fast`), answered by importing it on first use."""
+    if name == "HYPERSCAN":
+        return _hyperscan_module() is not None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DEFAULT_KEYS: frozenset[str] = frozenset(
     {
@@ -208,7 +227,8 @@ class Redactor:
         object.__setattr__(self, "_extra_context", context)
         every = [*DEFAULT_VALUE_PATTERNS, *self.values]
         object.__setattr__(self, "_values", re.compile("|".join(f"(?:{p})" for p in every)))
-        scan = _Hyperscan(ascii_names) if HYPERSCAN and self.fast else None
+        fast = self.fast and _hyperscan_module() is not None
+        scan = _Hyperscan(ascii_names) if fast else None
         object.__setattr__(self, "_scan", scan)
 
     @classmethod
@@ -564,11 +584,11 @@ class _Hyperscan:
         local = self._local
         scratch = getattr(local, "scratch", None)
         if scratch is None:
-            scratch = local.scratch = hyperscan.Scratch(db)
+            scratch = local.scratch = _hyperscan.Scratch(db)
         seen: list[int] = []
         try:
             db.scan(raw, match_event_handler=_on_match, context=seen, scratch=scratch)
-        except hyperscan.ScanTerminated:
+        except _hyperscan.ScanTerminated:
             return _FOUND
         return _SEPARATED if seen else _NOTHING
 
@@ -593,6 +613,7 @@ def _hyperscan_database(keys: tuple[str, ...]) -> Any:
             rb"\\u", b"".join(b"\\x%02x" % c for c in _KELVIN)]  # fmt: skip
     secret = rb'"[-_]*(?:' + b"|".join(literal(k) for k in keys) + rb')[-_]*"\s*:'
     separated = rb'[-_][^"\\]*[^-_"\\][^"\\]*"\s*:'
+    hyperscan = _hyperscan_module()
     single, fold = hyperscan.HS_FLAG_SINGLEMATCH, hyperscan.HS_FLAG_CASELESS
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(

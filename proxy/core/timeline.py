@@ -11,12 +11,15 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-from rich.text import Text
 
 from ..errors import CassetteNotFound
 from .cassette import Cassette, Event, frame_of, parse_lines
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 HEADER_LINE = b'{"rpctape":1}\n'
 """A minimal header, to check an appended line with the cassette reader's own rules."""
@@ -157,6 +160,8 @@ KIND_STYLES = {
 def styled(row: Row, event: Event | None = None) -> Text:
     """:func:`format_row` in colour: arrows by direction, server requests yellow, errors red,
     what rules did in magenta brackets. Plain text when printed where colour is off."""
+    from rich.text import Text  # only where a timeline is printed in colour (~20 ms)
+
     text = Text()
     text.append(f"{row.t:9.3f} {row.conn:>3} ", style="dim")
     text.append(row.arrow, style="cyan" if row.arrow == ">" else "green")
