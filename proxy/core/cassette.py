@@ -308,7 +308,7 @@ def parse_lines(data: bytes, *, source: str = "<cassette>", path: Path | None = 
                 continue
             raise CassetteError(f"{source}:{number}: corrupt line ({exc})") from None
         seen = len(warnings)
-        checked = _check_event(event, line, _Where(source, number), warnings, last_t)
+        checked = _check_event(event, line, source, number, warnings, last_t)
         if checked is not None:
             keep(line if len(warnings) == seen else checked)
             last_t = checked["t"]
@@ -317,7 +317,7 @@ def parse_lines(data: bytes, *, source: str = "<cassette>", path: Path | None = 
         try:
             event = loads(torn_tail)
             tail_warnings: list[str] = []
-            checked = _check_event(event, torn_tail, where, tail_warnings, last_t)
+            checked = _check_event(event, torn_tail, where, None, tail_warnings, last_t)
         except (orjson.JSONDecodeError, CassetteError):
             warnings.append(
                 f"{where}: torn last line ({len(torn_tail)} bytes) ignored; "
@@ -329,18 +329,6 @@ def parse_lines(data: bytes, *, source: str = "<cassette>", path: Path | None = 
                 kept.append(torn_tail if not tail_warnings else checked)
             warnings.append(f"{source}: last line has no newline (kept)")
     return _migrate(Cassette(path, header, None, warnings, lines=kept), source)
-
-
-class _Where:
-    """``file:line`` for a message, formatted only if one is written (most lines need none)."""
-
-    __slots__ = ("number", "source")
-
-    def __init__(self, source: str, number: int) -> None:
-        self.source, self.number = source, number
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.number}"
 
 
 def _header(line: bytes, source: str) -> Event:
@@ -445,7 +433,7 @@ _FIELDS: dict[str, dict[str, tuple[Callable[[Any], bool], Any]]] = {
 
 
 def _check_event(
-    event: Any, line: bytes, where: str | _Where, warnings: list[str], last_t: float
+    event: Any, line: bytes, source: str, number: int | None, warnings: list[str], last_t: float
 ) -> Event | None:
     """Validate one event so that code reading it can trust every documented field's type.
 
@@ -454,47 +442,57 @@ def _check_event(
     skip (an unknown kind); repairs, with a warning, optional fields of the wrong type.
 
     Runs once per line of every cassette read: the usual case (``int``, ``float`` and
-    ``str`` as orjson reads them) is decided with exact type checks before the general ones.
+    ``str`` as orjson reads them) is decided with exact type checks before the general ones,
+    and the place (``source:number``, or ``source`` alone) is written only into a message.
     """
     if type(event) is not dict:
-        raise CassetteError(_NOT_AN_EVENT.format(where))
+        raise CassetteError(_NOT_AN_EVENT.format(_at(source, number)))
     seq, conn, kind = event.get("seq"), event.get("conn"), event.get("kind")
     if not (
         (type(seq) is int or _is_int(seq))
         and (type(conn) is int or _is_int(conn))
         and isinstance(kind, str)
     ):
-        raise CassetteError(_NOT_AN_EVENT.format(where))
+        raise CassetteError(_NOT_AN_EVENT.format(_at(source, number)))
     fields = _FIELDS.get(kind)
     if fields is None:
-        warnings.append(f"{where}: unknown event kind {kind!r} skipped")
+        warnings.append(f"{_at(source, number)}: unknown event kind {kind!r} skipped")
         return None
     if len(line) > _DEEP and line.count(b"[") + line.count(b"{") > _DEEP:
         try:
             orjson.dumps([[event]])
         except orjson.JSONEncodeError:
             raise CassetteError(
-                f"{where}: {kind} event nests too deep to be written back (orjson's limit)"
+                f"{_at(source, number)}: {kind} event nests too deep to be written back "
+                "(orjson's limit)"
             ) from None
     t = event.get("t")
     if (not (type(t) is float or type(t) is int) or not math.isfinite(t)) and (
         not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t)
     ):
-        warnings.append(f"{where}: {kind} event has no valid 't' (using {last_t})")
+        warnings.append(f"{_at(source, number)}: {kind} event has no valid 't' (using {last_t})")
         event["t"] = last_t
     if kind == "text" or kind == "binary":
-        _check_frame(event, kind, where, warnings)
+        _check_frame(event, kind, source, number, warnings)
     elif "dir" in event:  # only frames have a direction
-        warnings.append(f"{where}: {kind} event has an invalid 'dir' (ignored)")
+        warnings.append(f"{_at(source, number)}: {kind} event has an invalid 'dir' (ignored)")
         del event["dir"]
-    for name, (valid, default) in fields.items():
-        if name in event and not valid(event[name]):
-            warnings.append(f"{where}: {kind} event has an invalid {name!r} (ignored)")
-            if default is _DROP:
-                del event[name]
-            else:
-                event[name] = default
+    for name in fields:
+        if name in event:
+            valid, default = fields[name]
+            if not valid(event[name]):
+                where = _at(source, number)
+                warnings.append(f"{where}: {kind} event has an invalid {name!r} (ignored)")
+                if default is _DROP:
+                    del event[name]
+                else:
+                    event[name] = default
     return event
+
+
+def _at(source: str, number: int | None) -> str:
+    """``source:number`` (or ``source``) for a message about a line."""
+    return source if number is None else f"{source}:{number}"
 
 
 _NOT_AN_EVENT = (
@@ -503,11 +501,13 @@ _NOT_AN_EVENT = (
 )
 
 
-def _check_frame(event: Event, kind: str, where: str | _Where, warnings: list[str]) -> None:
+def _check_frame(
+    event: Event, kind: str, source: str, number: int | None, warnings: list[str]
+) -> None:
     """A frame event must say its direction and rebuild exactly; else the cassette is corrupt."""
     direction = event.get("dir")
     if direction != "c2s" and direction != "s2c":  # not "in DIRECTIONS": it may be unhashable
-        raise CassetteError(f'{where}: {kind} event needs \'dir\' "c2s" or "s2c"')
+        raise CassetteError(f'{_at(source, number)}: {kind} event needs \'dir\' "c2s" or "s2c"')
     if kind == "binary":
         b64 = event.get("b64")
         try:
@@ -516,24 +516,25 @@ def _check_frame(event: Event, kind: str, where: str | _Where, warnings: list[st
             base64.b64decode(b64, validate=True)
         except (ValueError, binascii.Error) as exc:
             raise CassetteError(
-                f"{where}: binary event has no valid base64 'b64' ({exc})"
+                f"{_at(source, number)}: binary event has no valid base64 'b64' ({exc})"
             ) from None
         return
     if "raw" in event:
         if not isinstance(event["raw"], str):
-            raise CassetteError(f"{where}: text event's 'raw' is not a string")
+            raise CassetteError(f"{_at(source, number)}: text event's 'raw' is not a string")
     elif "msg" not in event:
-        raise CassetteError(f"{where}: text event has neither 'raw' nor 'msg'")
+        raise CassetteError(f"{_at(source, number)}: text event has neither 'raw' nor 'msg'")
     if "delivered" in event:
         try:
             orjson.dumps(event["delivered"])
         except orjson.JSONEncodeError:
             raise CassetteError(
-                f"{where}: text event's 'delivered' cannot be written back"
+                f"{_at(source, number)}: text event's 'delivered' cannot be written back"
             ) from None
     mtype = event.get("type", _ABSENT)
     if mtype is not _ABSENT and (not isinstance(mtype, str) or mtype not in MESSAGE_TYPES):
         derived = parse(frame_of(event)).type.value
+        where = _at(source, number)
         warnings.append(f"{where}: text event has an invalid 'type' (derived: {derived})")
         event["type"] = derived
 
