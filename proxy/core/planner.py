@@ -201,10 +201,11 @@ class ConnectionReplay:
         self.received += 1
         for index in self._candidates():
             item = self.recorded.items[index]
-            assert item.frame is not None
-            if self._answer_state(item) is _Answer.OK and matches(
-                frame, item.frame, self.options.rules
-            ):
+            if self._answer_state(item) is not _Answer.OK:
+                continue
+            recorded = item.frame  # parsed from the cassette line each time: ask once
+            assert recorded is not None
+            if matches(frame, recorded, self.options.rules):
                 return self._on_match(index, frame)
         if self.options.allow_playback_repeats:
             repeat = self._repeatable(frame)
@@ -254,12 +255,11 @@ class ConnectionReplay:
             return None
         for index in sorted(self._matched, reverse=True):
             item = self.recorded.items[index]
-            assert item.frame is not None
             segment = self.recorded.segments[index]
             if (
                 item.type is MessageType.REQUEST
                 and not any(self.recorded.items[i].type is MessageType.REQUEST for i in segment)
-                and matches(frame, item.frame, self.options.rules)
+                and matches(frame, _client_frame(item), self.options.rules)
             ):
                 return index
         return None
@@ -369,8 +369,7 @@ class ConnectionReplay:
         scored: list[tuple[tuple[int, int, int, int, int], Candidate]] = []
         for index in self.recorded.client:
             item = self.recorded.items[index]
-            assert item.frame is not None
-            verdict = explain(frame, item.frame, self.options.rules)
+            verdict = explain(frame, _client_frame(item), self.options.rules)
             used = index in self._matched
             note = self._note(index, item, verdict, used, strict and index == nxt, nxt)
             failed = {f.matcher for f in verdict.failures}
@@ -451,3 +450,10 @@ def _with_live_id(item: Item, live_id: LiveId) -> bytes:
     if live_id.text is not None and slots is not None:
         return b"".join((slots[0], live_id.text, slots[1]))
     return live_id.put_into(item.data, item.event.get("msg"), slots)
+
+
+def _client_frame(item: Item) -> Frame:
+    """A recorded client frame, prepared for matching (parsed from its line: ask once)."""
+    frame = item.frame
+    assert frame is not None
+    return frame

@@ -16,7 +16,7 @@ import orjson
 
 from .cassette import Cassette, Event, frame_of
 from .ids import marked_id_slots
-from .jsonrpc import Direction, MessageType, id_key, id_slots
+from .jsonrpc import Direction, MessageType, id_key, id_slots, parse
 from .matching import Frame
 
 ANSWERS = frozenset({MessageType.RESPONSE, MessageType.ERROR})
@@ -41,6 +41,7 @@ class Item:
         "_event",
         "_frame",
         "_line",
+        "_marked",
         "answers",
         "direction",
         "gap",
@@ -93,6 +94,7 @@ class Item:
         self.answers = answers
         self._frame = frame
         self._data = data
+        self._marked = True  # not known: Frame.recorded reads the event's "redacted"
         if seq is None or text is None:
             known = self.event
             seq, text, name = known["seq"], known["kind"] == "text", _name(known, type)
@@ -117,9 +119,14 @@ class Item:
 
     @property
     def frame(self) -> Frame | None:
-        """Client frames only: prepared for matching."""
+        """Client frames only: prepared for matching (built each time it is asked for)."""
         if self._frame is not None or self.direction is not Direction.C2S:
             return self._frame
+        data = self._data
+        if data is not None and self.text and not self._marked:
+            # Frame.recorded of the event without parsing its line: the frame's parse is the
+            # recorded message (data is orjson's writing of it), and nothing in it is marked.
+            return Frame(data, True, parse(data))
         return Frame.recorded(self.event)
 
     @property
@@ -307,13 +314,15 @@ class _Builder:
         item.seq, item.text, item.name, item._cut = event["seq"], text, name, 0
         item._line, item._event = line, None if line is not None else event
         if client:
-            # Matching parses the line again when this frame is a candidate: keeping every
+            # Matching parses the frame when it is a candidate (Item.frame): keeping every
             # client frame parsed would hold the whole recording in memory as objects.
             frame = None if line is not None else Frame.recorded(event)
-            item._frame, item._data = frame, None if frame is None else frame.data
+            item._frame = frame
+            item._data = _frame_bytes(event) if frame is None else frame.data
+            item._marked = "redacted" in event
             self.client.append(index)
         else:
-            item._frame = None
+            item._frame, item._marked = None, "redacted" in event
             item._data = data = _frame_bytes(event)
             if answers is not None and "raw" not in event:  # then msg is a dict with an id
                 item._cut = _id_cut(msg, data)
