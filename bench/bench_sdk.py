@@ -14,6 +14,8 @@ deltas. Paths, alternating in each round, one warm-up round first:
 - ``replayed``: ``codex_bin=.venv/bin/rpctape-codex``, ``RPCTAPE_RECORD_MODE=none``, no
   codex and no backend reachable, replaying a cassette recorded at the start of the same run
   (``rpctape-codex`` in record mode ``once`` around the real codex);
+- ``floor``: ``codex_bin`` a short Python script (orjson, no asyncio, no matching) that writes
+  the recorded server messages after each line it reads: the least any Python stand-in does;
 - ``--also NAME=EXECUTABLE``: another stand-in build as ``codex_bin``, replaying the same
   cassette (e.g. a script running ``python -m proxy.codex.standin`` from another checkout).
 
@@ -52,6 +54,25 @@ ANSWER = (
     "as several deltas, the way a real turn streams its text to the SDK."
 )
 STANDIN = Path(sys.executable).with_name("rpctape-codex")
+FLOOR = """#!{python}
+import sys, orjson
+lines = open({cassette!r}, "rb").read().splitlines()[1:]
+frames = [e for e in map(orjson.loads, lines) if e["kind"] == "text"]
+out = sys.stdout.buffer
+def segment(i, live):
+    while i < len(frames) and frames[i]["dir"] == "s2c":
+        msg = frames[i]["msg"]
+        if frames[i].get("type") in ("response", "error"):
+            msg = {{**msg, "id": live}}
+        out.write(orjson.dumps(msg) + b"\\n")
+        i += 1
+    out.flush()
+    return i
+i = segment(0, None)
+for line in sys.stdin.buffer:
+    if line.strip():
+        i = segment(i + 1, orjson.loads(line).get("id"))
+"""
 
 
 def one_test(config: CodexConfig, workdir: Path) -> float:
@@ -106,6 +127,10 @@ async def main(argv: list[str] | None = None) -> None:
                 "live": live,
                 "replayed": standin(STANDIN, "none", tmp / "no-codex"),
             }
+            floor = tmp / "floor-codex"
+            floor.write_text(FLOOR.format(python=sys.executable, cassette=str(cassette)))
+            floor.chmod(0o755)
+            paths["floor"] = CodexConfig(codex_bin=str(floor), cwd=str(work), env=env)
             for spec in args.also:
                 name, _, executable = spec.partition("=")
                 paths[name] = standin(Path(executable), "none", tmp / "no-codex")
@@ -131,7 +156,7 @@ async def main(argv: list[str] | None = None) -> None:
               f"{max(values) * 1e3:.0f} | {statistics.median(ratios):.2f}x |")  # fmt: skip
     print()
     for name in paths:
-        if name == "live":
+        if name in ("live", "floor"):
             continue
         ratios = [a / b for a, b in zip(seconds[name], seconds["live"], strict=True)]
         got = statistics.median(ratios)
