@@ -1,8 +1,9 @@
 """Micro-benchmark of the per-frame work on the recording path: the redaction pre-check
 (``Redactor.might_redact``, with hyperscan where installed and with the standard library's
 passes), ``jsonrpc.parse``, and all of a frame's recording (``Recorder.record_frames``: parse,
-pairing, pre-check, the cassette line; no file), on a small notification and on 10 MiB frames
-of several shapes.
+pairing, pre-check, the cassette line; no file) with each pre-check (what a plain install and
+one with the ``fast`` extra do per frame), on a small notification and on 10 MiB frames of
+several shapes.
 
 Run from the repository root with the project's venv::
 
@@ -80,10 +81,13 @@ def main() -> None:
     if redact.HYPERSCAN:
         engines["hyperscan"] = Redactor()
     print(f"{'frame':24} {'bytes':>9} " + " ".join(f"{n + ' check':>16}" for n in engines)
-          + f" {'parse':>10} {'record':>10}")  # fmt: skip
-    recorder = Recorder(None)  # the default redactor: hyperscan where installed
-    conn = recorder.new_connection()
-    recorder.open(conn, path="/", headers=(), subprotocol=None, upstream="")
+          + f" {'parse':>10} " + " ".join(f"{n + ' record':>16}" for n in engines))  # fmt: skip
+    recorders = []
+    for redactor in engines.values():  # a whole frame's recording with each pre-check
+        recorder = Recorder(None, redactor)
+        conn = recorder.new_connection()
+        recorder.open(conn, path="/", headers=(), subprotocol=None, upstream="")
+        recorders.append((recorder, conn))
     for name, raw in frames(args.size).items():
         small = len(raw) < 1 << 16
         runs, inner, unit, scale = (7, 20000, "us", 1e6) if small else (5, 1, "ms", 1e3)
@@ -93,10 +97,12 @@ def main() -> None:
             check = functools.partial(redactor.might_redact, raw)
             cells.append(f"{best(check, runs, inner) * scale:13.2f} {unit}")
         took = best(functools.partial(parse, raw), runs, inner) * scale
-        record = functools.partial(recorder.record_frames, conn, Direction.S2C, [(True, raw)])
-        recorded = best(record, runs, inner) * scale
-        print(f"{name:24} {len(raw):9} " + " ".join(cells) + f" {took:7.2f} {unit}"
-              + f" {recorded:7.2f} {unit}")  # fmt: skip
+        records = []
+        for recorder, conn in recorders:
+            record = functools.partial(recorder.record_frames, conn, Direction.S2C, [(True, raw)])
+            records.append(f"{best(record, runs, inner) * scale:13.2f} {unit}")
+        print(f"{name:24} {len(raw):9} " + " ".join(cells) + f" {took:7.2f} {unit} "
+              + " ".join(records))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ Four paths carry the same workloads, side by side in one run:
   forwards to a file and parses nothing: the cost of one more Python process on the path, which
   no recording proxy in Python goes below (``--no-floor`` skips it);
 - ``--also NAME=CMD``: more recording proxies, each run as ``CMD record ...`` (another checkout's
-  rpctape, or this one on another event loop), to compare variants in the same run.
+  rpctape, or this one on another event loop), to compare variants in the same run;
+- ``--plain``: ``plain``, this checkout installed without extras (no hyperscan, no uvloop) in
+  ``bench/.venv-plain`` (built or refreshed first by ``bash bench/setup.sh plain``), beside
+  ``rpctape`` (the project's venv, with the ``fast`` extra).
 
 The upstream (``bench/upstream.py``), each proxy and this client are separate processes, so no
 two of them share an event loop. Workloads, each repeated ``--repeat`` times, median reported:
@@ -66,6 +69,10 @@ TARGET_VS_DIRECT = 0.7
 TARGET_VS_MITM = 15.0
 TARGET_ADDED_RTT_US = 60.0
 """Issue 9's targets: throughput against direct and mitmproxy, added median round trip."""
+TARGET_FAST = 0.6
+TARGET_PLAIN = 0.55
+"""Issue 18: throughput against direct with the ``fast`` extra and without (``--plain``)."""
+PLAIN_VENV = BENCH / ".venv-plain"
 
 
 # ---------------------------------------------------------------- processes
@@ -568,6 +575,24 @@ def ratio_lines(results: dict[str, PathResult]) -> list[str]:
             f"rpctape adds {added:.0f} us to the median round trip "
             f"({verdict} target <= {TARGET_ADDED_RTT_US:g} us)"
         )
+    for name, target, install in (
+        ("rpctape", TARGET_FAST, "fast"),
+        ("plain", TARGET_PLAIN, "plain"),
+    ):
+        path_rate = rate(name)
+        if path_rate is not None and direct is not None:
+            ratio = path_rate / direct
+            verdict = "meets" if ratio >= target else "MISSES"
+            # The same run of each path, one after the other: the ratio inside each repeat
+            # is the one a slow spell of a shared machine moves least.
+            runs = zip(results[name].streams, results["direct"].streams, strict=False)
+            per_run = [a.rate / b.rate for a, b in runs]
+            out.append(
+                f"{name} ({install} install) / direct throughput: {ratio:.2f} ({verdict} issue 18 "
+                f"target >= {target:g}); per repeat "
+                + ", ".join(f"{r:.2f}" for r in per_run)
+                + f" (median {_median(per_run):.2f})"
+            )
     for name in results:
         if name in ("direct", "rpctape", "mitmproxy"):
             continue
@@ -652,6 +677,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="one more recording proxy path: CMD is run with rpctape record's arguments\n"
         "(e.g. another checkout's rpctape, or the same with another event loop); repeatable",
     )
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="also this checkout installed without extras (bench/.venv-plain, refreshed first)",
+    )
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument(
         "--rpctape-cmd",
@@ -684,6 +714,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(line: str) -> None:
         print(f"# {line}", file=sys.stderr, flush=True)
+
+    if args.plain:
+        log("bench/.venv-plain: bash bench/setup.sh plain")
+        subprocess.run(["bash", str(BENCH / "setup.sh"), "plain"], check=True, stdout=sys.stderr)
+        args.also.insert(0, f"plain={PLAIN_VENV / 'bin' / 'rpctape'}")
 
     results: list[PathResult] = []
     cassette_report: CassetteReport | None = None

@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,16 +68,68 @@ def event_lines(events: Iterable[Event]) -> bytes:
     return b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
 
 
-@dataclass
 class Cassette:
-    """A loaded cassette: its header, its events in file order, and what the reader noticed."""
+    """A loaded cassette: its header, its events in file order, and what the reader noticed.
 
-    path: Path | None
-    header: Event
-    events: list[Event]
-    warnings: list[str] = field(default_factory=list)
-    original_version: int = CASSETTE_FORMAT_VERSION
-    """The format version the file was written in, before migration."""
+    A cassette read from a file keeps each checked line as its bytes, not as the parsed event
+    (a parsed event takes ten to twenty times its line's memory): :attr:`events` parses them
+    all on first use, :meth:`entries` one at a time without keeping them (what a replay's
+    preparation reads).
+    """
+
+    __slots__ = ("_events", "_lines", "header", "original_version", "path", "warnings")
+
+    def __init__(
+        self,
+        path: Path | None,
+        header: Event,
+        events: list[Event] | None = None,
+        warnings: list[str] | None = None,
+        original_version: int = CASSETTE_FORMAT_VERSION,
+        *,
+        lines: list[bytes | Event] | None = None,
+    ) -> None:
+        self.path = path
+        self.header = header
+        self.warnings: list[str] = [] if warnings is None else warnings
+        self.original_version = original_version
+        """The format version the file was written in, before migration."""
+        self._events = events if events is not None or lines is not None else []
+        self._lines = lines if events is None else None
+
+    def __repr__(self) -> str:
+        count = len(self._events if self._events is not None else self._lines or ())
+        return f"Cassette(path={self.path!r}, {count} event(s))"
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event, in file order (parsed from the kept lines on first use, then kept)."""
+        if self._events is None:
+            lines = self._lines or ()
+            self._events = [
+                orjson.loads(line) if isinstance(line, bytes) else line for line in lines
+            ]
+            self._lines = None
+        return self._events
+
+    @events.setter
+    def events(self, events: list[Event]) -> None:
+        self._events, self._lines = events, None
+
+    def entries(self) -> Iterator[tuple[bytes | None, Event]]:
+        """Each event with its line: ``(line, event)`` where the event is exactly
+        ``orjson.loads(line)`` (not kept: parse the line again for it), ``(None, event)``
+        for an event held as parsed (repaired when read, or built in code)."""
+        if self._lines is None:
+            for event in self.events:
+                yield None, event
+            return
+        loads = orjson.loads
+        for line in self._lines:
+            if isinstance(line, bytes):
+                yield line, loads(line)
+            else:
+                yield None, line
 
     def connections(self) -> list[int]:
         """Connection ids in order of first appearance."""
@@ -124,25 +175,31 @@ def parse_lines(data: bytes, *, source: str = "<cassette>", path: Path | None = 
         lines, torn_tail = [torn_tail], b""
     header = _header(lines[0], source)
     warnings: list[str] = []
-    events: list[Event] = []
+    # Each checked line is kept as its bytes (the event is orjson.loads of it, parsed again
+    # where needed); an event the check repaired (it always says so in a warning) is kept as
+    # the repaired dict.
+    kept: list[bytes | Event] = []
+    keep = kept.append
+    loads = orjson.loads
     last_t = 0.0
     for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
         try:
-            event = orjson.loads(line)
+            event = loads(line)
         except orjson.JSONDecodeError as exc:
+            if not line.strip():
+                continue
             raise CassetteError(f"{source}:{number}: corrupt line ({exc})") from None
-        checked = _check_event(event, line, f"{source}:{number}", warnings, last_t)
+        seen = len(warnings)
+        checked = _check_event(event, line, source, number, warnings, last_t)
         if checked is not None:
-            events.append(checked)
+            keep(line if len(warnings) == seen else checked)
             last_t = checked["t"]
     if torn_tail.strip():
         where = f"{source}:{len(lines) + 1}"
         try:
-            event = orjson.loads(torn_tail)
+            event = loads(torn_tail)
             tail_warnings: list[str] = []
-            checked = _check_event(event, torn_tail, where, tail_warnings, last_t)
+            checked = _check_event(event, torn_tail, where, None, tail_warnings, last_t)
         except (orjson.JSONDecodeError, CassetteError):
             warnings.append(
                 f"{where}: torn last line ({len(torn_tail)} bytes) ignored; "
@@ -151,9 +208,9 @@ def parse_lines(data: bytes, *, source: str = "<cassette>", path: Path | None = 
         else:
             warnings += tail_warnings
             if checked is not None:
-                events.append(checked)
+                kept.append(torn_tail if not tail_warnings else checked)
             warnings.append(f"{source}: last line has no newline (kept)")
-    return _migrate(Cassette(path, header, events, warnings), source)
+    return _migrate(Cassette(path, header, None, warnings, lines=kept), source)
 
 
 def _header(line: bytes, source: str) -> Event:
@@ -262,59 +319,81 @@ _FIELDS: dict[str, dict[str, tuple[Callable[[Any], bool], Any]]] = {
 
 
 def _check_event(
-    event: Any, line: bytes, where: str, warnings: list[str], last_t: float
+    event: Any, line: bytes, source: str, number: int | None, warnings: list[str], last_t: float
 ) -> Event | None:
     """Validate one event so that code reading it can trust every documented field's type.
 
     Raises :class:`CassetteError` (``file:line: ...``) for a line that is not an event or a
     frame that cannot be rebuilt; appends a warning and returns ``None`` for an event it can
     skip (an unknown kind); repairs, with a warning, optional fields of the wrong type.
+
+    Runs once per line of every cassette read: the usual case (``int``, ``float`` and
+    ``str`` as orjson reads them) is decided with exact type checks before the general ones,
+    and the place (``source:number``, or ``source`` alone) is written only into a message.
     """
-    if (
-        not isinstance(event, dict)
-        or not _is_int(event.get("seq"))
-        or not _is_int(event.get("conn"))
-        or not isinstance(event.get("kind"), str)
+    if type(event) is not dict:
+        raise CassetteError(_NOT_AN_EVENT.format(_at(source, number)))
+    seq, conn, kind = event.get("seq"), event.get("conn"), event.get("kind")
+    if not (
+        (type(seq) is int or _is_int(seq))
+        and (type(conn) is int or _is_int(conn))
+        and isinstance(kind, str)
     ):
-        raise CassetteError(
-            f"{where}: not a cassette event (needs integer 'seq' and 'conn' "
-            f"and a 'kind' among {sorted(EVENT_KINDS)})"
-        )
-    kind = event["kind"]
-    if kind not in EVENT_KINDS:
-        warnings.append(f"{where}: unknown event kind {kind!r} skipped")
+        raise CassetteError(_NOT_AN_EVENT.format(_at(source, number)))
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        warnings.append(f"{_at(source, number)}: unknown event kind {kind!r} skipped")
         return None
-    if line.count(b"[") + line.count(b"{") > _DEEP:
+    if len(line) > _DEEP and line.count(b"[") + line.count(b"{") > _DEEP:
         try:
             orjson.dumps([[event]])
         except orjson.JSONEncodeError:
             raise CassetteError(
-                f"{where}: {kind} event nests too deep to be written back (orjson's limit)"
+                f"{_at(source, number)}: {kind} event nests too deep to be written back "
+                "(orjson's limit)"
             ) from None
     t = event.get("t")
-    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t):
-        warnings.append(f"{where}: {kind} event has no valid 't' (using {last_t})")
+    if (not (type(t) is float or type(t) is int) or not math.isfinite(t)) and (
+        not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t)
+    ):
+        warnings.append(f"{_at(source, number)}: {kind} event has no valid 't' (using {last_t})")
         event["t"] = last_t
-    if kind in ("text", "binary"):
-        _check_frame(event, where, warnings)
+    if kind == "text" or kind == "binary":
+        _check_frame(event, kind, source, number, warnings)
     elif "dir" in event:  # only frames have a direction
-        warnings.append(f"{where}: {kind} event has an invalid 'dir' (ignored)")
+        warnings.append(f"{_at(source, number)}: {kind} event has an invalid 'dir' (ignored)")
         del event["dir"]
-    for name, (valid, default) in _FIELDS[kind].items():
-        if name in event and not valid(event[name]):
-            warnings.append(f"{where}: {kind} event has an invalid {name!r} (ignored)")
-            if default is _DROP:
-                del event[name]
-            else:
-                event[name] = default
+    for name in fields:
+        if name in event:
+            valid, default = fields[name]
+            if not valid(event[name]):
+                where = _at(source, number)
+                warnings.append(f"{where}: {kind} event has an invalid {name!r} (ignored)")
+                if default is _DROP:
+                    del event[name]
+                else:
+                    event[name] = default
     return event
 
 
-def _check_frame(event: Event, where: str, warnings: list[str]) -> None:
+def _at(source: str, number: int | None) -> str:
+    """``source:number`` (or ``source``) for a message about a line."""
+    return source if number is None else f"{source}:{number}"
+
+
+_NOT_AN_EVENT = (
+    "{}: not a cassette event (needs integer 'seq' and 'conn' "
+    f"and a 'kind' among {sorted(EVENT_KINDS)})"
+)
+
+
+def _check_frame(
+    event: Event, kind: str, source: str, number: int | None, warnings: list[str]
+) -> None:
     """A frame event must say its direction and rebuild exactly; else the cassette is corrupt."""
-    kind = event["kind"]
-    if not isinstance(event.get("dir"), str) or event["dir"] not in DIRECTIONS:
-        raise CassetteError(f'{where}: {kind} event needs \'dir\' "c2s" or "s2c"')
+    direction = event.get("dir")
+    if direction != "c2s" and direction != "s2c":  # not "in DIRECTIONS": it may be unhashable
+        raise CassetteError(f'{_at(source, number)}: {kind} event needs \'dir\' "c2s" or "s2c"')
     if kind == "binary":
         b64 = event.get("b64")
         try:
@@ -323,30 +402,36 @@ def _check_frame(event: Event, where: str, warnings: list[str]) -> None:
             base64.b64decode(b64, validate=True)
         except (ValueError, binascii.Error) as exc:
             raise CassetteError(
-                f"{where}: binary event has no valid base64 'b64' ({exc})"
+                f"{_at(source, number)}: binary event has no valid base64 'b64' ({exc})"
             ) from None
         return
-    if "raw" in event and not isinstance(event["raw"], str):
-        raise CassetteError(f"{where}: text event's 'raw' is not a string")
-    if "raw" not in event and "msg" not in event:
-        raise CassetteError(f"{where}: text event has neither 'raw' nor 'msg'")
+    if "raw" in event:
+        if not isinstance(event["raw"], str):
+            raise CassetteError(f"{_at(source, number)}: text event's 'raw' is not a string")
+    elif "msg" not in event:
+        raise CassetteError(f"{_at(source, number)}: text event has neither 'raw' nor 'msg'")
     if "delivered" in event:
         try:
             orjson.dumps(event["delivered"])
         except orjson.JSONEncodeError:
             raise CassetteError(
-                f"{where}: text event's 'delivered' cannot be written back"
+                f"{_at(source, number)}: text event's 'delivered' cannot be written back"
             ) from None
-    if "type" in event and (
-        not isinstance(event["type"], str) or event["type"] not in MESSAGE_TYPES
-    ):
+    mtype = event.get("type", _ABSENT)
+    if mtype is not _ABSENT and (not isinstance(mtype, str) or mtype not in MESSAGE_TYPES):
         derived = parse(frame_of(event)).type.value
+        where = _at(source, number)
         warnings.append(f"{where}: text event has an invalid 'type' (derived: {derived})")
         event["type"] = derived
 
 
+_ABSENT = object()
+
+
 def _migrate(cassette: Cassette, source: str) -> Cassette:
     version = cassette.original_version = cassette.header["rpctape"]
+    if version >= CASSETTE_FORMAT_VERSION:
+        return cassette  # the lines stay lines: nothing to migrate
     header, events = cassette.header, cassette.events
     while version < CASSETTE_FORMAT_VERSION:
         step = MIGRATIONS.get(version)

@@ -201,10 +201,11 @@ class ConnectionReplay:
         self.received += 1
         for index in self._candidates():
             item = self.recorded.items[index]
-            assert item.frame is not None
-            if self._answer_state(item) is _Answer.OK and matches(
-                frame, item.frame, self.options.rules
-            ):
+            if self._answer_state(item) is not _Answer.OK:
+                continue
+            recorded = item.frame  # parsed from the cassette line each time: ask once
+            assert recorded is not None
+            if matches(frame, recorded, self.options.rules):
                 return self._on_match(index, frame)
         if self.options.allow_playback_repeats:
             repeat = self._repeatable(frame)
@@ -254,12 +255,11 @@ class ConnectionReplay:
             return None
         for index in sorted(self._matched, reverse=True):
             item = self.recorded.items[index]
-            assert item.frame is not None
             segment = self.recorded.segments[index]
             if (
                 item.type is MessageType.REQUEST
                 and not any(self.recorded.items[i].type is MessageType.REQUEST for i in segment)
-                and matches(frame, item.frame, self.options.rules)
+                and matches(frame, _client_frame(item), self.options.rules)
             ):
                 return index
         return None
@@ -285,26 +285,22 @@ class ConnectionReplay:
         pace = None if self.options.pace.factor is None else self.options.pace
         for index in indices:
             item = items[index]
-            event = item.event
             data = item.data
             if item.answers is not None:  # a response or an error (RecordedConnection.build)
                 live_id = live_ids.get(item.answers)
                 if live_id is None:
                     self._deferred.append(index)
                     continue
-                data = live_id.put_into(data, event.get("msg"), item.id_slots)
+                data = _with_live_id(item, live_id)
             planned.add(index)
             delay = 0.0 if pace is None else pace.delay(item.gap)
-            out.append(Outgoing(data, event["kind"] == "text", delay, index))
+            out.append(Outgoing(data, item.text, delay, index))
         return out
 
     def _outgoing(self, item: Item, live_id: LiveId | None) -> Outgoing:
-        event = item.event
-        data = item.data
-        if live_id is not None:
-            data = live_id.put_into(data, event.get("msg"), item.id_slots)
+        data = item.data if live_id is None else _with_live_id(item, live_id)
         delay = self.options.pace.delay(item.gap)
-        return Outgoing(data, event["kind"] == "text", delay, item.index)
+        return Outgoing(data, item.text, delay, item.index)
 
     def _maybe_close(self) -> Close | None:
         """Once everything is replayed, close as the recorded server did (if it did)."""
@@ -373,8 +369,7 @@ class ConnectionReplay:
         scored: list[tuple[tuple[int, int, int, int, int], Candidate]] = []
         for index in self.recorded.client:
             item = self.recorded.items[index]
-            assert item.frame is not None
-            verdict = explain(frame, item.frame, self.options.rules)
+            verdict = explain(frame, _client_frame(item), self.options.rules)
             used = index in self._matched
             note = self._note(index, item, verdict, used, strict and index == nxt, nxt)
             failed = {f.matcher for f in verdict.failures}
@@ -446,3 +441,19 @@ class ConnectionReplay:
             misses=tuple(self._misses),
         )
 
+
+
+def _with_live_id(item: Item, live_id: LiveId) -> bytes:
+    """``item``'s reply carrying the live request's id (:meth:`LiveId.put_into`); the
+    recorded message is parsed only when the reply cannot simply be cut around its id."""
+    slots = item.id_slots
+    if live_id.text is not None and slots is not None:
+        return b"".join((slots[0], live_id.text, slots[1]))
+    return live_id.put_into(item.data, item.event.get("msg"), slots)
+
+
+def _client_frame(item: Item) -> Frame:
+    """A recorded client frame, prepared for matching (parsed from its line: ask once)."""
+    frame = item.frame
+    assert frame is not None
+    return frame

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .cassette import Cassette
 from .dialect import NEUTRAL, Dialect
@@ -17,7 +18,7 @@ from .jsonrpc import Direction
 from .matching import Frame, Rules, explain, matches
 from .ordering import Ordering
 from .planner import ConnectionReplay, ReplayOptions
-from .recorded import RecordedConnection, recorded_connections
+from .recorded import Item, RecordedConnection, recorded_connections
 from .replay_report import ConnectionReport, Miss, ReplayReport, Unused
 
 VARYING_HEADERS = frozenset(
@@ -116,6 +117,13 @@ def fit(
     return Fit(recorded.conn, first_miss, name, path, len(differing), differences, "; ".join(why))
 
 
+def _for_ordering(item: Item) -> tuple[int, bool, Any, Any, str]:
+    """What :meth:`Ordering.build` reads of a recorded frame (its event parsed once)."""
+    event = item.event
+    msg, response_to = event.get("msg"), event.get("response_to")
+    return item.seq, item.direction is Direction.C2S, msg, response_to, item.describe()
+
+
 class ReplaySession:
     """Pairs live connections with recorded ones, keeps the order across them, gathers the
     report.
@@ -136,22 +144,7 @@ class ReplaySession:
         # asks (Ordering.independent), so its messages are not listed for it.
         ordered = self.recorded if len(self.recorded) > 1 else []
         self.ordering = Ordering.build(
-            (
-                (
-                    r.conn,
-                    [
-                        (
-                            item.seq,
-                            item.direction is Direction.C2S,
-                            item.event.get("msg"),
-                            item.event.get("response_to"),
-                            item.describe(),
-                        )
-                        for item in r.items
-                    ],
-                )
-                for r in ordered
-            ),
+            ((r.conn, [_for_ordering(item) for item in r.items]) for r in ordered),
             options.order,
         )
         self._claimed: set[int] = set()

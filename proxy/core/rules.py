@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import functools
 import logging
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import orjson
 
 from ..errors import UsageError
@@ -128,7 +128,15 @@ class RuleFailure(Exception):
 # --- rules ------------------------------------------------------------------------------
 
 
-_VALIDATOR = jsonschema.Draft202012Validator(RULE_SCHEMA)
+
+
+@functools.cache
+def _validator() -> Any:
+    """The validator of :data:`RULE_SCHEMA`, made when the first rule is: jsonschema and
+    what it imports take ~60 ms, which a replay or a recording without rules never pays."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(RULE_SCHEMA)
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,7 +181,7 @@ class Rule:
                         f"rule {self.name!r}: {name} {value!r} is not one of: {valid}"
                     ) from None
         object.__setattr__(self, "remove", tuple(self.remove))
-        errors = sorted(_VALIDATOR.iter_errors(self.as_dict()), key=lambda e: list(e.path))
+        errors = sorted(_validator().iter_errors(self.as_dict()), key=lambda e: list(e.path))
         if errors:
             where = "/".join(str(p) for p in errors[0].path) or "(rule)"
             raise RuleError(f"rule {self.name!r}: {where}: {errors[0].message}")
@@ -208,7 +216,7 @@ class Rule:
     def from_dict(cls, data: dict[str, Any], source: str = "<rules>") -> Rule:
         """Validate one rule table and build it; :class:`RuleError` names what is wrong."""
         name = data.get("name", "?")
-        errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: list(e.path))
+        errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.path))
         if errors:
             where = "/".join(str(p) for p in errors[0].path) or "(rule)"
             raise RuleError(f"{source}: rule {name!r}: {where}: {errors[0].message}")

@@ -9,13 +9,15 @@ import base64
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich.text import Text
 
 from .cassette import Cassette, Event, frame_of
 from .dialect import VERSION_FIELD, RecordedVersion
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 HEADER_LINE = b'{"rpctape":1}\n'
 """A minimal header, to check an appended line with the cassette reader's own rules."""
@@ -184,6 +186,8 @@ KIND_STYLES = {
 def styled(row: Row, event: Event | None = None) -> Text:
     """:func:`format_row` in colour: arrows by direction, server requests yellow, errors red,
     what rules did in magenta brackets. Plain text when printed where colour is off."""
+    from rich.text import Text  # only where a timeline is printed in colour (~20 ms)
+
     text = Text()
     text.append(f"{row.t:9.3f} {row.conn:>3} ", style="dim")
     text.append(row.arrow, style="cyan" if row.arrow == ">" else "green")

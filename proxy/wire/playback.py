@@ -17,14 +17,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from websockets.frames import CloseCode
-
 from ..core.close import Close
 from ..core.jsonrpc import Message
 from ..core.matching import Frame
 from ..core.ordering import Ordering
 from ..core.planner import ConnectionReplay, Outgoing, Step
-from .legs import ClosePlan, Leg, Party
+from .legs import NORMAL_CLOSURE, ClosePlan, Leg, Party
 
 log = logging.getLogger("rpctape.replay")
 
@@ -113,7 +111,7 @@ class RecordedLeg(Leg):
         if self._plan is not None:
             return self._plan
         reason = "replay ended"
-        return ClosePlan(Party.SERVER, None, reason, CloseCode.NORMAL_CLOSURE, reason)
+        return ClosePlan(Party.SERVER, None, reason, NORMAL_CLOSURE, reason)
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -248,7 +246,7 @@ class RecordedLeg(Leg):
             self._plan = ClosePlan(Party.SERVER, close.code, close.reason, close.code, close.reason)
         elif self._plan is None:
             reason = "replay ended"
-            self._plan = ClosePlan(Party.CLIENT, None, reason, CloseCode.NORMAL_CLOSURE, reason)
+            self._plan = ClosePlan(Party.CLIENT, None, reason, NORMAL_CLOSURE, reason)
         self._input_done = True
         self._queue.clear()
         if self._timer is not None:
