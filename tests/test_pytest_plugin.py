@@ -289,7 +289,8 @@ def test_marker_options_become_rpctape_args_and_rules(tmp_path: Path) -> None:
 def fake_item(folder: Path, mark: pytest.Mark) -> pytest.Item:
     """Enough of a pytest item for resolve_settings: a path, a marker, an empty config."""
     ini = {"rpctape_cassette_dir": "cassettes", "rpctape_record_mode": "none",
-           "rpctape_strict": False, "rpctape_upstream": "", "rpctape_codex_version": ""}  # fmt: skip
+           "rpctape_strict": False, "rpctape_upstream": "",
+           "rpctape_codex_version": ""}  # fmt: skip
     config = SimpleNamespace(getini=ini.__getitem__, getoption=lambda name: None)
     return cast(
         pytest.Item,
