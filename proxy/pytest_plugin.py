@@ -483,7 +483,7 @@ def _start(item: pytest.Item, resolved: TestSettings) -> RpctapeSession:
             validator=_validator(settings),
         )  # fmt: skip
         background = BackgroundServer(server)
-        url = background.start()
+        url = background.start(START_TIMEOUT + settings.lock_timeout)  # it may wait its turn
     except BaseException:
         if command is not None:
             command.stop()

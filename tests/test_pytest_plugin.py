@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -10,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -54,13 +55,19 @@ async def run_pytest(
         "-q",
         *args,
         cwd=project,
-        env={**os.environ, **(env or {})},
+        env={**_outer_environment(), **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 90)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
+
+
+def _outer_environment() -> dict[str, str]:
+    """This process's environment without what pytest-xdist sets in a worker (the inner
+    pytest is a run of its own, whether or not this suite runs in workers)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
 
 
 def summary(output: str) -> str:
@@ -299,3 +306,143 @@ def fake_item(folder: Path, mark: pytest.Mark) -> pytest.Item:
             get_closest_marker=lambda name: mark,
         ),
     )  # fmt: skip
+
+
+def fake_codex(project: Path) -> Path:
+    """An executable in ``project`` that runs tests/fake_codex.py (the real codex to record
+    through)."""
+    real = project / "real-codex"
+    real.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests" / "fake_codex.py"} "$@"\n')
+    real.chmod(0o755)
+    return real
+
+
+AGENT = "p/0.171.0 (Linux; x86_64) (p; 1)"
+WS_HEADER = {"rpctape": 1, "tool": "rpctape 0.1.0", "upstream": "UPSTREAM",
+             "transport": "websocket", "meta": {}, "codex": "0.171.0"}  # fmt: skip
+CODEX_HEADER = {"rpctape": 1, "tool": "rpctape 0.1.0", "upstream": "stdio:REAL app-server "
+                "--listen stdio://", "transport": "stdio", "meta": {"client_transport": "stdio"},
+                "codex": "0.171.0"}  # fmt: skip
+THREAD = {"method": "thread/started", "params": {"thread": {"cliVersion": "0.171.0"}}}
+
+
+def ws_lines(word: str) -> list[dict[str, object]]:
+    """Every line of a websocket test's cassette (parallel_example.py), without times."""
+    note = {"type": "notification", "method": "thread/started", "msg": THREAD}
+    echoed = {"type": "invalid", "raw": word}
+    return [
+        WS_HEADER,
+        {"seq": 1, "conn": 1, "kind": "open", "path": "/", "subprotocol": None,
+         "upstream": "UPSTREAM/", "transport": "websocket", "client_transport": "websocket"},
+        {"seq": 2, "conn": 1, "kind": "text", "dir": "c2s", **note},
+        {"seq": 3, "conn": 1, "kind": "text", "dir": "s2c", **note},
+        {"seq": 4, "conn": 1, "kind": "text", "dir": "c2s", **echoed},
+        {"seq": 5, "conn": 1, "kind": "text", "dir": "s2c", **echoed},
+        {"seq": 6, "conn": 1, "kind": "close", "by": "client", "code": 1000, "reason": "",
+         "leg": "client", "forwarded": {"code": 1000, "reason": ""}},
+    ]  # fmt: skip
+
+
+def codex_lines(what: str) -> list[dict[str, object]]:
+    """Every line of a stand-in test's cassette (parallel_example.py), without times."""
+    def text(seq: int, direction: str, kind: str, msg: dict[str, object],
+             **more: object) -> dict[str, object]:  # fmt: skip
+        spaced = json.dumps(msg)  # the client and fake_codex.py write JSON with spaces
+        return {"seq": seq, "conn": 1, "kind": "text", "dir": direction, "type": kind, **more,
+                "raw": spaced, "msg": msg}  # fmt: skip
+
+    init = {"id": 1, "method": "initialize", "params": {"clientInfo": {"name": "p"}}}
+    answer = {"id": 1, "result": {"userAgent": AGENT,
+                                  "argv": ["app-server", "--listen", "stdio://"]}}  # fmt: skip
+    closed = {"code": 1000, "reason": "the client closed its input"}
+    return [
+        CODEX_HEADER,
+        {"seq": 1, "conn": 1, "kind": "open", "path": "", "subprotocol": None,
+         "upstream": "stdio:REAL app-server --listen stdio://", "transport": "stdio",
+         "client_transport": "stdio"},
+        text(2, "c2s", "request", init, method="initialize"),
+        text(3, "s2c", "response", answer, response_to="initialize"),
+        text(4, "c2s", "request", {"id": 2, "method": "ask", "params": what}, method="ask"),
+        text(5, "s2c", "request", {"id": "s1", "method": "approve", "params": {"what": what}},
+             method="approve"),
+        text(6, "c2s", "response", {"id": "s1", "result": {"decision": "accept"}},
+             response_to="approve"),
+        text(7, "s2c", "response", {"id": 2, "result": {"decision": "accept"}},
+             response_to="ask"),
+        {"seq": 8, "conn": 1, "kind": "close", "by": "client", "code": None,
+         "reason": "the client closed its input", "leg": "client", "forwarded": closed},
+        {"seq": 9, "conn": 1, "kind": "close", "by": "proxy", "code": 1000,
+         "reason": "the client closed its input", "leg": "server", "forwarded": closed,
+         "exit_code": 0},
+    ]  # fmt: skip
+
+
+PARALLEL_CASSETTES = {
+    "codex-1.jsonl": codex_lines("codex 1"), "codex-2.jsonl": codex_lines("codex 2"),
+    "codex-3.jsonl": codex_lines("codex 3"), "shared-codex.jsonl": codex_lines("shared"),
+    "shared-ws.jsonl": ws_lines("shared"), "ws-1.jsonl": ws_lines("ws 1"),
+    "ws-2.jsonl": ws_lines("ws 2"), "ws-3.jsonl": ws_lines("ws 3"),
+}  # fmt: skip
+
+
+def cassette_lines(folder: Path, upstream: str, real: Path) -> dict[str, list[dict[str, object]]]:
+    """Every line of every file in ``folder`` (hidden ones too), without what differs from
+    run to run: times, the creation date, a websocket client's headers, the upstream's port
+    and the real codex's path."""
+    found = {}
+    for path in sorted(folder.iterdir()):
+        lines = []
+        for raw in path.read_bytes().splitlines():
+            line = json.loads(raw)
+            for volatile in ("t", "created", "headers"):
+                line.pop(volatile, None)
+            for key in ("upstream",):
+                if isinstance(line.get(key), str):
+                    line[key] = line[key].replace(upstream, "UPSTREAM").replace(str(real), "REAL")
+            lines.append(line)
+        found[path.name] = lines
+    return found
+
+
+async def test_parallel_workers_record_then_replay_both_fixtures(tmp_path: Path) -> None:
+    """pytest -n 4 over ten tests on both fixtures (parallel_example.py; the websocket ones
+    record from tests/scripted_upstream.py, the stand-in ones through tests/fake_codex.py),
+    two pairs sharing a cassette and asking for it at once: recording, each pair's cassette
+    is written by one worker while the other waits its turn and replays it; every cassette
+    is whole, line by line, with no lock or temporary file left. Replaying with -n 4 passes
+    the same and changes no byte; one worker records the same cassettes."""
+    async def run(project: Path, *args: str) -> tuple[int, str, dict[str, dict[str, Any]]]:
+        meet, done = project / "meet", project / "results"
+        for folder in (meet, done):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+        env = {"PARALLEL_MEET": str(meet), "PARALLEL_RESULTS": str(done),
+               "FAKE_CODEX_USER_AGENT": AGENT}  # fmt: skip
+        code, out = await run_pytest(project, *args, env=env)
+        return code, out, {p.stem: json.loads(p.read_text()) for p in sorted(done.iterdir())}
+
+    project = make_project(tmp_path / "parallel", "parallel")
+    single = make_project(tmp_path / "single", "parallel")
+    real, single_real = fake_codex(project), fake_codex(single)
+    async with ScriptedUpstream() as upstream:
+        record = ("--rpctape-record-mode=once", "-o", f"rpctape_upstream={upstream.url}")
+        code, out, did = await run(project, "-n", "4", *record, "-o", f"rpctape_codex={real}")
+        assert (code, summary(out)) == (0, "10 passed"), out
+        recorded = cassette_lines(project / "cassettes", upstream.url, real)
+        code, out, alone = await run(
+            single, "-p", "no:xdist", *record, "-o", f"rpctape_codex={single_real}"
+        )
+        assert (code, summary(out)) == (0, "10 passed"), out
+        assert cassette_lines(single / "cassettes", upstream.url, single_real) == recorded
+    assert recorded == PARALLEL_CASSETTES
+    for pair in ("shared_ws", "shared_codex"):
+        assert sorted((did[f"test_{pair}_{n}"]["plan"], did[f"test_{pair}_{n}"]["waited"])
+                      for n in ("first", "second")) == [("record", False), ("replay", True)]
+    assert sorted(entry["plan"] for entry in alone.values()) == ["record"] * 8 + ["replay"] * 2
+    before = {p.name: p.read_bytes() for p in (project / "cassettes").iterdir()}
+    code, out, did = await run(
+        project, "-n", "4", "--rpctape-record-mode=none", "-o", f"rpctape_codex={tmp_path / 'no'}"
+    )
+    assert (code, summary(out)) == (0, "10 passed"), out
+    assert [entry["plan"] for entry in did.values()] == ["replay"] * 10
+    assert {p.name: p.read_bytes() for p in (project / "cassettes").iterdir()} == before

@@ -220,14 +220,14 @@ class Session:
         start = loop.time()
         for pause in pauses():
             if lock.try_acquire():
-                break
+                return
             if self.waited == 0.0:
                 log.info("waiting for %s, recording %s", lock.holder(), self.path)
-            self.waited = loop.time() - start
-            if self.waited >= timeout:
+            left = timeout - (loop.time() - start)
+            if left <= 0:
                 raise lock.timed_out(timeout)
-            await asyncio.sleep(min(pause, timeout - self.waited))
-        self.waited = loop.time() - start
+            await asyncio.sleep(min(pause, left))
+            self.waited = loop.time() - start
 
     async def _prepare(self) -> Plan:
         """Decide the plan from the record mode and load the cassette (once)."""
