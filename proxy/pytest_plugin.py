@@ -239,10 +239,7 @@ def resolve_settings(item: pytest.Item, door: Door = Door.FIXTURE) -> TestSettin
             f"unknown @pytest.mark.rpctape option(s) {', '.join(unknown)}; "
             f"valid: {', '.join(sorted(MARKER_OPTIONS))}"
         )
-    folder = Path(str(config.getini("rpctape_cassette_dir")))
-    if not folder.is_absolute():
-        folder = Path(str(item.path)).parent / folder
-    cassette = cassette_path(folder, kwargs.pop("cassette", None) or default_cassette_name(item))
+    folder, cassette = cassette_of(item, kwargs.pop("cassette", None))
     kwargs["record_mode"] = (
         config.getoption("rpctape_record_mode")
         or kwargs.get("record_mode")
@@ -266,6 +263,15 @@ def resolve_settings(item: pytest.Item, door: Door = Door.FIXTURE) -> TestSettin
     except UsageError as exc:
         raise UsageError(f"@pytest.mark.rpctape: {exc}") from None
     return TestSettings(cassette, settings, kwargs, folder)
+
+
+def cassette_of(item: pytest.Item, name: str | None) -> tuple[Path, Path]:
+    """The cassette folder of ``item`` and its cassette there (``name``, else the default
+    name)."""
+    folder = Path(str(item.config.getini("rpctape_cassette_dir")))
+    if not folder.is_absolute():
+        folder = Path(str(item.path)).parent / folder
+    return folder, cassette_path(folder, name or default_cassette_name(item))
 
 
 def _without_command(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -761,6 +767,37 @@ class Findings:
     unused: tuple[str, ...] | None = None
     """``None`` without ``--rpctape-unused``."""
     unplayed: tuple[Unplayed, ...] = ()
+
+
+FIXTURES = frozenset({"rpctape", "rpctape_url", "rpctape_codex"})
+"""The fixtures that serve a test its cassette."""
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every selected test that asks for a cassette claims it (``--rpctape-unused``)."""
+    _claim(session.config, session.items)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Deselected tests (``-k``, ``-m``) claim their cassettes too: they are not unused."""
+    if items:
+        _claim(items[0].config, items)
+
+
+def _claim(config: pytest.Config, items: list[pytest.Item]) -> None:
+    usage = config.stash.get(_USAGE, None)
+    if usage is None:
+        return
+    for item in items:
+        if not FIXTURES & set(getattr(item, "fixturenames", ())):
+            continue
+        marker = item.get_closest_marker(MARKER)
+        name = marker.kwargs.get("cassette") if marker is not None else None
+        try:
+            folder, cassette = cassette_of(item, name if isinstance(name, str) else None)
+        except UsageError:
+            continue  # the test itself says why
+        usage.claim(_key(folder), _key(cassette))
 
 
 @pytest.hookimpl(optionalhook=True)

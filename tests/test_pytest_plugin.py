@@ -446,3 +446,116 @@ async def test_parallel_workers_record_then_replay_both_fixtures(tmp_path: Path)
     assert (code, summary(out)) == (0, "10 passed"), out
     assert [entry["plan"] for entry in did.values()] == ["replay"] * 10
     assert {p.name: p.read_bytes() for p in (project / "cassettes").iterdir()} == before
+
+
+def with_codex(path: Path, version: str) -> Path:
+    """Say in a cassette's header which codex made it."""
+    head, rest = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(json.dumps({**json.loads(head), "codex": version}).encode() + b"\n" + rest)
+    return path
+
+
+def usage_project(tmp_path: Path, ini: str = "") -> Path:
+    """usage_example.py with its cassettes: two.jsonl (two connections, one played),
+    ws.jsonl and codex.jsonl (made by codex 0.169.0), two.jsonl (by 0.171.0), two cassettes
+    no test uses (one in a subfolder) and rpctape's own hidden files (not cassettes)."""
+    project = make_project(tmp_path, "usage", ini)
+    folder = project / "cassettes"
+    with_codex(write_tape(folder / "two.jsonl", [(C, "a"), (S, "b")], [(C, "c"), (S, "d")]),
+               "0.171.0")  # fmt: skip
+    for name in ("ws.jsonl", "codex.jsonl"):
+        with_codex(write_tape(folder / name, [(C, "a"), (S, "b")]), "0.169.0")
+    (folder / "sub").mkdir()
+    for name in ("orphan.jsonl", "sub/orphan.jsonl", ".hidden.jsonl", ".ws.jsonl.lock"):
+        write_tape(folder / name, [(C, "x"), (S, "y")])
+    return project
+
+
+UNUSED = """\
+=================================== rpctape ====================================
+2 cassette(s) no test used:
+  cassettes/orphan.jsonl
+  cassettes/sub/orphan.jsonl
+1 cassette(s) with recorded connections never played:
+  cassettes/two.jsonl: recorded connection(s) 2 never played
+"""
+
+
+async def test_unused_cassettes_and_connections_are_reported_or_fail(tmp_path: Path) -> None:
+    """--rpctape-unused=report lists the cassettes of the served folder no test used and the
+    recorded connections never played (hidden files are rpctape's own, not cassettes);
+    =fail makes the exit status 1, with pytest -n 4 as well (the workers' ledgers merged);
+    a deselected test's cassette is not unused; without the option nothing is said."""
+    project = usage_project(tmp_path)
+    code, out = await run_pytest(project)
+    assert (code, summary(out)) == (0, "3 passed"), out
+    assert "= rpctape =" not in out, out
+    code, out = await run_pytest(project, "--rpctape-unused=report")
+    assert (code, summary(out)) == (0, "3 passed"), out
+    assert UNUSED in out, out
+    code, out = await run_pytest(project, "--rpctape-unused=fail", "-n", "4")
+    assert (code, summary(out)) == (1, "3 passed"), out
+    assert UNUSED in out, out
+    (project / "cassettes" / "orphan.jsonl").unlink()
+    shutil.rmtree(project / "cassettes" / "sub")
+    code, out = await run_pytest(project, "--rpctape-unused=fail", "-k", "not test_two")
+    assert (code, summary(out)) == (0, "2 passed, 1 deselected"), out
+    assert (
+        "=================================== rpctape ====================================\n"
+        "every cassette of the served cassette folders was used, every recorded connection "
+        "played\n"
+    ) in out, out  # a deselected test's cassette is not unused
+
+
+def stale_line(project: Path, name: str) -> str:
+    return (
+        f"{project / 'cassettes' / name} was recorded with codex 0.169.0 (header), not 0.171.0 "
+        "(the pinned version): re-record it (rpctape verify --update) or pin the version it "
+        "was made with"
+    )
+
+
+async def test_stale_cassettes_are_listed_or_fail_their_tests(tmp_path: Path) -> None:
+    """rpctape_codex_version pinned: the cassettes replayed on either fixture that another
+    codex made are listed at the end (warn, the default; under pytest -n 2 too), or fail
+    their tests with the cassette, its version and the pinned one (--rpctape-stale=fail)."""
+    project = usage_project(tmp_path, "rpctape_codex_version = 0.171.0\n")
+    listed = (
+        "=================================== rpctape ====================================\n"
+        "2 replayed cassette(s) recorded with another codex than 0.171.0 "
+        "(rpctape_codex_version):\n"
+        f"  {stale_line(project, 'codex.jsonl')}\n"
+        f"  {stale_line(project, 'ws.jsonl')}\n"
+    )
+    for args in ((), ("-n", "2")):
+        code, out = await run_pytest(project, *args)
+        assert (code, summary(out)) == (0, "3 passed"), out
+        assert listed in out, out
+    code, out = await run_pytest(project, "--rpctape-stale=fail")
+    assert (code, summary(out)) == (1, "1 failed, 1 passed, 1 error"), out
+    assert f"_\nrpctape: {stale_line(project, 'ws.jsonl')}\n" in out, out
+    assert f"_\nrpctape-codex: {stale_line(project, 'codex.jsonl')}\n" in out, out
+    assert "= rpctape =" not in out, out  # failed, not listed
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("-o", "rpctape_codex_version=latest"),
+         "ini rpctape_codex_version: invalid codex version 'latest'; give one such as 0.171.0"),
+        (("-o", "rpctape_codex_version=0.171.0", "--rpctape-stale=maybe"),
+         "invalid stale action (--rpctape-stale) 'maybe'; valid values: warn, fail"),
+        (("--rpctape-stale=fail",),
+         "--rpctape-stale says what replaying a cassette recorded with another codex does: set "
+         "the ini option rpctape_codex_version to the version the project is pinned to"),
+        (("--rpctape-unused=loud",),
+         "invalid --rpctape-unused action 'loud'; valid values: report, fail"),
+    ],
+)  # fmt: skip
+async def test_bad_end_of_run_options_stop_pytest(
+    tmp_path: Path, args: tuple[str, ...], error: str
+) -> None:
+    """A bad pinned version, stale action or unused action stops pytest at once (exit 4)."""
+    project = make_project(tmp_path, "modes")
+    code, out = await run_pytest(project, *args)
+    assert (code, f"ERROR: {error}" in out) == (4, True), out

@@ -1,11 +1,13 @@
 """Which cassettes a test run used: the ledger behind ``pytest --rpctape-unused`` and the
 stale-cassette summary.
 
-Pure code. Each fixture notes what it served (:meth:`Usage.served`): the cassette, the folder
-it was looked up in, the recorded connections its replay played, whether it recorded, and why
-the cassette is stale (``--codex-version``). Parallel workers each keep a ledger and hand it
-over as JSON (:meth:`Usage.to_json`, :meth:`Usage.merge`); the run's end compares the merged
-ledger with the cassettes of the folders (:meth:`Usage.unused`, :meth:`Usage.unplayed`).
+Pure code. Each test of the run that asks for a cassette claims it, whether it runs, is
+skipped or is deselected (:meth:`Usage.claim`); each fixture notes what it served
+(:meth:`Usage.served`): the cassette, the folder it was looked up in, the recorded connections
+its replay played, whether it recorded, and why the cassette is stale (``--codex-version``).
+Parallel workers each keep a ledger and hand it over as JSON (:meth:`Usage.to_json`,
+:meth:`Usage.merge`); the run's end compares the merged ledger with the cassettes of the
+folders (:meth:`Usage.unused`, :meth:`Usage.unplayed`).
 """
 
 from __future__ import annotations
@@ -45,9 +47,17 @@ class Usage:
     """The cassettes a run's fixtures served, and the folders they were served from."""
 
     folders: set[str] = field(default_factory=set)
+    claimed: set[str] = field(default_factory=set)
+    """Cassettes a test of the run names (run, skipped or deselected)."""
     cassettes: dict[str, CassetteUse] = field(default_factory=dict)
+    """Cassettes a fixture served, and what it did with them."""
     stale: dict[str, str] = field(default_factory=dict)
     """Stale cassettes (``--codex-version``): the cassette and why, once each."""
+
+    def claim(self, folder: str, cassette: str) -> None:
+        """A test of the run names ``cassette`` (looked up in ``folder``)."""
+        self.folders.add(folder)
+        self.claimed.add(cassette)
 
     def served(
         self,
@@ -59,7 +69,7 @@ class Usage:
         stale: str = "",
     ) -> None:
         """A fixture served ``cassette`` (looked up in ``folder``)."""
-        self.folders.add(folder)
+        self.claim(folder, cassette)
         use = self.cassettes.setdefault(cassette, CassetteUse())
         use.played.update(played)
         use.recorded = use.recorded or recorded
@@ -70,6 +80,7 @@ class Usage:
         """The ledger as JSON-able values (what a parallel worker sends its controller)."""
         return {
             "folders": sorted(self.folders),
+            "claimed": sorted(self.claimed),
             "cassettes": {
                 name: {"played": sorted(use.played), "recorded": use.recorded}
                 for name, use in sorted(self.cassettes.items())
@@ -80,6 +91,7 @@ class Usage:
     def merge(self, data: Mapping[str, Any]) -> None:
         """Add a ledger given as :meth:`to_json` made it (a worker's)."""
         self.folders.update(data.get("folders", ()))
+        self.claimed.update(data.get("claimed", ()))
         for name, use in data.get("cassettes", {}).items():
             mine = self.cassettes.setdefault(name, CassetteUse())
             mine.played.update(use["played"])
@@ -88,8 +100,8 @@ class Usage:
             self.stale.setdefault(name, why)
 
     def unused(self, listed: Iterable[str]) -> list[str]:
-        """The cassettes of ``listed`` (the served folders' cassettes) no fixture served."""
-        return [name for name in listed if name not in self.cassettes]
+        """The cassettes of ``listed`` (the folders' cassettes) no test of the run names."""
+        return [name for name in listed if name not in self.claimed]
 
     def unplayed(self, connections: Callable[[str], Iterable[int]]) -> list[Unplayed]:
         """Cassettes replayed (and not recorded into) during the run whose recorded
