@@ -9,6 +9,7 @@ import re
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -293,27 +294,34 @@ def test_two_standins_recording_one_cassette_take_turns(tmp_path: Path, fake_cod
         "RPCTAPE_REPORT": str(report), "FAKE_CODEX_USER_AGENT": "t/0.171.0 (Linux) (t; 1)",
     }  # fmt: skip
     answer = {"id": 1, "result": {"userAgent": "t/0.171.0 (Linux) (t; 1)", "argv": APP_SERVER}}
-    with _start(tmp_path, env) as first, _start(tmp_path, env) as second:
+    with _start(tmp_path, env) as first:
         assert first.stdin is not None and first.stdout is not None
-        assert second.stdin is not None and second.stdout is not None
         first.stdin.write(lines(INIT).encode())
         first.stdin.flush()
-        assert json.loads(first.stdout.readline()) == answer
-        second.stdin.write(lines(INIT).encode())
-        second.stdin.flush()
-        assert not _readable(second, 0.5)  # waiting for the first one's recording
-        first.stdin.close()
-        assert first.wait(30) == 0
-        assert _readable(second, 30)
-        assert json.loads(second.stdout.readline()) == answer
-        second.stdin.close()
-        assert second.wait(30) == 0
-        assert first.stderr is not None and second.stderr is not None
-        assert (first.stderr.read(), second.stderr.read()) == (b"", b"")
+        assert json.loads(first.stdout.readline()) == answer  # it holds the lock now
+        log = tmp_path / "second.log"
+        with _start(tmp_path, {**env, "RPCTAPE_LOG": str(log)}) as second:
+            assert second.stdin is not None and second.stdout is not None
+            second.stdin.write(lines(INIT).encode())
+            second.stdin.flush()
+            deadline = time.monotonic() + 30
+            while "waiting for" not in (log.read_text() if log.exists() else ""):
+                assert time.monotonic() < deadline, "the second rpctape-codex never waited"
+                time.sleep(0.02)
+            assert not _readable(second, 0.2)  # waiting for the first one's recording
+            first.stdin.close()
+            assert first.wait(30) == 0
+            assert _readable(second, 30)
+            assert json.loads(second.stdout.readline()) == answer
+            second.stdin.close()
+            assert second.wait(30) == 0
+            assert first.stderr is not None and second.stderr is not None
+            assert (first.stderr.read(), second.stderr.read()) == (b"", b"")
     sessions = [json.loads(x) for x in report.read_text().splitlines()]
     assert [(s["plan"], s["kept"], s["played"], s["exit"]) for s in sessions] == [
         ("record", True, [], 0), ("replay", False, [1], 0),
     ]  # fmt: skip
+    assert "waited " in sessions[1]["report"]
     assert load(cassette).header["codex"] == "0.171.0"
     assert [json.loads(frame_of(e)) for e in load(cassette).frames()] == [INIT, answer]
     assert os.listdir(cassette.parent) == ["s.jsonl"]
