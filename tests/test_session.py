@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from proxy.codex.dialect import CODEX
 from proxy.core.cassette import frame_of, load
 from proxy.core.modes import Plan
-from proxy.errors import CassetteLocked, StaleCassette
+from proxy.errors import CassetteLocked, StaleCassette, UsageError
 from proxy.wire.session import Session
 from proxy.wire.store import CassetteLock
 from tests.helpers import C, S, write_tape
@@ -210,3 +210,23 @@ async def test_a_cassette_from_another_codex_warns_or_is_refused(tmp_path: Path)
         await fine.start()
         await fine.close()
         assert fine.stale is None
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"stale": "fail"}, "stale= says what replaying a cassette recorded with another codex "
+         "than codex_version= does: add codex_version="),
+        ({"codex_version": "latest"}, "invalid codex version 'latest'; give one such as 0.171.0"),
+        ({"codex_version": "0.171.0", "stale": "loud"},
+         "invalid stale action 'loud'; valid values: warn, fail"),
+        ({"lock_timeout": 0}, "invalid --lock-timeout 0.0; give a number of seconds above 0"),
+    ],
+)  # fmt: skip
+def test_the_new_options_are_checked(
+    tmp_path: Path, options: dict[str, object], error: str
+) -> None:
+    """The pinned version, the stale action and the lock timeout, refused with the reason."""
+    with pytest.raises(UsageError) as caught:
+        Session(tmp_path / "c.jsonl", **options)
+    assert str(caught.value) == error
