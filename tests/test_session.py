@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from proxy.codex.dialect import CODEX
 from proxy.core.cassette import frame_of, load
 from proxy.core.modes import Plan
+from proxy.core.options import Door, Settings
 from proxy.errors import CassetteLocked, StaleCassette, UsageError
 from proxy.wire.session import Session
 from proxy.wire.store import CassetteLock
@@ -228,5 +229,5 @@ def test_the_new_options_are_checked(
 ) -> None:
     """The pinned version, the stale action and the lock timeout, refused with the reason."""
     with pytest.raises(UsageError) as caught:
-        Session(tmp_path / "c.jsonl", **options)
+        Settings.resolve(Door.LIBRARY, options)
     assert str(caught.value) == error
