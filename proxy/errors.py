@@ -51,3 +51,12 @@ class CassetteWriteError(RpctapeError, OSError):
         self.errno = cause.errno
         self.path = path
         self.cause = cause
+
+
+class CassetteLocked(RpctapeError, TimeoutError):
+    """Another session is recording the cassette, for longer than this one may wait."""
+
+
+class StaleCassette(RpctapeError, ValueError):
+    """The cassette was recorded with another codex than the one the project is pinned to
+    (``--codex-version`` with ``--stale fail``)."""

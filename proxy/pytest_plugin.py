@@ -5,6 +5,12 @@ Registered through the ``pytest11`` entry point as ``rpctape``. A test asks for 
 ``@pytest.mark.rpctape(cassette="name.jsonl", record_mode="none", ...)``. The replay server
 runs in a background thread with its own event loop, so the fixture works the same for sync
 and async tests. See docs/replay.md for every option.
+
+At the end of the run the plugin can say which cassettes of the folders it served no test
+used, and which recorded connections no test played (``--rpctape-unused``), and which
+replayed cassettes were recorded with another codex than the project's
+(``rpctape_codex_version``, ``--rpctape-stale``). Under pytest-xdist each worker keeps its
+own ledger (:class:`~proxy.core.usage.Usage`) and hands it to the controller when it ends.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import logging
 import os
 import re
@@ -32,11 +39,15 @@ import orjson
 import pytest
 
 from .codex.dialect import CODEX
-from .core.modes import RecordMode, parse_mode
+from .core.cassette import load
+from .core.modes import Plan, RecordMode, Stale, parse_mode
 from .core.options import SPECS, Door, Settings, to_words
+from .core.recorded import recorded_connections
 from .core.replay_report import ReplayReport
-from .errors import RpctapeError, UsageError
+from .core.usage import Unplayed, Usage
+from .errors import CassetteError, RpctapeError, UsageError
 from .wire.session import Session
+from .wire.store import cassette_files, restore
 
 MARKER = "rpctape"
 MARKER_OPTIONS = frozenset({"cassette", *SPECS})
@@ -51,6 +62,20 @@ STOP_GRACE = 10.0
 _LISTENING = re.compile(r"listening on:? (wss?://[\w.:\[\]/-]+)")
 
 _SESSION = pytest.StashKey["RpctapeSession"]()
+_USAGE = pytest.StashKey[Usage]()
+_FINDINGS = pytest.StashKey["Findings"]()
+WORKER_KEY = "rpctape_usage"
+"""The key of a pytest-xdist worker's ledger in its ``workeroutput``."""
+
+
+class UnusedAction(enum.StrEnum):
+    """``--rpctape-unused``: what the end of the run does with unused cassettes and
+    recorded connections never played."""
+
+    REPORT = "report"
+    """List them in the terminal summary."""
+    FAIL = "fail"
+    """List them, and make the run's exit status 1 when there are any."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -88,6 +113,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=False,
     )
+    parser.addini(
+        "rpctape_codex_version",
+        "the codex version the project is pinned to (e.g. 0.171.0): replaying a cassette "
+        "recorded with another one warns, or fails with --rpctape-stale=fail",
+        default="",
+    )
+    group.addoption(
+        "--rpctape-stale",
+        dest="rpctape_stale",
+        default=None,
+        metavar="ACTION",
+        help="a replayed cassette recorded with another codex than rpctape_codex_version: "
+        "warn (listed at the end; the default) or fail (the test fails)",
+    )
+    group.addoption(
+        "--rpctape-unused",
+        dest="rpctape_unused",
+        default=None,
+        metavar="ACTION",
+        help="at the end, list the cassettes of the served cassette folders no test used and "
+        "the recorded connections never played: report, or fail (exit status 1)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -99,15 +146,41 @@ def pytest_configure(config: pytest.Config) -> None:
         "faults, redact_keys, redact_values, ...): serve a cassette through the rpctape_url or "
         "rpctape_codex fixture (rpctape plugin; docs/replay.md)",
     )
-    for value, what in (
-        (config.getoption("rpctape_record_mode"), "--rpctape-record-mode"),
-        (config.getini("rpctape_record_mode"), "ini rpctape_record_mode"),
-    ):
-        if value is not None:
-            try:
+    try:
+        for value, what in (
+            (config.getoption("rpctape_record_mode"), "--rpctape-record-mode"),
+            (config.getini("rpctape_record_mode"), "ini rpctape_record_mode"),
+        ):
+            if value is not None:
                 parse_mode(RecordMode, value, f"record mode ({what})")
-            except UsageError as exc:
-                raise pytest.UsageError(str(exc)) from None
+        _check_pins(config)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_USAGE] = Usage()
+
+
+def _check_pins(config: pytest.Config) -> None:
+    """``rpctape_codex_version``, ``--rpctape-stale`` and ``--rpctape-unused``, checked."""
+    pinned = str(config.getini("rpctape_codex_version")).strip()
+    if pinned:
+        parse = SPECS["codex_version"].parse
+        assert parse is not None
+        try:
+            parse(pinned)
+        except UsageError as exc:
+            raise UsageError(f"ini rpctape_codex_version: {exc}") from None
+    stale = config.getoption("rpctape_stale")
+    if stale is not None:
+        parse_mode(Stale, stale, "stale action (--rpctape-stale)")
+        if not pinned:
+            raise UsageError(
+                "--rpctape-stale says what replaying a cassette recorded with another codex "
+                "does: set the ini option rpctape_codex_version to the version the project "
+                "is pinned to"
+            )
+    unused = config.getoption("rpctape_unused")
+    if unused is not None:
+        parse_mode(UnusedAction, unused, "--rpctape-unused action")
 
 
 # --- settings --------------------------------------------------------------------------------
@@ -121,6 +194,8 @@ class TestSettings:
     settings: Settings
     given: dict[str, Any]
     """What the marker and the ini gave, by option name (the stand-in gets them as words)."""
+    folder: Path
+    """The cassette folder the cassette was looked up in (``--rpctape-unused`` walks it)."""
 
     @property
     def record_mode(self) -> RecordMode:
@@ -164,10 +239,7 @@ def resolve_settings(item: pytest.Item, door: Door = Door.FIXTURE) -> TestSettin
             f"unknown @pytest.mark.rpctape option(s) {', '.join(unknown)}; "
             f"valid: {', '.join(sorted(MARKER_OPTIONS))}"
         )
-    folder = Path(str(config.getini("rpctape_cassette_dir")))
-    if not folder.is_absolute():
-        folder = Path(str(item.path)).parent / folder
-    cassette = cassette_path(folder, kwargs.pop("cassette", None) or default_cassette_name(item))
+    folder, cassette = cassette_of(item, kwargs.pop("cassette", None))
     kwargs["record_mode"] = (
         config.getoption("rpctape_record_mode")
         or kwargs.get("record_mode")
@@ -175,6 +247,9 @@ def resolve_settings(item: pytest.Item, door: Door = Door.FIXTURE) -> TestSettin
     )
     if kwargs.get("strict") is None:
         kwargs["strict"] = bool(config.getini("rpctape_strict"))
+    if kwargs.get("codex_version") is None:
+        kwargs["codex_version"] = str(config.getini("rpctape_codex_version")).strip() or None
+    kwargs["stale"] = config.getoption("rpctape_stale") or kwargs.get("stale")
     mode = parse_mode(RecordMode, kwargs["record_mode"], "record mode")
     if door is Door.FIXTURE:
         if not mode.records(cassette.is_file()):
@@ -187,7 +262,16 @@ def resolve_settings(item: pytest.Item, door: Door = Door.FIXTURE) -> TestSettin
         settings = Settings.resolve(door, _without_command(kwargs))
     except UsageError as exc:
         raise UsageError(f"@pytest.mark.rpctape: {exc}") from None
-    return TestSettings(cassette, settings, kwargs)
+    return TestSettings(cassette, settings, kwargs, folder)
+
+
+def cassette_of(item: pytest.Item, name: str | None) -> tuple[Path, Path]:
+    """The cassette folder of ``item`` and its cassette there (``name``, else the default
+    name)."""
+    folder = Path(str(item.config.getini("rpctape_cassette_dir")))
+    if not folder.is_absolute():
+        folder = Path(str(item.path)).parent / folder
+    return folder, cassette_path(folder, name or default_cassette_name(item))
 
 
 def _without_command(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -366,6 +450,11 @@ class RpctapeSession:
     upstream: UpstreamCommand | None = None
 
     @property
+    def plan(self) -> Plan | None:
+        """What the session did: replay, record, or both (``new_episodes``)."""
+        return self.server.server.plan
+
+    @property
     def report(self) -> ReplayReport:
         """What was not replayed and every miss (so far, or final after the test)."""
         return self.server.server.report
@@ -380,8 +469,7 @@ class RpctapeSession:
         return self.report
 
 
-def _start(item: pytest.Item) -> RpctapeSession:
-    resolved = resolve_settings(item)
+def _start(item: pytest.Item, resolved: TestSettings) -> RpctapeSession:
     settings = resolved.settings
     command: UpstreamCommand | None = None
     upstream = resolved.given.get("upstream")
@@ -401,7 +489,7 @@ def _start(item: pytest.Item) -> RpctapeSession:
             validator=_validator(settings),
         )  # fmt: skip
         background = BackgroundServer(server)
-        url = background.start()
+        url = background.start(START_TIMEOUT + settings.lock_timeout)  # it may wait its turn
     except BaseException:
         if command is not None:
             command.stop()
@@ -424,14 +512,19 @@ def rpctape(request: pytest.FixtureRequest) -> Iterator[RpctapeSession]:
     """Serve the test's cassette (see ``@pytest.mark.rpctape``); stopped after the test."""
     item = request.node
     assert isinstance(item, pytest.Item)
+    resolved: TestSettings | None = None
     try:
-        session = _start(item)
+        resolved = resolve_settings(item)
+        session = _start(item, resolved)
     except (RpctapeError, FileNotFoundError) as exc:
         problem = f"rpctape: {exc}"
     else:
         problem = ""
     if problem:
+        if resolved is not None:
+            _note(item.config, resolved)
         pytest.fail(problem, pytrace=False)  # outside the except block: no chained traceback
+    assert resolved is not None
     item.stash[_SESSION] = session
     replay_log = logging.getLogger("rpctape.replay")
     replay_log.addFilter(_in_the_report)
@@ -442,6 +535,33 @@ def rpctape(request: pytest.FixtureRequest) -> Iterator[RpctapeSession]:
         session.finish(passed=False)
         replay_log.removeFilter(_in_the_report)
         del item.stash[_SESSION]
+        server = session.server.server
+        _note(
+            item.config, resolved, played=session.report.played,
+            recorded=server.plan not in (None, Plan.REPLAY), stale=server.stale or "",
+        )  # fmt: skip
+
+
+def _note(
+    config: pytest.Config,
+    resolved: TestSettings,
+    *,
+    played: tuple[int, ...] | list[int] = (),
+    recorded: bool = False,
+    stale: str = "",
+) -> None:
+    """Add what a fixture served to the run's ledger."""
+    usage = config.stash.get(_USAGE, None)
+    if usage is not None:
+        usage.served(
+            _key(resolved.folder), _key(resolved.cassette),
+            played=played, recorded=recorded, stale=stale,
+        )  # fmt: skip
+
+
+def _key(path: Path) -> str:
+    """How the ledger names a file or folder: its resolved path."""
+    return str(path.resolve())
 
 
 def _in_the_report(record: logging.LogRecord) -> bool:
@@ -509,6 +629,7 @@ class CodexStandin:
     report_file: Path
     _backup: bytes | None = None
     _existed: bool = False
+    _lock_timeout: float = 120.0
 
     @property
     def argv(self) -> list[str]:
@@ -534,13 +655,11 @@ class CodexStandin:
         return ""
 
     def finish(self, *, passed: bool) -> None:
-        """A recording made by a failed test is not kept (the old cassette comes back)."""
-        if passed or not self.record_mode.records(self._existed):
+        """A recording a stand-in of a failed test kept is undone: the cassette as it was
+        when the test started comes back (atomically, under the cassette's lock)."""
+        if passed or not any(session.get("kept") for session in self.sessions()):
             return
-        if self._backup is not None:
-            self.cassette.write_bytes(self._backup)
-        elif not self._existed:
-            self.cassette.unlink(missing_ok=True)
+        restore(self.cassette, self._backup, timeout=self._lock_timeout)
 
 
 _CODEX = pytest.StashKey[CodexStandin]()
@@ -585,6 +704,7 @@ def rpctape_codex(
         report,
         settings.cassette.read_bytes() if existed and settings.record_mode.records(True) else None,
         existed,
+        settings.settings.lock_timeout,
     )
     settings.cassette.parent.mkdir(parents=True, exist_ok=True)
     item.stash[_CODEX] = standin
@@ -592,6 +712,13 @@ def rpctape_codex(
         yield standin
     finally:
         del item.stash[_CODEX]
+        sessions = standin.sessions()
+        _note(
+            item.config, settings,
+            played=[n for s in sessions for n in s.get("played", ())],
+            recorded=any(s["plan"] in (Plan.RECORD.value, Plan.EPISODES.value) for s in sessions),
+            stale=next((s["stale"] for s in sessions if s.get("stale")), ""),
+        )  # fmt: skip
 
 
 # --- after the test body ---------------------------------------------------------------------
@@ -627,3 +754,128 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         if problem:
             pytest.fail(problem, pytrace=False)
     return result
+
+
+# --- the end of the run ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the end of the run reports: stale cassettes, unused ones, unplayed connections."""
+
+    stale: tuple[str, ...] = ()
+    unused: tuple[str, ...] | None = None
+    """``None`` without ``--rpctape-unused``."""
+    unplayed: tuple[Unplayed, ...] = ()
+
+
+FIXTURES = frozenset({"rpctape", "rpctape_url", "rpctape_codex"})
+"""The fixtures that serve a test its cassette."""
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every selected test that asks for a cassette claims it (``--rpctape-unused``)."""
+    _claim(session.config, session.items)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Deselected tests (``-k``, ``-m``) claim their cassettes too: they are not unused."""
+    if items:
+        _claim(items[0].config, items)
+
+
+def _claim(config: pytest.Config, items: list[pytest.Item]) -> None:
+    usage = config.stash.get(_USAGE, None)
+    if usage is None:
+        return
+    for item in items:
+        if not FIXTURES & set(getattr(item, "fixturenames", ())):
+            continue
+        marker = item.get_closest_marker(MARKER)
+        name = marker.kwargs.get("cassette") if marker is not None else None
+        try:
+            folder, cassette = cassette_of(item, name if isinstance(name, str) else None)
+        except UsageError:
+            continue  # the test itself says why
+        usage.claim(_key(folder), _key(cassette))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist: a worker ended; add its ledger to the controller's."""
+    data = getattr(node, "workeroutput", {}).get(WORKER_KEY)
+    usage = node.config.stash.get(_USAGE, None)
+    if data is not None and usage is not None:
+        usage.merge(data)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A worker hands its ledger over; the controller (or a run without workers) compares
+    the ledger with the cassette folders, and ``--rpctape-unused=fail`` sets exit status 1."""
+    config = session.config
+    usage = config.stash.get(_USAGE, None)
+    if usage is None:
+        return
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller reports
+        config.workeroutput[WORKER_KEY] = usage.to_json()  # type: ignore[attr-defined]
+        return
+    action = config.getoption("rpctape_unused")
+    findings = Findings(tuple(usage.stale[name] for name in sorted(usage.stale)))
+    if action is not None:
+        folders = [Path(f) for f in sorted(usage.folders) if Path(f).is_dir()]
+        listed = [_key(p) for p in cassette_files(folders)]
+        findings = dataclasses.replace(
+            findings,
+            unused=tuple(usage.unused(listed)),
+            unplayed=tuple(usage.unplayed(_connections)),
+        )
+        failed = findings.unused or findings.unplayed
+        if action == UnusedAction.FAIL and failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    config.stash[_FINDINGS] = findings
+
+
+def _connections(cassette: str) -> list[int]:
+    """The recorded connections of a cassette a replay could play."""
+    try:
+        return [r.conn for r in recorded_connections(load(Path(cassette)))]
+    except (CassetteError, OSError):
+        return []  # gone or unreadable: its test said so
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The ``rpctape`` section: stale cassettes, unused cassettes, unplayed connections."""
+    findings = config.stash.get(_FINDINGS, None)
+    if findings is None or not (findings.stale or findings.unused is not None):
+        return
+    root = config.rootpath
+    write = terminalreporter.write_line
+    terminalreporter.write_sep("=", "rpctape")
+    if findings.stale:
+        pinned = str(config.getini("rpctape_codex_version")).strip()
+        write(
+            f"{len(findings.stale)} replayed cassette(s) recorded with another codex than "
+            f"{pinned} (rpctape_codex_version):"
+        )
+        for line in findings.stale:
+            write(f"  {line}")
+    if findings.unused is not None:
+        if not findings.unused and not findings.unplayed:
+            write("every cassette of the served cassette folders was used, every recorded "
+                  "connection played")  # fmt: skip
+        if findings.unused:
+            write(f"{len(findings.unused)} cassette(s) no test used:")
+            for name in findings.unused:
+                write(f"  {_shown(name, root)}")
+        if findings.unplayed:
+            write(f"{len(findings.unplayed)} cassette(s) with recorded connections never "
+                  "played:")  # fmt: skip
+            for unplayed in findings.unplayed:
+                shown = Unplayed(_shown(unplayed.cassette, root), unplayed.connections)
+                write(f"  {shown.render()}")
+
+
+def _shown(name: str, root: Path) -> str:
+    """A path relative to the rootdir where it is inside it."""
+    path = Path(name)
+    return str(path.relative_to(root.resolve())) if path.is_relative_to(root.resolve()) else name

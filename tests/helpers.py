@@ -119,7 +119,8 @@ def live_exchange(tape: Cassette, conn: int) -> Exchange:
 def fake_item(folder: Path, mark: pytest.Mark) -> pytest.Item:
     """Enough of a pytest item for resolve_settings: a path, a marker, an empty config."""
     ini = {"rpctape_cassette_dir": "cassettes", "rpctape_record_mode": "none",
-           "rpctape_strict": False, "rpctape_upstream": ""}  # fmt: skip
+           "rpctape_strict": False, "rpctape_upstream": "",
+           "rpctape_codex_version": ""}  # fmt: skip
     config = SimpleNamespace(getini=ini.__getitem__, getoption=lambda name: None)
     return cast(
         pytest.Item,

@@ -29,13 +29,19 @@ async def run_pytest(
         "-q",
         *args,
         cwd=project,
-        env={**os.environ, **(env or {})},
+        env={**_outer_environment(), **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 90)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
+
+
+def _outer_environment() -> dict[str, str]:
+    """This process's environment without what pytest-xdist sets in a worker (the inner
+    pytest is a run of its own, whether or not this suite runs in workers)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
 
 
 def summary(output: str) -> str:

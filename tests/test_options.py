@@ -21,7 +21,7 @@ from proxy.cli import app
 from proxy.codex.standin import setup_from
 from proxy.core.address import ListenAddress
 from proxy.core.matching import Aspect
-from proxy.core.modes import MatchOrder, OnMiss, Pace, RecordMode
+from proxy.core.modes import MatchOrder, OnMiss, Pace, RecordMode, Stale
 from proxy.core.options import SPECS, Door, Kind, Settings
 from proxy.core.ordering import Order
 from proxy.errors import RpctapeError, UsageError
@@ -38,7 +38,7 @@ RULES = '[[rules]]\nname = "t"\ndir = "s2c"\nmethod = "m"\naction = "drop"\n'
 LISTENING = {"listen", "allow_origins", "token_file", "allow_remote", "handshake_timeout"}
 REPLAYING = {
     "record_mode", "pace", "on_miss", "match", "match_on", "ignore", "allow_playback_repeats",
-    "strict", "order", "hold_timeout", "report_json",
+    "strict", "order", "hold_timeout", "report_json", "codex_version", "stale",
 }  # fmt: skip
 ACROSS = {"order", "hold_timeout"}
 
@@ -84,6 +84,7 @@ def samples(folder: Path) -> dict[str, tuple[list[str], Any, Any]]:
         "max_size": (["1024"], 1024, 1024),
         "connect_timeout": (["2.5"], 2.5, 2.5),
         "close_timeout": (["0.5"], 0.5, 0.5),
+        "lock_timeout": (["5"], 5, 5.0),
         "rules": ([str(rules)], [str(rules)], (rules,)),
         "attest": (["inject:v1.T"], ["inject:v1.T"], ("inject:v1.T",)),
         "advertise_attestation": ([], True, True),
@@ -106,6 +107,8 @@ def samples(folder: Path) -> dict[str, tuple[list[str], Any, Any]]:
         "codex": (["0.169.0"], "0.169.0", "0.169.0"),
         "schema": ([str(folder)], str(folder), folder),
         "report_json": ([str(report)], str(report), report),
+        "codex_version": (["0.169.0"], "0.169.0", "0.169.0"),
+        "stale": (["fail"], "fail", Stale.FAIL),
     }
 
 
@@ -113,6 +116,7 @@ NEEDED: dict[str, dict[str, Any]] = {
     "codex": {"validate": True},
     "schema": {"validate": True},
     "upstream": {"record_mode": "all"},
+    "stale": {"codex_version": "0.169.0"},
 }
 """Options that only make sense with another (refused alone, with that reason)."""
 

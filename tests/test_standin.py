@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -309,3 +311,95 @@ def test_when_it_cannot_serve_the_first_request_gets_the_reason(
     assert result.returncode == 2
     assert result.stderr == line + "\n"
     assert orjson.loads(result.stdout) == {"id": 1, "error": {"code": -32098, "message": line}}
+
+
+def _start(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(standin_executable(tmp_path)), *APP_SERVER],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(env),
+    )  # fmt: skip
+
+
+def _readable(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    assert proc.stdout is not None
+    return bool(select.select([proc.stdout], [], [], timeout)[0])
+
+
+def test_two_standins_recording_one_cassette_take_turns(tmp_path: Path, fake_codex: Path) -> None:
+    """Two rpctape-codex processes, record mode once, no cassette yet: the first records
+    (holding the cassette's lock); the second waits, then replays the first one's recording.
+    Its header names the codex of the initialize answer; nothing else is left."""
+    cassette, report = tmp_path / "c" / "s.jsonl", tmp_path / "report.jsonl"
+    env = {
+        "RPCTAPE_CASSETTE": str(cassette), "RPCTAPE_REAL_CODEX": str(fake_codex),
+        "RPCTAPE_REPORT": str(report), "FAKE_CODEX_USER_AGENT": "t/0.171.0 (Linux) (t; 1)",
+    }  # fmt: skip
+    answer = {"id": 1, "result": {"userAgent": "t/0.171.0 (Linux) (t; 1)", "argv": APP_SERVER}}
+    with _start(tmp_path, env) as first:
+        assert first.stdin is not None and first.stdout is not None
+        first.stdin.write(lines(INIT).encode())
+        first.stdin.flush()
+        assert json.loads(first.stdout.readline()) == answer  # it holds the lock now
+        log = tmp_path / "second.log"
+        with _start(tmp_path, {**env, "RPCTAPE_LOG": str(log)}) as second:
+            assert second.stdin is not None and second.stdout is not None
+            second.stdin.write(lines(INIT).encode())
+            second.stdin.flush()
+            deadline = time.monotonic() + 30
+            while "waiting for" not in (log.read_text() if log.exists() else ""):
+                assert time.monotonic() < deadline, "the second rpctape-codex never waited"
+                time.sleep(0.02)
+            assert not _readable(second, 0.2)  # waiting for the first one's recording
+            first.stdin.close()
+            assert first.wait(30) == 0
+            assert _readable(second, 30)
+            assert json.loads(second.stdout.readline()) == answer
+            second.stdin.close()
+            assert second.wait(30) == 0
+            assert first.stderr is not None and second.stderr is not None
+            assert (first.stderr.read(), second.stderr.read()) == (b"", b"")
+    sessions = [json.loads(x) for x in report.read_text().splitlines()]
+    assert [(s["plan"], s["kept"], s["played"], s["exit"]) for s in sessions] == [
+        ("record", True, [], 0), ("replay", False, [1], 0),
+    ]  # fmt: skip
+    assert "waited " in sessions[1]["report"]
+    assert load(cassette).header["codex"] == "0.171.0"
+    assert [json.loads(frame_of(e)) for e in load(cassette).frames()] == [INIT, answer]
+    assert os.listdir(cassette.parent) == ["s.jsonl"]
+
+
+def test_the_real_binary_names_the_codex_when_the_recording_does_not(
+    tmp_path: Path, fake_codex: Path
+) -> None:
+    """The initialize answer names no version (userAgent "fake"): the header's codex field
+    is what `REAL_CODEX --version` printed."""
+    cassette = tmp_path / "s.jsonl"
+    env = {"RPCTAPE_CASSETTE": str(cassette), "RPCTAPE_REAL_CODEX": str(fake_codex),
+           "FAKE_CODEX_VERSION": "0.170.0"}  # fmt: skip
+    result = standin(tmp_path, APP_SERVER, lines(INIT), **env)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert load(cassette).header["codex"] == "0.170.0"
+
+
+def test_a_stale_cassette_is_named_or_refused(tmp_path: Path, fake_codex: Path) -> None:
+    """--codex-version in RPCTAPE_ARGS: a cassette recorded with another codex is replayed
+    and named in the report line (stale warn), or refused with the reason (stale fail)."""
+    cassette, report = tmp_path / "s.jsonl", tmp_path / "report.jsonl"
+    env = {"RPCTAPE_CASSETTE": str(cassette), "RPCTAPE_REAL_CODEX": str(fake_codex),
+           "FAKE_CODEX_VERSION": "0.169.0"}  # fmt: skip
+    assert standin(tmp_path, APP_SERVER, lines(INIT), **env).returncode == 0
+    env.update(RPCTAPE_REPORT=str(report), RPCTAPE_RECORD_MODE="none")
+    why = (
+        f"{cassette} was recorded with codex 0.169.0 (header), not 0.171.0 (the pinned "
+        "version): re-record it (rpctape verify --update) or pin the version it was made with"
+    )
+    warned = standin(tmp_path, APP_SERVER, lines(INIT),
+                     RPCTAPE_ARGS="--codex-version 0.171.0", **env)  # fmt: skip
+    assert (warned.returncode, warned.stderr) == (0, "")
+    refused = standin(tmp_path, APP_SERVER, lines(INIT),
+                      RPCTAPE_ARGS="--codex-version 0.171.0 --stale fail", **env)  # fmt: skip
+    assert (refused.returncode, refused.stderr) == (2, f"rpctape-codex: error: {why}\n")
+    sessions = [json.loads(x) for x in report.read_text().splitlines()]
+    assert [(s["plan"], s.get("stale"), s["explanation"]) for s in sessions] == [
+        ("replay", why, ""), ("error", "", why),
+    ]  # fmt: skip

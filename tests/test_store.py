@@ -1,21 +1,28 @@
-"""proxy.wire.store: which files of a folder are cassettes; atomic replace; header rewrite."""
+"""proxy.wire.store: which files of a folder are cassettes; atomic replace; header rewrite;
+the cassette's lock."""
 
 from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from proxy.codex.dialect import CODEX
 from proxy.core.dialect import NEUTRAL
-from proxy.errors import CassetteError, CassetteNotFound, CassetteWriteError
+from proxy.errors import CassetteError, CassetteLocked, CassetteNotFound, CassetteWriteError
 from proxy.wire.store import (
+    CassetteLock,
     cassette_files,
     is_cassette_name,
     is_rpctape_temporary,
+    lock_path,
     replace_atomically,
+    restore,
     rewrite_header,
     stamp_version,
 )
@@ -39,6 +46,7 @@ def touch(path: Path, data: bytes = CASSETTE) -> Path:
         (".two-turns.jsonl.recording", True, False),
         (".two-turns.verify.jsonl", True, False),
         (".two-turns.i70h_uao.verify.jsonl", True, False),
+        (".two-turns.jsonl.lock", True, False),
         (".two-turns.jsonl", False, False),
         ("two-turns.verify.jsonl", False, True),
         ("notes.txt", False, False),
@@ -54,6 +62,7 @@ def test_a_folder_lists_its_cassettes_without_temporary_or_hidden_files(tmp_path
     for name in [
         "b.jsonl", "a.jsonl", "sub/c.jsonl", ".a.jsonl.1a2b3c4d.recording", ".a.verify.jsonl",
         ".a.x1y2z3.verify.jsonl", ".hidden.jsonl", ".git/d.jsonl", "notes.txt", "README.md",
+        ".a.jsonl.lock",
     ]:  # fmt: skip
         touch(tmp_path / name)
     assert cassette_files([tmp_path]) == [
@@ -179,3 +188,81 @@ def test_stamp_version_from_the_recording_or_as_given(tmp_path: Path) -> None:
     assert stamp_version(bare, CODEX) is None
     assert stamp_version(bare, NEUTRAL) is None
     assert bare.read_bytes() == CASSETTE
+
+
+def test_the_lock_is_exclusive_names_its_holder_and_leaves_no_file(tmp_path: Path) -> None:
+    """Two locks on one cassette, as two sessions hold them: the second is refused while the
+    first holds it; the lock file names the holder's process and is gone once released."""
+    cassette = tmp_path / "c.jsonl"
+    first, second = CassetteLock(cassette), CassetteLock(cassette)
+    assert first.path == lock_path(cassette) == tmp_path / ".c.jsonl.lock"
+    assert not first.present
+    assert first.try_acquire() and first.held
+    assert second.present and not second.try_acquire() and not second.held
+    assert second.holder() == f"process {os.getpid()}"
+    first.release()
+    first.release()  # safe twice
+    assert not second.present
+    assert second.try_acquire()
+    second.release()
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_lock_file_left_by_a_killed_process_is_taken_at_once(tmp_path: Path) -> None:
+    """A lock file nobody holds an flock on (its process died): taken without waiting, and
+    removed when let go."""
+    cassette = tmp_path / "c.jsonl"
+    lock_path(cassette).write_text("999999\n")
+    lock = CassetteLock(cassette)
+    started = time.monotonic()
+    lock.acquire(timeout=5)
+    assert time.monotonic() - started < 1
+    assert lock_path(cassette).read_text() == f"{os.getpid()}\n"
+    lock.release()
+    assert os.listdir(tmp_path) == []
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from proxy.wire.store import CassetteLock
+lock = CassetteLock(Path(sys.argv[1]))
+assert lock.try_acquire()
+print("held", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def test_another_process_holding_the_lock_bounds_the_wait(tmp_path: Path) -> None:
+    """The lock is exclusive across processes; a wait longer than its timeout fails naming
+    the cassette, the holder's process and the lock file; once the holder lets go, the lock
+    is taken."""
+    cassette = tmp_path / "c.jsonl"
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(cassette)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as holder:  # fmt: skip
+        assert holder.stdin is not None and holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        lock = CassetteLock(cassette)
+        with pytest.raises(CassetteLocked) as caught:
+            lock.acquire(timeout=0.2)
+        assert str(caught.value) == (
+            f"{cassette} is being recorded by another session (process {holder.pid}) for "
+            f"longer than 0.2s: the lock file {tmp_path / '.c.jsonl.lock'} is held. Wait for "
+            "it, or give the sessions more time (--lock-timeout)"
+        )
+        holder.stdin.close()
+        lock.acquire(timeout=10)
+        lock.release()
+    assert os.listdir(tmp_path) == []
+
+
+def test_restore_puts_the_cassette_back_atomically(tmp_path: Path) -> None:
+    """The bytes it had (atomically, the mode kept), or no file when it had none."""
+    path = touch(tmp_path / "c.jsonl", b"recorded by a failed test\n")
+    restore(path, CASSETTE, timeout=1)
+    assert path.read_bytes() == CASSETTE
+    restore(path, None, timeout=1)
+    assert os.listdir(tmp_path) == []

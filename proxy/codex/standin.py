@@ -238,6 +238,12 @@ class Outcome:
     report: str = ""
     faults: list[dict[str, Any]] = field(default_factory=list)
     """Each ``--fault`` and how often it fired."""
+    kept: bool = False
+    """A recording became the cassette (the pytest fixture undoes it for a failed test)."""
+    played: list[int] = field(default_factory=list)
+    """The recorded connections replayed, by number (``--rpctape-unused``)."""
+    stale: str = ""
+    """Why the replayed cassette is stale (``--codex-version``), or ``""``."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -249,6 +255,9 @@ class Outcome:
             "explanation": self.explanation,
             "report": self.report,
             "faults": self.faults,
+            "kept": self.kept,
+            "played": self.played,
+            "stale": self.stale,
         }
 
 
@@ -293,7 +302,7 @@ async def run_session(setup: Setup, invocation: Invocation, env: Mapping[str, st
         validator = validator_for(settings, Direction.C2S if plan is Plan.REPLAY else None)
     session = Session(
         target, settings=settings, door=Door.STANDIN, command=command, dialect=CODEX,
-        validator=validator, after_load=freeze_loaded,
+        validator=validator, after_load=freeze_loaded, version=lambda: binary_version(command),
     )  # fmt: skip
     explained: list[str] = []
 
@@ -304,8 +313,10 @@ async def run_session(setup: Setup, invocation: Invocation, env: Mapping[str, st
     with contextlib.suppress(ReplayMismatch):  # --strict: the exit status says it
         await session.serve_stdio(explain=explain, explain_grace=EXPLAIN_GRACE, own_signals=True)
     report = session.report
-    outcome = Outcome(plan.value, str(target), clean=report.clean, report=report.render(),
-                      faults=session.faults.summary())  # fmt: skip
+    decided = session.plan or plan  # decided again once another session's recording ended
+    outcome = Outcome(decided.value, str(target), clean=report.clean, report=report.render(),
+                      faults=session.faults.summary(), kept=bool(session.kept),
+                      played=list(report.played), stale=session.stale or "")  # fmt: skip
     for line in session.faults.report_lines():
         _explain(line)
     if session.failure is not None:
@@ -332,6 +343,19 @@ async def run_session(setup: Setup, invocation: Invocation, env: Mapping[str, st
         _explain(report.render())
         outcome.exit = 1
     return outcome
+
+
+def binary_version(command: Sequence[str]) -> str | None:
+    """What ``REAL_CODEX --version`` says (the header's ``codex`` field of a recording whose
+    server did not name itself), or ``None``."""
+    if not command:
+        return None
+    from .schema import codex_version
+
+    try:
+        return codex_version(Path(command[0]))
+    except RpctapeError:
+        return None
 
 
 def _write_report(path: Path, outcome: Outcome) -> None:

@@ -87,3 +87,22 @@ def recorded_version(tape: Cassette, dialect: Dialect = NEUTRAL) -> RecordedVers
         return RecordedVersion(meta[VERSION_FIELD], VersionSource.META)
     said = dialect.server_version(tape.events)
     return None if said is None else RecordedVersion(said, VersionSource.RECORDING)
+
+
+def stale_version(
+    tape: Cassette, pinned: str, dialect: Dialect = NEUTRAL
+) -> RecordedVersion | None:
+    """The version ``tape`` was recorded with when it is not ``pinned`` (the version a
+    project is pinned to), else ``None``. A cassette that names no version is not stale:
+    nothing says it differs."""
+    found = recorded_version(tape, dialect)
+    return found if found is not None and found.version != pinned else None
+
+
+def describe_stale(cassette: str, found: RecordedVersion, pinned: str) -> str:
+    """One line naming a stale cassette, the version it was recorded with and the pinned
+    one."""
+    return (
+        f"{cassette} was recorded with codex {found.describe()}, not {pinned} (the pinned "
+        "version): re-record it (rpctape verify --update) or pin the version it was made with"
+    )

@@ -63,6 +63,15 @@ class OnMiss(enum.StrEnum):
     """The connection is closed (code :data:`proxy.core.planner.NO_MATCH_CLOSE_CODE`)."""
 
 
+class Stale(enum.StrEnum):
+    """What replaying a cassette recorded with another codex than the pinned one does."""
+
+    WARN = "warn"
+    """A warning in the log and a note in the report; the replay goes on."""
+    FAIL = "fail"
+    """The session refuses to replay it (the test fails, the command exits 2)."""
+
+
 class MatchOrder(enum.StrEnum):
     """Which recorded client message a live one may match."""
 

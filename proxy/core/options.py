@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 from ..errors import UsageError
 from .address import ListenAddress
 from .matching import Aspect, Preset, parse_match_on
-from .modes import MatchOrder, OnMiss, Pace, RecordMode, parse_mode
+from .modes import MatchOrder, OnMiss, Pace, RecordMode, Stale, parse_mode
 from .ordering import DEFAULT_HOLD_TIMEOUT, Order
 
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
@@ -207,6 +207,16 @@ def _fault(value: Any) -> str:
     return parse_fault(_text(value)).spec
 
 
+_VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]*)?\Z")
+
+
+def _version(value: Any) -> str:
+    text = _text(value).strip()
+    if not _VERSION.match(text):
+        raise UsageError(f"invalid codex version {text!r}; give one such as 0.171.0")
+    return text
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str | Path):
         raise UsageError(f"expected text, not {value!r}")
@@ -305,6 +315,11 @@ class Settings:
         1.0, "--close-timeout", "Seconds a peer has to finish closing (the app-server never "
         "sends a close).", metavar="SECONDS", group="limits", parse=_positive("--close-timeout"),
     )  # fmt: skip
+    lock_timeout: float = option(
+        120.0, "--lock-timeout", "Seconds to wait for another session recording the same "
+        "cassette before giving up.", metavar="SECONDS", group="limits",
+        parse=_positive("--lock-timeout"),
+    )  # fmt: skip
     # Rewriting.
     rules: tuple[Any, ...] = option(
         (), "--rules", "TOML rules file (repeatable; docs/rules.md).", kind=Kind.LIST,
@@ -402,6 +417,16 @@ class Settings:
         None, "--schema", "--validate against this schema folder instead.", metavar="DIR",
         group="checks", parse=_path,
     )  # fmt: skip
+    codex_version: str | None = option(
+        None, "--codex-version", "The codex version the project is pinned to: a replayed "
+        "cassette recorded with another one is stale (--stale).", needs=_REPLAY,
+        metavar="VERSION", group="checks", parse=_version,
+    )  # fmt: skip
+    stale: Stale = option(
+        Stale.WARN, "--stale", "A stale cassette (--codex-version): warn (logged, noted in "
+        "the report) or fail (not replayed).", needs=_REPLAY, metavar="ACTION",
+        group="checks", parse=lambda v: parse_mode(Stale, v, "stale action"),
+    )  # fmt: skip
     report_json: Path | None = option(
         None, "--report-json", "Write the whole replay report as JSON to this file.",
         needs=_REPLAY, metavar="FILE", group="checks", parse=_path,
@@ -455,6 +480,11 @@ class Settings:
             raise UsageError(
                 f"{name('codex')} and {name('schema')} choose the schema of "
                 f"{name('validate')}: add {name('validate')}"
+            )
+        if self.stale is not Stale.WARN and self.codex_version is None:
+            raise UsageError(
+                f"{name('stale')} says what replaying a cassette recorded with another codex "
+                f"than {name('codex_version')} does: add {name('codex_version')}"
             )
         if self.codex is not None and self.schema is not None:
             raise UsageError(

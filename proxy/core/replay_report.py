@@ -168,6 +168,15 @@ class ReplayReport:
     """Faults (``--fault``) that never fired, by their spec."""
 
     @property
+    def played(self) -> tuple[int, ...]:
+        """The recorded connections replayed to a live connection, by number."""
+        return tuple(
+            c.recorded
+            for c in self.connections
+            if c.live is not None and c.recorded is not None and not c.recorded_live
+        )
+
+    @property
     def misses(self) -> tuple[Miss, ...]:
         """Every miss, in connection order."""
         return tuple(m for c in self.connections for m in c.misses)

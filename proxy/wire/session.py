@@ -9,7 +9,11 @@ and owns, once for every door:
   matches and record the rest (``new_episodes``);
 - the cassette's lifecycle on disk (:class:`~proxy.wire.store.CassetteFile`): a new file, a
   temporary file beside an existing one replaced atomically when the session ends well, and
-  never a good cassette replaced by a worse one;
+  never a good cassette replaced by a worse one; sessions that would write the same cassette
+  take turns (:class:`~proxy.wire.store.CassetteLock`), and the header of a kept recording
+  names the server that made it;
+- which codex a replayed cassette was recorded with, against the one the project is pinned
+  to (``--codex-version``, ``--stale``);
 - the far side (:mod:`proxy.wire.sides`): live, recorded, or recorded-then-live; one way to
   choose a recorded connection (:meth:`~proxy.core.replay_session.ReplaySession.pair`);
 - the client leg: a :class:`~proxy.wire.listener.Listener` (:meth:`Session.start`) or this
@@ -30,16 +34,16 @@ from websockets.frames import CloseCode
 
 from ..core.cassette import Cassette, load, new_header
 from ..core.close import Close
-from ..core.dialect import NEUTRAL, Dialect
+from ..core.dialect import NEUTRAL, Dialect, describe_stale, stale_version
 from ..core.faults import FaultSet
 from ..core.jsonrpc import Direction
-from ..core.modes import Plan, plan_for
+from ..core.modes import Plan, Stale, plan_for
 from ..core.options import Door, Settings
 from ..core.recorder import FrameValidator, Recorder
 from ..core.replay_report import Miss, ReplayReport
 from ..core.replay_session import ReplaySession
 from ..core.rules import Rule
-from ..errors import CassetteNotFound, CassetteWriteError, UsageError
+from ..errors import CassetteNotFound, CassetteWriteError, StaleCassette, UsageError
 from .bridge import Bridge
 from .legs import ChildLeg, StdioLeg
 from .listener import HandshakePolicy, Listener, Refused
@@ -50,7 +54,7 @@ from .sides import (
     RelayOptions,
     explain_miss_closes,
 )
-from .store import CassetteFile
+from .store import CassetteFile, pauses
 from .upstream import Upstream
 
 log = logging.getLogger("rpctape.session")
@@ -86,7 +90,14 @@ class Session:
     (``--validate``; built by the door from codex's schema). ``keep_partial`` keeps a
     recording that is not kept beside the cassette instead of deleting it (``record``,
     ``wrap``); ``fresh`` refuses to record over an existing cassette unless
-    ``settings.overwrite``.
+    ``settings.overwrite``. ``version`` names the server when a recording does not say which
+    it was (the stand-in runs ``codex --version``; called at most once, at commit).
+
+    A session that may write the cassette takes its lock first
+    (:class:`~proxy.wire.store.CassetteLock`, waiting at most ``settings.lock_timeout``
+    seconds for another session recording it) and decides again once it has it: with
+    ``once``, a cassette another session recorded meanwhile is replayed. A replay finding
+    the lock file waits the same way, so it never reads a recording in progress.
     """
 
     def __init__(
@@ -103,6 +114,7 @@ class Session:
         meta: dict[str, Any] | None = None,
         fresh: bool = False,
         keep_partial: bool = False,
+        version: Callable[[], str | None] | None = None,
         **options: Any,
     ) -> None:
         if settings is not None and options:
@@ -111,6 +123,7 @@ class Session:
         self.door = door
         self.settings = settings if settings is not None else Settings.resolve(door, options)
         self.command = tuple(command)
+        self.dialect = dialect
         self.options = self.settings.replay_options(dialect)
         self.faults = FaultSet.parse(self.settings.faults)
         """The session's faults (``--fault``): which fired, which never did."""
@@ -143,9 +156,15 @@ class Session:
             settings_.handshake_timeout,
             settings_.close_timeout,
         )
-        self.file = CassetteFile(self.path, keep_partial=keep_partial)
+        self.file = CassetteFile(
+            self.path, keep_partial=keep_partial, dialect=dialect, version=version
+        )
         self.plan: Plan | None = None
         """What the session does; decided when it starts."""
+        self.waited = 0.0
+        """Seconds the session waited for another session recording its cassette."""
+        self.stale: str | None = None
+        """Why the replayed cassette is stale (``--codex-version``), or ``None``."""
         self.url = ""
         self.transport = "unix" if settings_.listen.path is not None else "websocket"
         """``websocket``, ``unix`` (websocket over a unix socket) or ``stdio``."""
@@ -183,15 +202,44 @@ class Session:
         if self.settings.strict and exc_type is None:
             self.report.check()
 
-    def _prepare(self) -> Plan:
+    async def _decide(self) -> Plan:
+        """The plan from the record mode; taking the cassette's lock first when this session
+        may write it, or when another session is writing it (then deciding again)."""
+        mode = self.settings.record_mode
+        plan = plan_for(mode, self.path.is_file())
+        lock = self.file.lock
+        if (plan is not Plan.REPLAY and self.target is not None) or lock.present:
+            await self._take_lock()
+            plan = plan_for(mode, self.path.is_file())
+            if plan is Plan.REPLAY:
+                lock.release()
+        return plan
+
+    async def _take_lock(self) -> None:
+        lock = self.file.lock
+        timeout = self.settings.lock_timeout
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for pause in pauses():
+            if lock.try_acquire():
+                return
+            if self.waited == 0.0:
+                log.info("waiting for %s, recording %s", lock.holder(), self.path)
+            left = timeout - (loop.time() - start)
+            if left <= 0:
+                raise lock.timed_out(timeout)
+            await asyncio.sleep(min(pause, left))
+            self.waited = loop.time() - start
+
+    async def _prepare(self) -> Plan:
         """Decide the plan from the record mode and load the cassette (once)."""
         if self.plan is not None:
             raise RuntimeError("the session is already started")
         if self.path.is_dir():
             raise UsageError(f"{self.path} is a directory, not a cassette file; name a .jsonl file")
-        exists = self.path.is_file()
         mode = self.settings.record_mode
-        plan = plan_for(mode, exists)
+        plan = await self._decide()
+        exists = self.path.is_file()
         if plan is not Plan.REPLAY and self.target is None:
             raise UsageError(
                 f"record mode {mode.value!r} needs an upstream to record {self.path}"
@@ -206,15 +254,28 @@ class Session:
             self._cassette = load(self.path)
             for warning in self._cassette.warnings:
                 log.warning("%s", warning)
+            self._check_version(self._cassette)
         self._session = ReplaySession(self._cassette, self.options, str(self.path))
         self.plan = plan
         if self.after_load is not None:
             self.after_load()
         return plan
 
-    def _far_side(self, stdio: bool) -> LiveSide | PlaybackSide:
+    def _check_version(self, tape: Cassette) -> None:
+        """A cassette recorded with another codex than ``--codex-version``: a warning, or
+        (``--stale fail``) :class:`~proxy.errors.StaleCassette`."""
+        pinned = self.settings.codex_version
+        found = stale_version(tape, pinned, self.dialect) if pinned is not None else None
+        if found is None or pinned is None:
+            return
+        self.stale = describe_stale(str(self.path), found, pinned)
+        if self.settings.stale is Stale.FAIL:
+            raise StaleCassette(self.stale)
+        log.warning("%s", self.stale)
+
+    async def _far_side(self, stdio: bool) -> LiveSide | PlaybackSide:
         """The plan's far side (the cassette opened for writing if it records)."""
-        plan = self._prepare()
+        plan = await self._prepare()
         assert self._session is not None
         if plan is Plan.REPLAY:
             return PlaybackSide(self._session, self.rules, validator=self.validator)
@@ -251,7 +312,7 @@ class Session:
     async def start(self) -> str:
         """Decide the plan, load the cassette, bind; return the ``ws://HOST:PORT`` URL."""
         try:
-            far = self._far_side(stdio=False)
+            far = await self._far_side(stdio=False)
             self._listener = Listener(self.settings.listen, self.policy, far)
             self.url = await self._listener.start()
         except BaseException:
@@ -281,6 +342,7 @@ class Session:
             self._stdio_stop.set()
             await self._stdio_ended.wait()
         self._finish(commit)
+        self.file.lock.release()  # also when the session stopped before it recorded
         if self._session is not None and self._final is None:
             self._final = self._build_report()
 
@@ -335,7 +397,7 @@ class Session:
         """
         self._stdio_ended = asyncio.Event()
         try:
-            far = self._far_side(stdio=True)
+            far = await self._far_side(stdio=True)
         except BaseException:
             self._stdio_ended.set()
             await self.close(commit=False)
@@ -508,6 +570,10 @@ class Session:
 
     def _build_report(self) -> ReplayReport:
         notes: list[str] = []
+        if self.stale is not None:
+            notes.append(f"stale: {self.stale}")
+        if self.waited >= 0.01:
+            notes.append(f"waited {self.waited:.1f}s for another session recording {self.path}")
         if self.transport == "stdio":
             notes.append(
                 "transport: stdio (newline-delimited JSON on stdin/stdout; one connection, "

@@ -22,16 +22,23 @@ And the functions a cassette folder needs:
   a reader sees the old file or the new one, never half of one;
 - :func:`rewrite_header` changes fields of a cassette's header line that way, every other
   byte kept.
+
+Sessions that may write the same cassette (two pytest workers, two ``rpctape-codex``
+processes) take turns: :class:`CassetteLock`, an exclusive ``flock`` on ``.NAME.lock`` beside
+the cassette, held from the moment a session decides to record until its recording is
+committed or abandoned (docs/cassette-format.md, "Parallel sessions").
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +46,19 @@ import orjson
 
 from ..core.cassette import Event, event_lines, load, parse_lines
 from ..core.dialect import VERSION_FIELD, Dialect
-from ..errors import CassetteError, CassetteNotFound, CassetteWriteError
+from ..errors import CassetteError, CassetteLocked, CassetteNotFound, CassetteWriteError
 
 __all__ = [
     "CASSETTE_SUFFIX",
     "CassetteFile",
+    "CassetteLock",
     "CassetteWriter",
     "cassette_files",
     "is_cassette_name",
     "is_rpctape_temporary",
+    "lock_path",
     "replace_atomically",
+    "restore",
     "rewrite_header",
     "stamp_version",
     "temporary_beside",
@@ -58,7 +68,7 @@ log = logging.getLogger("rpctape.store")
 
 CASSETTE_SUFFIX = ".jsonl"
 
-_TEMPORARY_SUFFIXES = (".recording", ".verify.jsonl")
+_TEMPORARY_SUFFIXES = (".recording", ".verify.jsonl", ".lock")
 
 
 class CassetteWriter:
@@ -179,8 +189,9 @@ class CassetteWriter:
 
 def is_rpctape_temporary(name: str) -> bool:
     """Whether a file name is one of rpctape's own temporary files: ``.NAME.XXXX.recording``
-    (a recording or a rewrite in progress) or ``.NAME.verify.jsonl`` (``rpctape verify``'s
-    new recording; older rpctape wrote ``.NAME.XXXX.verify.jsonl``)."""
+    (a recording or a rewrite in progress), ``.NAME.verify.jsonl`` (``rpctape verify``'s
+    new recording; older rpctape wrote ``.NAME.XXXX.verify.jsonl``) or ``.NAME.lock`` (a
+    session is recording NAME: :class:`CassetteLock`)."""
     return name.startswith(".") and name.endswith(_TEMPORARY_SUFFIXES)
 
 
@@ -322,16 +333,173 @@ def stamp_version(path: Path, dialect: Dialect, version: str | None = None) -> s
     return version
 
 
+# --- taking turns ------------------------------------------------------------------------------
+
+LOCK_POLL = (0.005, 0.1)
+"""The first and the longest pause, in seconds, between two attempts to take a busy lock."""
+
+
+def lock_path(cassette: Path) -> Path:
+    """``.NAME.lock`` beside the cassette (hidden: folder listings skip it)."""
+    return cassette.with_name(f".{cassette.name}.lock")
+
+
+def pauses() -> Iterable[float]:
+    """The pauses between attempts to take a busy lock: doubling from the first to the
+    longest of :data:`LOCK_POLL`."""
+    pause, longest = LOCK_POLL
+    while True:
+        yield pause
+        pause = min(pause * 2, longest)
+
+
+class CassetteLock:
+    """The right to write one cassette, exclusive across threads and processes: an
+    ``flock`` on :func:`lock_path`.
+
+    A session takes it when it decides to record (or finds another session recording: the
+    lock file is there, :attr:`present`) and holds it until its recording is committed or
+    abandoned; then it decides again (with ``once``, the cassette another session just
+    recorded is replayed). The lock file exists only while a session holds (or is taking)
+    the lock: the holder removes it before it lets go, and a taker that locked a file
+    removed meanwhile tries again. A file left by a killed process holds no lock (the system
+    released it with the process): the next taker gets it at once, and removes it.
+
+    Replaying costs one ``stat`` (:attr:`present`); nothing is opened or locked.
+    """
+
+    def __init__(self, cassette: Path) -> None:
+        self.cassette = cassette
+        self.path = lock_path(cassette)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    @property
+    def present(self) -> bool:
+        """Whether a session holds the lock, or is taking it (one ``stat``)."""
+        return os.path.lexists(self.path)
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; never waits. Raises
+        :class:`~proxy.errors.CassetteWriteError` when the lock file cannot be made."""
+        if self._fd is not None:
+            return True
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise CassetteWriteError(self.path, exc) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except OSError as exc:
+                os.close(fd)
+                raise CassetteWriteError(self.path, exc) from exc
+            try:
+                now = os.stat(self.path)
+            except FileNotFoundError:
+                now = None
+            mine = os.fstat(fd)
+            if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+                os.close(fd)  # the holder removed it before we locked it: take the new one
+                continue
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            self._fd = fd
+            return True
+
+    def acquire(self, timeout: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Take the lock, waiting at most ``timeout`` seconds for its holder; raise
+        :class:`~proxy.errors.CassetteLocked` naming the holder if it is still busy."""
+        deadline = time.monotonic() + timeout
+        for pause in pauses():
+            if self.try_acquire():
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self.timed_out(timeout)
+            sleep(min(pause, left))
+
+    def timed_out(self, timeout: float) -> CassetteLocked:
+        """The error of a wait for the lock that lasted ``timeout`` seconds."""
+        return CassetteLocked(
+            f"{self.cassette} is being recorded by another session ({self.holder()}) for "
+            f"longer than {timeout:g}s: the lock file {self.path} is held. Wait for it, "
+            "or give the sessions more time (--lock-timeout)"
+        )
+
+    def holder(self) -> str:
+        """``process 1234``, the holder the lock file names (best effort)."""
+        try:
+            pid = self.path.read_text().strip()
+        except OSError:
+            pid = ""
+        return f"process {pid}" if pid.isdigit() else "a process"
+
+    def release(self) -> None:
+        """Remove the lock file and let go; safe twice and when not held."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(fd)
+
+
+def restore(path: Path, data: bytes | None, *, timeout: float) -> None:
+    """Put a cassette back as it was before a recording replaced it: ``data`` (atomically),
+    or no file when ``data`` is ``None``; under the cassette's lock, waiting at most
+    ``timeout`` seconds for a session recording it."""
+    lock = CassetteLock(path)
+    lock.acquire(timeout)
+    try:
+        if data is None:
+            path.unlink(missing_ok=True)
+        else:
+            replace_atomically(path, data)
+    finally:
+        lock.release()
+
+
 class CassetteFile:
     """One session's cassette: where new lines go and what happens to them at the end.
 
     Call :meth:`record` (a fresh recording) or :meth:`extend` (``new_episodes``) once, then
-    :meth:`commit` or :meth:`abandon` once; both are safe twice.
+    :meth:`commit` or :meth:`abandon` once; both are safe twice. Hold :attr:`lock` before
+    :meth:`record` or :meth:`extend` when other sessions may write the same cassette (the
+    session layer does); :meth:`commit` and :meth:`abandon` release it.
+
+    A kept recording's header names the server that made it (:func:`stamp_version`, field
+    ``codex``): what the recorded server said of itself (``dialect``), else ``version()``
+    (the real binary a stand-in ran). The header is rewritten atomically when the recording
+    is committed, so a recording killed before (kept in place) simply lacks the field. An
+    extended cassette (``new_episodes``) keeps the version its header names.
     """
 
-    def __init__(self, path: Path, *, keep_partial: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        keep_partial: bool = False,
+        dialect: Dialect | None = None,
+        version: Callable[[], str | None] | None = None,
+    ) -> None:
         self.path = path
         self.keep_partial = keep_partial
+        self.dialect = dialect
+        self.version = version
+        self.lock = CassetteLock(path)
+        """Held while this session may write the cassette (taken by the session layer)."""
+        self.stamped: str | None = None
+        """The server version written into the header at commit, if any."""
         self.writer: CassetteWriter | None = None
         self.temp: Path | None = None
         """The temporary file a recording goes to when the cassette already exists."""
@@ -341,6 +509,7 @@ class CassetteFile:
         """Whether the session served anything: an abandoned recording of a session that
         never served is removed quietly (a failed start leaves no header-only cassette)."""
         self._in_place = False
+        self._extended = False
         self._done = False
 
     @property
@@ -381,6 +550,7 @@ class CassetteFile:
             self.temp = None
             raise CassetteWriteError(self.path, exc) from exc
         self.writer = CassetteWriter.append_to(self.temp)
+        self._extended = True
         return self.writer
 
     @property
@@ -402,6 +572,8 @@ class CassetteFile:
             self.abandon()
             return False
         self._done = True
+        if self.writer is not None:
+            self._stamp(self.target)
         if self.temp is not None:
             try:
                 os.replace(self.temp, self.path)
@@ -412,7 +584,21 @@ class CassetteFile:
             self.temp = None
         if self.writer is not None:
             log.info("recorded %s", self.path)
+        self.lock.release()
         return True
+
+    def _stamp(self, target: Path) -> None:
+        """Name the server in the finished recording's header (never fails the commit)."""
+        if self.dialect is None:
+            return
+        try:
+            if self._extended and VERSION_FIELD in orjson.loads(_first_line(target)):
+                return  # new_episodes: the cassette already says who made it
+            self.stamped = stamp_version(target, self.dialect)
+            if self.stamped is None and self.version is not None:
+                self.stamped = stamp_version(target, self.dialect, self.version() or None)
+        except (CassetteError, OSError, orjson.JSONDecodeError) as exc:
+            log.warning("%s: the server's version is not in the header: %s", self.path, exc)
 
     def abandon(self) -> None:
         """The recording is not kept: the cassette that was there stays as it was."""
@@ -437,7 +623,13 @@ class CassetteFile:
             else:
                 self.path.unlink(missing_ok=True)
                 say("recording not kept; no cassette at %s", self.path)
+        self.lock.release()
 
     def _close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _first_line(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.readline()
