@@ -263,6 +263,7 @@ async def test_standin_reports_an_unfired_fault(tmp_path: Path, strict: bool) ->
         "plan": "replay", "cassette": str(cassette), "exit": 1 if strict else 0, "clean": False,
         "closed": None, "explanation": "", "report": stdio_report(cassette, "nope:drop"),
         "faults": [{"fault": "nope:drop", "fired": 0}, {"fault": "ping:delay=1ms", "fired": 1}],
+        "kept": False, "played": [1], "stale": "",
     }  # fmt: skip
 
 

@@ -392,8 +392,8 @@ class CassetteLock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                raise CassetteWriteError(self.path, exc) from exc
+            except OSError as exc:  # the cassette's folder cannot be written: say so of it
+                raise CassetteWriteError(self.cassette, exc) from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
