@@ -18,14 +18,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from websockets.frames import CloseCode
-
 from ..core.close import clip_reason
 from ..core.jsonrpc import Direction, Message, MessageType, parse
 from ..core.recorder import FrameValidator, Recorder
 from ..core.rules import Decision, Engine, Rule
 from ..errors import CassetteWriteError
-from .legs import ChildLeg, Leg
+from .legs import GOING_AWAY, INTERNAL_ERROR, ChildLeg, Leg
 
 log = logging.getLogger("rpctape.bridge")
 
@@ -331,13 +329,13 @@ class Bridge:
         self._drop_held("the cassette cannot be written")
         self.closed = True
         for leg in (self.client, self.server):
-            leg.close(CloseCode.INTERNAL_ERROR, reason)
+            leg.close(INTERNAL_ERROR, reason)
         if self.on_write_failed is not None:
             self.on_write_failed(self, error)
 
     def shutdown(self) -> None:
         """Close the client leg as going away; the server leg follows."""
-        self.client.close(CloseCode.GOING_AWAY, "rpctape shutting down")
+        self.client.close(GOING_AWAY, "rpctape shutting down")
 
     def abort(self) -> None:
         """Drop both legs at once (a shutdown that did not finish in time)."""

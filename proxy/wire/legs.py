@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # imported on first use (__getattr__): a leg without a websoc
 log = logging.getLogger("rpctape.legs")
 
 NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
 """Close codes (RFC 6455 section 7.4.1; websockets' ``CloseCode``) the legs plan with."""

@@ -22,7 +22,6 @@ import logging
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -33,8 +32,9 @@ from websockets.typing import Subprotocol
 
 from ..core.address import ListenAddress
 from ..core.options import DEFAULT_MAX_SIZE
-from ..errors import CassetteWriteError, RpctapeError, UsageError
+from ..errors import CassetteWriteError, UsageError
 from .bridge import Bridge, write_failure_reason
+from .handshake import HandshakePolicy, Refused
 from .legs import WebSocketLeg
 
 log = logging.getLogger("rpctape.listener")
@@ -47,31 +47,6 @@ SINGLE_HEADERS = ("Host", "Origin", "Authorization", "Upgrade", "Sec-WebSocket-K
 """Request headers that must appear at most once: two of them make the upgrade a 400."""
 
 SHUTDOWN_REASON = "rpctape shutting down"
-
-
-@dataclass(frozen=True)
-class HandshakePolicy:
-    """What every mode checks before a client is accepted; passed in, never global."""
-
-    max_size: int = DEFAULT_MAX_SIZE
-    """Largest message, either way (a larger one closes the connection with 1009)."""
-    allow_origins: frozenset[str] = frozenset()
-    """Origins accepted on an upgrade; any other ``Origin`` gets 403, like the app-server."""
-    token: str | None = None
-    """When set, clients must send ``Authorization: Bearer <token>`` (401 otherwise)."""
-    handshake_timeout: float = 10.0
-    """Seconds a client has to complete its upgrade request before it is dropped."""
-    close_timeout: float = 1.0
-    """How long to wait for a peer to finish closing (the app-server never sends a close)."""
-
-
-class Refused(RpctapeError):
-    """Raised by a :class:`FarSide` to answer an upgrade with a plain HTTP status."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(body)
-        self.status = status
-        self.body = body
 
 
 class Pending(Protocol):
@@ -96,16 +71,6 @@ class FarSide(Protocol):
 
     async def prepare(self, request: Request) -> Pending:
         """For an upgrade ``request`` that passed the checks; raise :class:`Refused` to say no."""
-
-
-def offered_subprotocols(request: Request) -> list[Subprotocol]:
-    """The subprotocols a client offers, in its order."""
-    return [
-        Subprotocol(p.strip())
-        for value in request.headers.get_all("Sec-WebSocket-Protocol")
-        for p in value.split(",")
-        if p.strip()
-    ]
 
 
 class Listener:

@@ -28,10 +28,9 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from websockets.frames import CloseCode
-
+from ..core.address import Upstream
 from ..core.cassette import Cassette, load, new_header
 from ..core.close import Close
 from ..core.dialect import NEUTRAL, Dialect, describe_stale, stale_version
@@ -45,8 +44,8 @@ from ..core.replay_session import ReplaySession
 from ..core.rules import Rule
 from ..errors import CassetteNotFound, CassetteWriteError, StaleCassette, UsageError
 from .bridge import Bridge
-from .legs import ChildLeg, StdioLeg
-from .listener import HandshakePolicy, Listener, Refused
+from .handshake import HandshakePolicy, Refused
+from .legs import NORMAL_CLOSURE, ChildLeg, StdioLeg
 from .sides import (
     STDIO_REQUEST,
     LiveSide,
@@ -55,7 +54,9 @@ from .sides import (
     explain_miss_closes,
 )
 from .store import CassetteFile, pauses
-from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from .listener import Listener
 
 log = logging.getLogger("rpctape.session")
 
@@ -183,7 +184,7 @@ class Session:
         """After :meth:`close`: whether a recording replaced (or became) the cassette."""
         self._cassette: Cassette | None = None
         self._session: ReplaySession | None = None
-        self._listener: Listener | None = None
+        self._listener: Listener | None = None  # imported with websockets by start()
         self._final: ReplayReport | None = None
         self._stdio_notes: list[str] = []
         self._stdio_stop = asyncio.Event()
@@ -311,6 +312,8 @@ class Session:
 
     async def start(self) -> str:
         """Decide the plan, load the cassette, bind; return the ``ws://HOST:PORT`` URL."""
+        from .listener import Listener  # websockets: only a session that listens loads it
+
         try:
             far = await self._far_side(stdio=False)
             self._listener = Listener(self.settings.listen, self.policy, far)
@@ -450,7 +453,7 @@ class Session:
                 bridge = await pending.open(client)
             if bridge is not None:
                 clean = await self._run_stdio(bridge, explain, explain_grace)
-            client.close(CloseCode.NORMAL_CLOSURE, "session ended")
+            client.close(NORMAL_CLOSURE, "session ended")
             try:
                 await asyncio.wait_for(asyncio.shield(client.lost), self.settings.close_timeout)
             except TimeoutError:

@@ -16,10 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from websockets.datastructures import Headers
-from websockets.frames import CloseCode
-from websockets.http11 import Request
-
+from ..core.address import Upstream
 from ..core.close import Close, clip_reason
 from ..core.options import DEFAULT_MAX_SIZE
 from ..core.planner import ANSWER_MISS_CLOSE_CODE, NO_MATCH_CLOSE_CODE, ConnectionReplay
@@ -29,17 +26,16 @@ from ..core.replay_session import Handshake, ReplaySession
 from ..core.rules import Rule
 from ..errors import UpstreamError
 from .bridge import Bridge
-from .legs import Leg, WebSocketLeg
-from .listener import Refused, offered_subprotocols
+from .handshake import STDIO_UPGRADE, Refused, Upgrade, is_stdio, offered_subprotocols
+from .legs import GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE, Leg
 from .playback import Gate, RecordedLeg
-from .upstream import Upstream, open_upstream
 
 log = logging.getLogger("rpctape.sides")
 
 NO_RECORDING_STATUS = 404
 """HTTP status of an upgrade when every recorded connection was already replayed."""
 
-STDIO_REQUEST = Request("", Headers())
+STDIO_REQUEST = STDIO_UPGRADE
 """The one client of a stdio session, as the far sides see it: no path, no headers (a stdio
 recording's ``open`` event has the same)."""
 
@@ -64,8 +60,10 @@ class RelayOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", Upstream.parse(self.upstream, self.command))
 
-    async def connect(self, request: Request) -> Leg:
+    async def connect(self, request: Upgrade) -> Leg:
         """Open the upstream for ``request``; raises :class:`UpstreamError`."""
+        from .upstream import open_upstream  # websockets, only when a live leg is opened
+
         return await open_upstream(
             self.target,
             request,
@@ -83,7 +81,7 @@ class LiveSide:
         self.options = options
         self.recorder = recorder
 
-    async def prepare(self, request: Request) -> _LivePending:
+    async def prepare(self, request: Upgrade) -> _LivePending:
         """Connect upstream before the client is accepted (502 when it cannot be reached)."""
         conn = self.recorder.new_connection()
         url = self.options.target.url_for(request.path)
@@ -106,14 +104,15 @@ class LiveSide:
 
 class _LivePending:
     def __init__(
-        self, side: LiveSide, conn: int, server: Leg, request: Request, url: str
+        self, side: LiveSide, conn: int, server: Leg, request: Upgrade, url: str
     ) -> None:
         self.side = side
         self.conn = conn
         self.server = server
         self.request = request
         self.url = url
-        self.subprotocol = server.ws.subprotocol if isinstance(server, WebSocketLeg) else None
+        ws = getattr(server, "ws", None)  # a websocket leg: what the upstream accepted
+        self.subprotocol = None if ws is None else ws.subprotocol
 
     async def open(self, client: Leg) -> Bridge:
         side, request = self.side, self.request
@@ -129,7 +128,7 @@ class _LivePending:
         return Bridge(self.conn, client, self.server, side.recorder, side.options.rules)
 
     def abandon(self, reason: str, status: int) -> None:
-        self.server.close(CloseCode.GOING_AWAY, "client handshake failed")
+        self.server.close(GOING_AWAY, "client handshake failed")
         self.side.recorder.error(self.conn, reason, stage="handshake", status=status)
 
 
@@ -143,9 +142,9 @@ def _log_report(replay: ConnectionReplay) -> None:
             replay.live, counts)  # fmt: skip
 
 
-def client_transport(request: Request) -> str:
+def client_transport(request: Upgrade) -> str:
     """``stdio`` for the stdio client, else ``websocket`` (what an ``open`` event says)."""
-    return "stdio" if request is STDIO_REQUEST else "websocket"
+    return "stdio" if is_stdio(request) else "websocket"
 
 
 def recorded_bridge(
@@ -174,7 +173,7 @@ def recorded_bridge(
     return bridge
 
 
-def handshake_of(request: Request) -> Handshake:
+def handshake_of(request: Upgrade) -> Handshake:
     """What pairing compares of an upgrade request."""
     return Handshake(
         request.path,
@@ -201,7 +200,7 @@ class PlaybackSide:
         self.live = live
         self.validator = validator
 
-    async def prepare(self, request: Request) -> _PlaybackPending | _EpisodePending:
+    async def prepare(self, request: Upgrade) -> _PlaybackPending | _EpisodePending:
         session = self.session
         live = session.open()
         if self.live is not None:
@@ -229,7 +228,7 @@ class _PlaybackPending:
     """``replay``: the recording is chosen at the client's first message (or at once when
     the best fit by handshake has the server speak first)."""
 
-    def __init__(self, side: PlaybackSide, live: int, request: Request) -> None:
+    def __init__(self, side: PlaybackSide, live: int, request: Upgrade) -> None:
         self.side = side
         self.live = live
         self.handshake = handshake_of(request)
@@ -242,7 +241,7 @@ class _PlaybackPending:
             first = await _first_message(client)
             if first is None:
                 session.gone_before_speaking(self.live)
-                client.close(CloseCode.NORMAL_CLOSURE, "")
+                client.close(NORMAL_CLOSURE, "")
                 return None
         claim = session.pair(self.live, self.handshake, first)
         if isinstance(claim, Miss):
@@ -261,7 +260,7 @@ class _EpisodePending:
 
     subprotocol = None
 
-    def __init__(self, side: PlaybackSide, live: int, request: Request) -> None:
+    def __init__(self, side: PlaybackSide, live: int, request: Upgrade) -> None:
         self.side = side
         self.live = live
         self.request = request
@@ -270,7 +269,7 @@ class _EpisodePending:
         side, session = self.side, self.side.session
         first = await _first_message(client)
         if first is None:
-            client.close(CloseCode.NORMAL_CLOSURE, "")
+            client.close(NORMAL_CLOSURE, "")
             return None
         replay = session.pair_matching(self.live, handshake_of(self.request), first)
         if replay is not None:
@@ -286,7 +285,7 @@ class _EpisodePending:
             recorder.error(conn, str(exc), stage="connect", upstream=url)
             session.episode_failed(self.live, str(exc))
             log.warning("live connection %d: %s", self.live, exc)
-            client.close(CloseCode.INTERNAL_ERROR, clip_reason(f"rpctape: {exc}"))
+            client.close(INTERNAL_ERROR, clip_reason(f"rpctape: {exc}"))
             return None
         log.info("live connection %d matches no recording: recording it as %d", self.live, conn)
         recorder.open(

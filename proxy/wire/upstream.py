@@ -9,25 +9,21 @@ returns the server :class:`~proxy.wire.legs.Leg`, or raises :class:`~proxy.error
 from __future__ import annotations
 
 import asyncio
-import enum
 import os
-import shlex
 import socket
 import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
+from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from ..errors import UpstreamError, UsageError
+from ..core.address import Transport, Upstream, default_control_socket, upstream_url
+from ..errors import UpstreamError
+from .handshake import Upgrade, offered_subprotocols
 from .legs import ChildLeg, Leg, WebSocketLeg
-from .listener import offered_subprotocols
 
 # Request headers that belong to one hop (RFC 9110 section 7.6.1) or to the websocket
 # handshake of one leg (RFC 6455 section 4.1); everything else is passed upstream.
@@ -52,64 +48,7 @@ _HOP_HEADERS = frozenset(
 )
 
 
-class Transport(enum.StrEnum):
-    """How rpctape reaches the upstream (the cassette's ``transport``)."""
-
-    WEBSOCKET = "websocket"
-    UNIX = "unix"
-    STDIO = "stdio"
-
-
-def default_control_socket() -> Path:
-    """The app-server's default control socket: ``$CODEX_HOME/app-server-control/...sock``."""
-    home = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
-    return home / "app-server-control" / "app-server-control.sock"
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Where the relay connects: a websocket URL, a unix socket, or a command over stdio."""
-
-    kind: Transport
-    url: str
-    """As recorded in the cassette: ``ws://...``, ``unix:///path``, ``stdio:codex app-server``."""
-    socket: str | None = None
-    command: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str | None, command: Sequence[str] = ()) -> Upstream:
-        """``ws://HOST:PORT``, ``unix:///PATH``, ``unix://`` (the default control socket), or
-        a command (``-- codex app-server ARGS``) spoken to over its stdin and stdout."""
-        if command:
-            if text:
-                raise UsageError("give either --upstream or a command after --, not both")
-            return cls(Transport.STDIO, "stdio:" + shlex.join(command), command=tuple(command))
-        if not text:
-            raise UsageError("give --upstream ws://HOST:PORT or unix://PATH, or -- COMMAND")
-        parts = urlsplit(text)
-        if parts.scheme == "unix" and not parts.netloc:
-            path = parts.path or str(default_control_socket())
-            return cls(Transport.UNIX, f"unix://{path}", socket=path)
-        try:
-            port = parts.port
-        except ValueError:
-            port = 0
-        if port == 0:
-            raise UsageError(f"--upstream {text!r}: the port must be a number from 1 to 65535")
-        if parts.scheme in ("ws", "wss") and parts.hostname:
-            return cls(Transport.WEBSOCKET, text)
-        raise UsageError(
-            f"--upstream must be a ws:// URL or unix://PATH (or a command after --), not {text!r}"
-        )
-
-    def url_for(self, request_path: str) -> str:
-        """The URL a client's upgrade to ``request_path`` is relayed to (as recorded)."""
-        if self.kind is Transport.WEBSOCKET:
-            return upstream_url(self.url, request_path)
-        return self.url
-
-
-def client_headers(request: Request, *, strip_auth: bool) -> list[tuple[str, str]]:
+def client_headers(request: Upgrade, *, strip_auth: bool) -> list[tuple[str, str]]:
     """The client's end-to-end headers, passed upstream."""
     return [
         (name, value)
@@ -117,13 +56,6 @@ def client_headers(request: Request, *, strip_auth: bool) -> list[tuple[str, str
         if name.lower() not in _HOP_HEADERS and not (strip_auth and name.lower() == "authorization")
     ]
 
-
-def upstream_url(upstream: str, request_path: str) -> str:
-    """The client's path and query go upstream when the upstream URL names no path."""
-    parts = urlsplit(upstream)
-    if parts.path in ("", "/") and not parts.query:
-        return f"{parts.scheme}://{parts.netloc}{request_path}"
-    return upstream
 
 
 def describe_connect_error(exc: BaseException) -> str:
@@ -140,7 +72,7 @@ def describe_connect_error(exc: BaseException) -> str:
 
 async def open_upstream(
     target: Upstream,
-    request: Request,
+    request: Upgrade,
     *,
     max_size: int,
     connect_timeout: float = 10.0,
@@ -165,7 +97,7 @@ async def open_upstream(
 
 async def _open_websocket(
     target: Upstream,
-    request: Request,
+    request: Upgrade,
     max_size: int,
     connect_timeout: float,
     close_timeout: float,
@@ -175,7 +107,7 @@ async def _open_websocket(
         uri = parse_uri(f"ws://localhost{request.path}")
     else:
         uri = parse_uri(upstream_url(target.url, request.path))
-    offered = offered_subprotocols(request)
+    offered = [Subprotocol(p) for p in offered_subprotocols(request)]
     ws = ClientProtocol(uri, subprotocols=offered or None, max_size=max_size)
     leg = WebSocketLeg("server", ws, close_timeout)
     loop = asyncio.get_running_loop()
@@ -210,3 +142,14 @@ async def _open_websocket(
             leg.transport.abort()
         raise
     return leg
+
+
+__all__ = [
+    "Transport",
+    "Upstream",
+    "client_headers",
+    "default_control_socket",
+    "describe_connect_error",
+    "open_upstream",
+    "upstream_url",
+]
