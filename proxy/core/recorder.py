@@ -64,7 +64,7 @@ class Recorder:
         """Checks every text frame; what it finds goes into the event (``violations``)."""
         self.violations = 0
         """Violations the validator found so far."""
-        self.redactor = redactor or Redactor()
+        self._redactor = redactor
         self._clock = clock
         # Continuing a cassette (``after`` its events): seq, conn and t carry on from them.
         self._start = clock() - max((float(e.get("t", 0.0)) for e in after), default=0.0)
@@ -77,6 +77,19 @@ class Recorder:
         self._unwritten: Counter[Direction] = Counter()
         """Frames whose events are built but whose lines are not written yet."""
         self.open_connections = 0
+
+    @property
+    def redactor(self) -> Redactor:
+        """The redactor (the default one, built when first needed: a replay's recorder,
+        which writes nothing, never builds it)."""
+        if self._redactor is None:
+            self._redactor = Redactor()
+        return self._redactor
+
+    def watch(self, conn: int) -> None:
+        """Pair the requests and responses of connection ``conn`` without recording its
+        opening (a replay's bridge: the rules still see what each response answers)."""
+        self._pairing[conn] = Pairing()
 
     @property
     def connections(self) -> int:

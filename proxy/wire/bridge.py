@@ -62,7 +62,7 @@ class Bridge:
         """Whether messages go to a cassette (record) or only through (replay)."""
         if recorder is None:  # still numbers and pairs messages for the rules and the log
             recorder = Recorder(None, validator=validator)
-            recorder.open(conn, path="", headers=(), subprotocol=None, upstream="")
+            recorder.watch(conn)
         self.observed = self.recording or recorder.validator is not None
         """Whether each frame goes through the recorder: it is written, or checked against
         a schema (an observer: the frame is forwarded as it came either way)."""
@@ -251,6 +251,9 @@ class Bridge:
         """Record an ``error`` event; a failed cassette fails the bridge instead of raising."""
         if self.failure is not None:
             return
+        if not self.recording:  # a replay writes no cassette: the log says it
+            log.info("conn %d: %s", self.conn, message)
+            return
         try:
             self.recorder.error(self.conn, message, **fields)
         except CassetteWriteError as error:
@@ -294,8 +297,8 @@ class Bridge:
     def _record_close(self, leg: Leg) -> None:
         plan = leg.close_plan()
         log.info("conn %d closed by %s (%s %s)", self.conn, plan.by, plan.code, plan.reason)
-        if self.failure is not None:
-            return  # the cassette takes no more lines
+        if self.failure is not None or not self.recording:
+            return  # the cassette takes no more lines, or there is none
         try:
             for note in getattr(leg, "notes", ()):
                 self.recorder.error(self.conn, note, leg=leg.name)
