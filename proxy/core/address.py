@@ -9,7 +9,6 @@ binds a :class:`ListenAddress`; :func:`proxy.wire.upstream.open_upstream` opens 
 from __future__ import annotations
 
 import enum
-import ipaddress
 import os
 import shlex
 from collections.abc import Sequence
@@ -55,6 +54,8 @@ class ListenAddress:
         """Whether only this machine can connect (always true for a unix socket)."""
         if self.path is not None or self.host == "localhost":
             return True
+        import ipaddress  # only a --listen with a host name asks
+
         try:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:

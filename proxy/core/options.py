@@ -13,7 +13,6 @@ with the reason (:meth:`Settings.resolve`), never dropped.
 
 from __future__ import annotations
 
-import argparse
 import enum
 import math
 import re
@@ -608,12 +607,13 @@ class _WordsError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _WordsError(message)
+def _words_parser(prog: str) -> Any:
+    import argparse  # only words to read need it (the stand-in with $RPCTAPE_ARGS)
 
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise _WordsError(message)
 
-def _words_parser(prog: str) -> _Parser:
     parser = _Parser(prog=prog, add_help=False, exit_on_error=False, allow_abbrev=False)
     for name, spec in SPECS.items():
         if spec.kind is Kind.FLAG:
@@ -633,11 +633,18 @@ def parse_words(text: str | Sequence[str], door: Door, *, source: str) -> dict[s
     Every option of the model is known here (one that does not apply to ``door`` is refused
     by :meth:`Settings.resolve` with the reason); a word that is no option is refused with
     the list of options."""
+    valid = ", ".join(s.flag for s in SPECS.values())
     try:
         words = shlex.split(text) if isinstance(text, str) else list(text)
+    except ValueError as exc:  # an unclosed quote
+        raise UsageError(f"{source}: {exc}; valid options: {valid}") from None
+    if not words:
+        return {}
+    import argparse
+
+    try:
         namespace = _words_parser(source).parse_args(words)
     except (ValueError, _WordsError, argparse.ArgumentError) as exc:
-        valid = ", ".join(s.flag for s in SPECS.values())
         raise UsageError(f"{source}: {exc}; valid options: {valid}") from None
     return {k: v for k, v in vars(namespace).items() if v is not None}
 
