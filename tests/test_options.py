@@ -22,7 +22,7 @@ from proxy.codex.standin import setup_from
 from proxy.core.address import ListenAddress
 from proxy.core.matching import Aspect
 from proxy.core.modes import MatchOrder, OnMiss, Pace, RecordMode, Stale
-from proxy.core.options import SPECS, Door, Kind, Settings
+from proxy.core.options import SPECS, Door, Kind, Settings, parse_words
 from proxy.core.ordering import Order
 from proxy.errors import RpctapeError, UsageError
 from proxy.pytest_plugin import resolve_settings, standin_args
@@ -266,3 +266,10 @@ def test_replay_help_shows_the_recording_options_of_record() -> None:
         assert flag in shown["record"] and flag in shown["replay"], flag
     assert "--allow-playback-repeats" in shown["replay"]
     assert "--allow-playback-repeats" not in shown["record"]  # it only records: hidden
+
+
+def test_words_that_do_not_split_are_one_clear_error() -> None:
+    """An unclosed quote in RPCTAPE_ARGS: the source and the shell's reason, no traceback."""
+    with pytest.raises(UsageError, match=r"^\$RPCTAPE_ARGS: No closing quotation; valid options: "):
+        parse_words('--pace "10', Door.STANDIN, source="$RPCTAPE_ARGS")
+    assert parse_words("", Door.STANDIN, source="$RPCTAPE_ARGS") == {}
