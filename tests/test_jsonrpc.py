@@ -106,7 +106,7 @@ def test_id_key_keeps_types_apart() -> None:
 
 def test_pairing_names_the_answered_method_both_ways() -> None:
     """Client and server requests share id 0 without confusing the pairing."""
-    pairing = Pairing()
+    pairing: Pairing[str] = Pairing()
     c2s, s2c = Direction.C2S, Direction.S2C
     assert pairing.observe(c2s, parse('{"id":0,"method":"initialize","params":{}}')) is None
     assert pairing.observe(s2c, parse('{"id":0,"method":"attestation/generate"}')) is None
@@ -122,7 +122,7 @@ def test_pairing_names_the_answered_method_both_ways() -> None:
 
 def test_pairing_unknown_and_string_ids() -> None:
     """A response to nothing answers nothing; string ids pair with string ids only."""
-    pairing = Pairing()
+    pairing: Pairing[str] = Pairing()
     pairing.observe(Direction.C2S, parse('{"id":"7","method":"model/list"}'))
     assert pairing.observe(Direction.S2C, parse('{"id":7,"result":{}}')) is None
     assert pairing.observe(Direction.S2C, parse('{"id":"7","result":{}}')) == "model/list"

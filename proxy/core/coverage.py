@@ -121,11 +121,11 @@ class Coverage:
     def add(self, name: str, tape: Cassette) -> None:
         """Count the frames of ``tape`` (called ``name`` in reports); call once per cassette."""
         self.cassettes.append(name)
-        pairings: dict[int, Pairing] = {}
+        pairings: dict[int, Pairing[str]] = {}
         for event in tape.frames():
             self.add_event(name, event, pairings.setdefault(event["conn"], Pairing()))
 
-    def add_event(self, name: str, event: Event, pairing: Pairing) -> None:
+    def add_event(self, name: str, event: Event, pairing: Pairing[str]) -> None:
         """Count one ``text`` or ``binary`` event (``pairing``: its connection's)."""
         if event["kind"] != "text":
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 
@@ -309,19 +309,33 @@ def shape(msg: Any) -> tuple[MessageType, str | None, Any]:
 _INVALID: tuple[MessageType, None, None] = (MessageType.INVALID, None, None)
 
 
-class Pairing:
-    """Remembers open requests in both directions to name the method a response answers.
+_T = TypeVar("_T")
+
+
+class Pairing(Generic[_T]):
+    """Remembers open requests in both directions to name what a response answers: the one
+    place requests and responses are paired.
 
     One instance per connection. Call :meth:`observe` for every frame in the order it was
-    forwarded; it returns the method of the request a response or error answers, if known.
-    Requests from the client are answered by the server and the reverse, so each direction
-    has its own table (the server's ids count from 0 and may equal the client's).
+    forwarded; it returns the method of the request a response or error answers, if known
+    (a ``Pairing[str]``). :meth:`opened` and :meth:`answered` pair anything else a request is
+    known by (the replay's recorded items pair by their index). Requests from the client are
+    answered by the server and the reverse, so each direction has its own table (the server's
+    ids count from 0 and may equal the client's).
     """
 
     def __init__(self) -> None:
-        self._open: dict[Direction, dict[str, str]] = {Direction.C2S: {}, Direction.S2C: {}}
+        self._open: dict[Direction, dict[str, _T]] = {Direction.C2S: {}, Direction.S2C: {}}
 
-    def observe(self, direction: Direction, parsed: Parsed) -> str | None:
+    def opened(self, direction: Direction, key: str, value: _T) -> None:
+        """A request with id ``key`` went in ``direction``, known as ``value``."""
+        self._open[direction][key] = value
+
+    def answered(self, direction: Direction, key: str) -> _T | None:
+        """A response or error with id ``key`` went in ``direction``: what it answers, once."""
+        return self._open[direction.reverse].pop(key, None)
+
+    def observe(self: Pairing[str], direction: Direction, parsed: Parsed) -> str | None:
         """Record a request, or resolve a response; return the answered method or ``None``."""
         key = parsed.id_key
         if key is None:
@@ -332,6 +346,6 @@ class Pairing:
             return None
         return self._open[direction.reverse].pop(key, None)
 
-    def pending(self, direction: Direction) -> dict[str, str]:
+    def pending(self, direction: Direction) -> dict[str, _T]:
         """Requests sent in ``direction`` still waiting for an answer (id key to method)."""
         return dict(self._open[direction])

@@ -16,7 +16,7 @@ import orjson
 
 from .cassette import Cassette, Event, frame_of
 from .ids import marked_id_slots
-from .jsonrpc import Direction, MessageType, id_key, id_slots, parse
+from .jsonrpc import Direction, MessageType, Pairing, id_key, id_slots, parse
 from .matching import Frame
 
 ANSWERS = frozenset({MessageType.RESPONSE, MessageType.ERROR})
@@ -246,10 +246,8 @@ class _Builder:
         self.conn = conn
         self.items: list[Item] = []
         self.client: list[int] = []
-        self.open_requests: dict[Direction, dict[str, int]] = {
-            Direction.C2S: {},
-            Direction.S2C: {},
-        }
+        self.pairing: Pairing[int] = Pairing()
+        """Requests paired with their answers by item index (``jsonrpc.Pairing``)."""
         self.subprotocol: str | None = None
         self.close: Event | None = None
         self.opened: Event | None = None
@@ -301,9 +299,9 @@ class _Builder:
         if mtype is not MessageType.INVALID and isinstance(msg, dict) and "id" in msg:
             key = id_key(msg["id"])
             if mtype is MessageType.REQUEST:
-                self.open_requests[direction][key] = index
+                self.pairing.opened(direction, key, index)
             elif mtype in ANSWERS:
-                answers = self.open_requests[_REVERSE[direction]].pop(key, None)
+                answers = self.pairing.answered(direction, key)
         name = event.get("response_to") if mtype in ANSWERS else event.get("method", _NO_METHOD)
         if type(name) is str:  # one string per method name, not one per frame
             name = self.names.setdefault(name, name)
@@ -350,7 +348,6 @@ class _Builder:
 
 
 _DIRECTIONS = {d.value: d for d in Direction}
-_REVERSE = {d: d.reverse for d in Direction}
 _new_item = object.__new__
 _TYPES = {t.value: t for t in MessageType}
 """Looked up per recorded frame when a cassette is loaded (an enum call costs ten times more);

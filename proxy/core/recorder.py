@@ -70,7 +70,7 @@ class Recorder:
         self._start = clock() - max((float(e.get("t", 0.0)) for e in after), default=0.0)
         self._seq = max((e["seq"] for e in after), default=0)
         self._conns = max((e["conn"] for e in after), default=0)
-        self._pairing: dict[int, Pairing] = {}
+        self._pairing: dict[int, Pairing[str]] = {}
         self.frames: Counter[Direction] = Counter()
         """Frames recorded per direction: only those whose lines were written (a batch whose
         write failed is not counted)."""
