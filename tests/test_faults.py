@@ -286,7 +286,8 @@ def test_any_text_is_a_fault_or_a_usage_error_with_the_grammar(text: str) -> Non
 
 def decide(fault_set: FaultSet, *frames: tuple[Direction, bytes]) -> list[Any]:
     """Run frames through one connection's engine, as the bridge pairs them."""
-    engine, pairing = Engine(fault_set.rules), Pairing()
+    engine = Engine(fault_set.rules)
+    pairing: Pairing[str] = Pairing()
     decisions = []
     for direction, raw in frames:
         parsed = parse(raw)

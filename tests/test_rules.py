@@ -29,7 +29,7 @@ class Conn:
 
     def __init__(self, *rules: Rule) -> None:
         self.engine = Engine(rules)
-        self.pairing = Pairing()
+        self.pairing: Pairing[str] = Pairing()
 
     def send(self, direction: Direction, msg: Any) -> Decision:
         raw = msg if isinstance(msg, bytes) else orjson.dumps(msg)
