@@ -373,10 +373,11 @@ def test_close_like_the_recorded_server() -> None:
 
 
 def test_session_pairs_connections_in_recording_order() -> None:
-    """Three recorded connections serve three live ones in turn; a fourth is a miss."""
+    """Three recorded connections that fit alike serve three live ones in turn (the lowest
+    number first); a fourth is a miss."""
     tape = make_tape(*([(C, f'{{"method":"n{i}"}}')] for i in range(3)))
     session = ReplaySession(tape, CODEX_REPLAY, "three.jsonl")
-    claims = [session.claim_next(session.open()) for _ in range(4)]
+    claims = [session.pair(session.open(), Handshake(), None) for _ in range(4)]
     assert [c.recorded.conn for c in claims if isinstance(c, ConnectionReplay)] == [1, 2, 3]
     miss = claims[3]
     assert isinstance(miss, Miss)
@@ -386,22 +387,23 @@ def test_session_pairs_connections_in_recording_order() -> None:
     )
 
 
-def test_claim_matching_for_new_episodes() -> None:
-    """new_episodes picks the first unused recorded connection whose first frame matches."""
+def test_pair_matching_for_new_episodes() -> None:
+    """new_episodes picks, among the unused recorded connections whose first frame matches,
+    the best fit (here the first); none left that matches: None (recorded live instead)."""
     tape = make_tape([(C, '{"method":"a"}')], [(C, '{"method":"b"}')], [(C, '{"method":"b"}')])
     session = ReplaySession(tape, CODEX_REPLAY, "t")
-    first = session.claim_matching(session.open(), '{"method":"b"}')
-    second = session.claim_matching(session.open(), '{"method":"b"}')
+    first = session.pair_matching(session.open(), Handshake(), '{"method":"b"}')
+    second = session.pair_matching(session.open(), Handshake(), '{"method":"b"}')
     assert first is not None and second is not None
     assert (first.recorded.conn, second.recorded.conn) == (2, 3)
-    assert session.claim_matching(session.open(), '{"method":"b"}') is None
+    assert session.pair_matching(session.open(), Handshake(), '{"method":"b"}') is None
 
 
 def test_report_text_and_check() -> None:
     """The report names unused messages and misses; check() raises unless it is clean."""
     tape = make_tape(TWO, [(C, '{"method":"x"}')])
     session = ReplaySession(tape, ReplayOptions(on_miss=OnMiss.ERROR, dialect=CODEX), "t.jsonl")
-    replay = session.claim_next(session.open())
+    replay = session.pair(session.open(), Handshake(), '{"id":1,"method":"a","params":{}}')
     assert isinstance(replay, ConnectionReplay)
     for out in replay.receive('{"id":1,"method":"a","params":{}}').send:
         replay.delivered(out)

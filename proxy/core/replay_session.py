@@ -15,7 +15,7 @@ from typing import Any
 from .cassette import Cassette
 from .dialect import NEUTRAL, Dialect
 from .jsonrpc import Direction
-from .matching import Frame, Rules, explain, matches
+from .matching import Frame, Rules, explain
 from .ordering import Ordering
 from .planner import ConnectionReplay, ReplayOptions
 from .recorded import Item, RecordedConnection, recorded_connections
@@ -128,11 +128,11 @@ class ReplaySession:
     """Pairs live connections with recorded ones, keeps the order across them, gathers the
     report.
 
-    One per replay server. Each live connection gets a number from :meth:`open`, then
-    :meth:`pair` (by its handshake and first message: the best unused recording), or
-    :meth:`claim_next` (the next unused recorded connection), :meth:`claim_matching`
-    (``new_episodes``: the first unused one whose first client frame matches), or
-    :meth:`recorded_live` (it was relayed and recorded instead). :attr:`ordering` keeps the
+    One per session. Each live connection gets a number from :meth:`open`, then one way of
+    choosing its recording, for listener and stdio clients alike: :meth:`pair` (by its
+    handshake and first message: the best unused recording), or :meth:`pair_matching`
+    (``new_episodes``: the best among those whose first client message matches, else
+    :meth:`recorded_live`: it was relayed and recorded instead). :attr:`ordering` keeps the
     recorded order across connections (:mod:`proxy.core.ordering`).
     """
 
@@ -187,15 +187,6 @@ class ReplaySession:
             "already replayed",
         )
         self._connections[live] = ConnectionReport(live, None, misses=(miss,))
-        return miss
-
-    def claim_next(self, live: int) -> ConnectionReplay | Miss:
-        """The next unused recorded connection, or the miss of there being none left."""
-        for recorded in self.recorded:
-            if recorded.conn not in self._claimed:
-                return self._claim(live, recorded)
-        miss = self.none_left(live)
-        assert miss is not None
         return miss
 
     def subprotocol(self, handshake: Handshake) -> str | None:
@@ -281,19 +272,6 @@ class ReplaySession:
         """Live connection ``live`` closed before its first message: no recording was used."""
         self._connections[live] = ConnectionReport(live, None)
         self.note(live, "closed before its first message; no recorded connection was used")
-
-    def claim_matching(self, live: int, first: str | bytes) -> ConnectionReplay | None:
-        """The first unused recorded connection whose first client frame matches ``first``."""
-        frame = Frame.live(first)
-        for recorded in self.recorded:
-            candidate = recorded.first_client_frame()
-            if (
-                recorded.conn not in self._claimed
-                and candidate is not None
-                and matches(frame, candidate, self.options.rules)
-            ):
-                return self._claim(live, recorded)
-        return None
 
     def recorded_live(self, live: int, conn: int) -> None:
         """Live connection ``live`` was relayed to the upstream and recorded as ``conn``."""
