@@ -221,13 +221,22 @@ async def test_strict_exit_code_with_an_unused_message(
 
 
 async def test_on_miss_close_ends_stdout_and_exits(tmp_path: Path) -> None:
-    """--on-miss close: an unmatched request ends stdout and the process, stdin still open;
-    the exit code 3 says the replay ended the session on a miss."""
+    """--on-miss close: an unmatched request gets the miss as its JSON-RPC error (stdio has
+    no close reason: a client that hides stderr still shows why), then stdout and the
+    process end, stdin still open; the exit code 3 says the replay ended the session."""
     cassette = write_tape(tmp_path / "t.jsonl", [(C, '{"id":1,"method":"a"}')])
     async with stdio_replay(cassette, "--on-miss", "close") as client:
-        await client.send(b'{"id":1,"method":"b"}')
+        await client.send(b'{"id":7,"method":"b"}')
         code, rest, err = await client.finish(close_stdin=False)
-    assert (code, rest) == (3, b""), err
+    assert code == 3, err
+    (line,) = rest.splitlines()
+    reply = orjson.loads(line)
+    assert (reply["id"], reply["error"]["code"]) == (7, -32099)
+    assert reply["error"]["message"] == (
+        "rpctape: no recorded match for request b (live connection 1, recorded connection 1, "
+        "client message 1)\nclosest recorded client messages:\n"
+        '- seq 2 request a, next in order: method differs: got "b", recorded "a"'
+    )
     assert report_of(err)[0] == summary(cassette, misses=1, client=1)
 
 

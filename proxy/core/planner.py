@@ -126,6 +126,9 @@ class Step(NamedTuple):
     miss: Miss | None = None
     matched: int | None = None
     """The recorded client item the live frame matched (for the cross-connection order)."""
+    reply: Outgoing | None = None
+    """With a close because of a request's miss: the error reply that says why, for a
+    client whose transport has no close reason (stdio: it is sent, then the output ends)."""
 
 
 def error_reply(request_id: Any, miss: Miss) -> bytes:
@@ -344,11 +347,11 @@ class ConnectionReplay:
             return Step(send=failed, close=Close(ANSWER_MISS_CLOSE_CODE, reason), miss=miss)
         if frame.type is not MessageType.REQUEST:
             return Step(miss=miss)
-        if self.options.on_miss is OnMiss.CLOSE:
-            reason = clip_reason(f"rpctape: no recorded match for {frame.describe()}")
-            return Step(close=Close(NO_MATCH_CLOSE_CODE, reason), miss=miss)
         data = error_reply(None, miss)
         reply = Outgoing(LiveId.of(frame).put_into(data, orjson.loads(data)), True)
+        if self.options.on_miss is OnMiss.CLOSE:
+            reason = clip_reason(f"rpctape: no recorded match for {frame.describe()}")
+            return Step(close=Close(NO_MATCH_CLOSE_CODE, reason), miss=miss, reply=reply)
         return Step(send=(reply,), miss=miss)
 
     def _fail_turn(self, message: str) -> tuple[Outgoing, ...]:

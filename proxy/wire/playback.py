@@ -49,10 +49,15 @@ class RecordedLeg(Leg):
     its turn in the recorded order across connections; its pacing delay counts from then.
     """
 
-    def __init__(self, replay: ConnectionReplay, gate: Gate | None = None) -> None:
+    def __init__(
+        self, replay: ConnectionReplay, gate: Gate | None = None, *, reply_on_close: bool = False
+    ) -> None:
         super().__init__("server")
         self.replay = replay
         self.gate = gate
+        self.reply_on_close = reply_on_close
+        """Send the error reply of a miss that closes the connection before the close (a
+        stdio client, whose transport carries no close reason)."""
         self._hold: tuple[int, asyncio.TimerHandle] | None = None
         """The seq of the frame held for another connection, and its timeout."""
         self._wake: asyncio.Handle | None = None
@@ -128,6 +133,8 @@ class RecordedLeg(Leg):
             self.log.warning("%s", step.miss.render())
         self._queue.extend(step.send)
         if step.close is not None:
+            if step.reply is not None and self.reply_on_close:
+                self._queue.append(step.reply)
             self._queue.append(step.close)
         self._pump()
 

@@ -27,7 +27,7 @@ from ..core.rules import Rule
 from ..errors import UpstreamError
 from .bridge import Bridge
 from .handshake import STDIO_UPGRADE, Refused, Upgrade, is_stdio, offered_subprotocols
-from .legs import GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE, Leg
+from .legs import GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE, Leg, LineLeg
 from .playback import Gate, RecordedLeg
 
 log = logging.getLogger("rpctape.sides")
@@ -166,7 +166,7 @@ def recorded_bridge(
             session.options.hold_timeout,
             lambda text: session.note(live, text),
         )
-    server = RecordedLeg(replay, gate)
+    server = RecordedLeg(replay, gate, reply_on_close=isinstance(client, LineLeg))
     bridge = Bridge(replay.live, client, server, None, rules, validator=validator)
     server.start()
     bridge.done.add_done_callback(lambda _: _log_report(replay))
