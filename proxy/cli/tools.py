@@ -33,6 +33,17 @@ from .common import (
 )
 
 VerboseOption = Annotated[int, typer.Option("-v", count=True, help="-v info, -vv frames.")]
+SchemaCodexOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Against this codex's schema: a path, or a version installed by ./dev setup such "
+        "as 0.171.0 (default: the pinned one)."
+    ),
+]
+SchemaFolderOption = Annotated[
+    Path | None,
+    typer.Option(help="A `codex app-server generate-json-schema` output folder instead."),
+]
 RulesOption = Annotated[
     list[Path] | None, typer.Option("--rules", help="TOML rules file (repeatable).")
 ]
@@ -218,17 +229,8 @@ def client(
 @app.command()
 def validate(
     cassettes: Annotated[list[Path], typer.Argument(help="Cassette files to check.")],
-    codex: Annotated[
-        Path | None,
-        typer.Option(
-            help="Check against this codex's schema: a path, or a version installed by "
-            "./dev setup such as 0.171.0 (default: the pinned one)."
-        ),
-    ] = None,
-    schema: Annotated[
-        Path | None,
-        typer.Option(help="A `codex app-server generate-json-schema` output folder instead."),
-    ] = None,
+    codex: SchemaCodexOption = None,
+    schema: SchemaFolderOption = None,
     experimental: Annotated[
         bool, typer.Option(help="Include codex's experimental methods in the schema.")
     ] = False,
@@ -421,17 +423,8 @@ def coverage(
     paths: Annotated[
         list[Path], typer.Argument(help="Cassettes, or folders walked for *.jsonl files.")
     ],
-    codex: Annotated[
-        Path | None,
-        typer.Option(
-            help="Measure against this codex's schema: a path, or a version installed by "
-            "./dev setup such as 0.171.0 (default: the pinned one)."
-        ),
-    ] = None,
-    schema: Annotated[
-        Path | None,
-        typer.Option(help="A `codex app-server generate-json-schema` output folder instead."),
-    ] = None,
+    codex: SchemaCodexOption = None,
+    schema: SchemaFolderOption = None,
     json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Which methods of codex's protocol the cassettes exercise, and how (docs/drift.md)."""
