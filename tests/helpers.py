@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import itertools
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -129,3 +133,25 @@ def fake_item(folder: Path, mark: pytest.Mark) -> pytest.Item:
             get_closest_marker=lambda name: mark,
         ),
     )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def rpctape_listening(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`rpctape ARGS` (this checkout, as `python -m proxy`) started and waited for until it
+    prints `listening on URL`; the process and the URL. Killed if still running on exit."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line.startswith("listening on ws://127.0.0.1:"), line
+        yield proc, line.removeprefix("listening on ").strip()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

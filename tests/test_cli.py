@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiohttp
@@ -22,36 +21,18 @@ from websockets.exceptions import ConnectionClosed
 from proxy.cli import app
 from proxy.codex.appserver import installed_codex_versions
 from proxy.core.cassette import frame_of, load
+from tests.helpers import rpctape_listening
 from tests.scripted_upstream import ScriptedUpstream
 
 runner = CliRunner()
 
 
-@asynccontextmanager
-async def record_process(
+def record_process(
     *args: str, loop: str = "auto"
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """Start `rpctape record ARGS` (on the event ``loop`` named, proxy/wire/runner.py) and
-    yield it with the URL from its `listening on` line."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "record",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "RPCTAPE_LOOP": loop},
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-        assert line.startswith("listening on ws://127.0.0.1:"), line
-        yield proc, line.removeprefix("listening on ").strip()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+) -> AbstractAsyncContextManager[tuple[asyncio.subprocess.Process, str]]:
+    """`rpctape record ARGS` on the event ``loop`` named (proxy/wire/runner.py), with the URL
+    from its `listening on` line."""
+    return rpctape_listening("record", *args, env={"RPCTAPE_LOOP": loop})
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])

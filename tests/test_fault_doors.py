@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -29,7 +28,7 @@ from proxy.cli import app
 from proxy.core.cassette import load
 from proxy.core.faults import GRAMMAR, Fault, FaultError, FaultKind
 from proxy.core.replay_report import ReplayMismatch
-from tests.helpers import REPO, C, S, live_exchange, write_tape
+from tests.helpers import REPO, C, S, live_exchange, rpctape_listening, write_tape
 from tests.projects import INI, run_pytest, summary
 
 TURN = REPO / "cassettes" / "turn-streamed.jsonl"
@@ -50,25 +49,12 @@ def ping_tape(path: Path) -> Path:
 # --- rpctape replay, a process listening on a websocket -----------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def replay_process(
+def replay_process(
     cassette: Path, *args: str
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+) -> contextlib.AbstractAsyncContextManager[tuple[asyncio.subprocess.Process, str]]:
     """`rpctape replay CASSETTE --listen ws://127.0.0.1:0 ARGS`, with the URL it prints;
     killed if still running on exit."""
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "rpctape"), "replay", str(cassette), "--listen", "ws://127.0.0.1:0", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-        assert line.startswith("listening on ws://127.0.0.1:"), line
-        yield proc, line.removeprefix("listening on ").strip()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    return rpctape_listening("replay", str(cassette), "--listen", "ws://127.0.0.1:0", *args)
 
 
 async def stopped(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:

@@ -23,6 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from proxy.pytest_plugin import standin_executable
+from tests.helpers import rpctape_listening
 from tests.scripted_upstream import ScriptedUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,17 +109,6 @@ def test_standin_on_a_full_disk(disk: Path, fake_codex: Path, mode: str) -> None
     assert leftovers(disk) == []
 
 
-async def _replay_process(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "replay", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-    assert line.startswith("listening on ws://127.0.0.1:"), line
-    return proc, line.split()[-1]
-
-
 @pytest.mark.parametrize("mode", ["all", "new_episodes"])
 async def test_replay_recording_on_a_full_disk(disk: Path, mode: str) -> None:
     """rpctape replay --record-mode MODE relays and records; the disk fills: the client is
@@ -126,11 +116,10 @@ async def test_replay_recording_on_a_full_disk(disk: Path, mode: str) -> None:
     as it was."""
     before = old_cassette(disk)
     fill(disk)
-    async with ScriptedUpstream() as upstream:
-        proc, url = await _replay_process(
-            str(disk / "c.jsonl"), "--record-mode", mode, "--upstream", upstream.url,
-            "--listen", "ws://127.0.0.1:0",
-        )  # fmt: skip
+    async with ScriptedUpstream() as upstream, rpctape_listening(
+        "replay", str(disk / "c.jsonl"), "--record-mode", mode, "--upstream", upstream.url,
+        "--listen", "ws://127.0.0.1:0",
+    ) as (proc, url):  # fmt: skip
         try:
             async with connect(url, max_size=None) as ws:
                 await ws.send(orjson.dumps(INIT).decode())
