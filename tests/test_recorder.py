@@ -335,3 +335,24 @@ def test_a_binary_frame_holding_json_text_is_redacted_like_a_text_frame() -> Non
     opaque = bytes(range(256)) + secret.encode()
     untouched, _ = recorder.binary_line(conn, Direction.C2S, opaque)
     assert base64.b64decode(untouched["b64"]) == opaque and "redacted" not in untouched
+
+
+def test_a_close_reason_passed_on_is_redacted_too() -> None:
+    """A close event's reason and the reason forwarded to the other leg are both free text
+    the recorder redacts (a peer may close with a secret in its reason)."""
+    secret = "sk-proj-" + "Zq9" * 16
+    recorder = make_recorder()
+    conn = recorder.new_connection()
+    recorder.open(conn, path="/", headers=(), subprotocol=None, upstream="ws://x")
+    event = recorder.close(
+        conn,
+        by="server",
+        code=4000,
+        reason=f"bad key {secret}",
+        leg="server",
+        forwarded={"code": 4000, "reason": f"key {secret}"},
+    )
+    line = orjson.dumps(event)
+    assert secret.encode() not in line
+    assert event["forwarded"] == {"code": 4000, "reason": f"key {marker(secret)}"}
+    assert list(event) == ["seq", "t", "conn", "kind", "by", "code", "reason", "leg", "forwarded"]

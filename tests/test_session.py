@@ -231,3 +231,17 @@ def test_the_new_options_are_checked(
     with pytest.raises(UsageError) as caught:
         Settings.resolve(Door.LIBRARY, options)
     assert str(caught.value) == error
+
+
+async def test_the_header_names_the_upstream_redacted(tmp_path: Path) -> None:
+    """A recording's header names its upstream as the open events do: a token in the URL is
+    redacted there too."""
+    secret = "sk-proj-" + "Zq9" * 16
+    async with ScriptedUpstream() as upstream:
+        session = Session(
+            tmp_path / "c.jsonl", record_mode="all", upstream=f"{upstream.url}/?api_key={secret}"
+        )
+        await session.start()
+        await session.close()
+    header = load(tmp_path / "c.jsonl").header
+    assert secret not in header["upstream"] and "api_key=" in header["upstream"]

@@ -297,6 +297,8 @@ class Recorder:
         if self._pairing.pop(conn, None) is not None:
             self.open_connections -= 1
         fields = redact_fields(self.redactor, "close", {"reason": reason})
+        if "forwarded" in extra:  # in its place among the extra fields
+            extra["forwarded"] = redact_fields(self.redactor, "close", extra)["forwarded"]
         event = self._event(conn, "close", {"by": by, "code": code, **fields, **extra})
         self._write([event])
         return event
@@ -405,7 +407,7 @@ def redact_fields(redactor: Redactor, kind: str, fields: dict[str, Any]) -> dict
     already redacted one stays as it is: markers are never redacted again).
 
     - ``open``: ``path`` and ``upstream`` as free text, ``headers`` by name and value;
-    - ``close``: ``reason`` as free text;
+    - ``close``: ``reason``, and ``forwarded``'s ``reason`` (what was passed on), as free text;
     - ``error``: ``message``, and ``path`` and ``upstream`` when they are strings, as free
       text; ``headers`` (a dict or a list of pairs) by name and value.
     """
@@ -413,6 +415,9 @@ def redact_fields(redactor: Redactor, kind: str, fields: dict[str, Any]) -> dict
     for name in _TEXT_FIELDS[kind]:
         if isinstance(out.get(name), str):
             out[name] = redactor.redact_text(out[name])
+    forwarded = out.get("forwarded")
+    if kind == "close" and isinstance(forwarded, dict) and isinstance(forwarded.get("reason"), str):
+        out["forwarded"] = {**forwarded, "reason": redactor.redact_text(forwarded["reason"])}
     if kind == "close" or "headers" not in out:
         return out
     headers = out["headers"]

@@ -223,6 +223,8 @@ def _other(event: Event, kind: str, redactor: Redactor) -> tuple[bytes, list[str
     headers = event.get("headers")
     if kind != "close" and isinstance(headers, dict):
         fields["headers"] = headers
+    if kind == "close" and isinstance(event.get("forwarded"), dict):
+        fields["forwarded"] = event["forwarded"]
     redacted = redact_fields(redactor, kind, fields)
     where: list[str] = []
     for name in [name for name in event if name in redacted]:  # in the event's order

@@ -282,7 +282,11 @@ class Session:
             return PlaybackSide(self._session, self.rules, validator=self.validator)
         assert self.target is not None
         meta = self.meta | ({"client_transport": "stdio"} if stdio else {})
-        header = new_header(self.target.url, transport=self.target.kind, meta=meta)
+        redactor = self.settings.redactor()
+        # The header names the upstream as the open events do: its secrets (a ?token=, a
+        # command's --api-key value) redacted.
+        upstream = redactor.redact_text(self.target.url)
+        header = new_header(upstream, transport=self.target.kind, meta=meta)
         if plan is Plan.RECORD:
             overwrite = self.settings.overwrite or not self.fresh
             writer = self.file.record(header, overwrite=overwrite)
@@ -290,7 +294,6 @@ class Session:
         else:
             writer = self.file.extend(header)
             after = tuple(self._cassette.events) if self._cassette is not None else ()
-        redactor = self.settings.redactor()
         self.recorder = Recorder(writer, redactor, after=after, validator=self.validator)
         live = LiveSide(self._relay_options(), self.recorder)
         if plan is Plan.RECORD:
