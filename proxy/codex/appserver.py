@@ -189,12 +189,12 @@ def choose_codex(choice: str | Path | None) -> Path:
     return find_codex(choice)
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_config(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` updated with ``extra``, merging nested tables instead of replacing them."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_config(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -243,7 +243,7 @@ def codex_config(
         config["chatgpt_base_url"] = f"{base}/backend-api/"
     config["analytics"] = {"enabled": False}
     config["model_providers"] = {"mock": provider}
-    return _merge(config, extra or {})
+    return merge_config(config, extra or {})
 
 
 def chatgpt_auth_json(now: datetime.datetime | None = None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy import __version__, recording_proxy
-from proxy.codex.appserver import AppServer
+from proxy.codex.appserver import AppServer, merge_config
 from proxy.codex.backend import FakeBackend, Reply
 from proxy.codex.client import ClientOptions, RpcError, SessionClient
 
@@ -144,16 +144,6 @@ def _mcp_config(oauth: OAuthMcpServer | None, stdio: bool) -> dict[str, Any]:
     return {"mcp_servers": servers} if servers else {}
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 @contextlib.asynccontextmanager
 async def _maybe_oauth(wanted: bool) -> AsyncIterator[OAuthMcpServer | None]:
     if not wanted:
@@ -183,7 +173,7 @@ async def stage(scenario: CorpusScenario, codex: Path) -> AsyncIterator[Stage]:
         FakeBackend(deltas=scenario.deltas, delta_delay=scenario.delta_delay) as backend,
         _maybe_oauth(scenario.oauth_mcp) as oauth,
     ):
-        config = _merge(_mcp_config(oauth, scenario.mcp_stdio), scenario.config)
+        config = merge_config(_mcp_config(oauth, scenario.mcp_stdio), scenario.config)
         async with AppServer(
             backend.url,
             codex,
